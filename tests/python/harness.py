@@ -1,0 +1,302 @@
+"""A dialogs server under test: one `tarantool init.lua` process, as a user runs it.
+
+`Server` starts the repository's own ``init.lua`` on a free 127.0.0.1 port, in a data
+directory of its own, configured only through the ``DIALOGS_*`` environment variables
+that a user would set. It waits until the application user can log in, and stops the
+process by PID: politely (SIGTERM, then SIGKILL after a timeout) or brutally (SIGKILL,
+for crash tests). A stopped server starts again on the same data directory and port.
+
+Everything the process prints (Tarantool logs to stderr) goes to ``server.log`` in the
+server's directory; every start appends to it, after a ``=== start N ===`` line, so a
+test can look at one run (`log_of_run`) or the whole history (`log_text`). The pytest
+fixtures in ``conftest.py`` attach these logs to the report of a failing test.
+
+Several servers may run at once (each has its own port and directory), so replication
+and failover tests can build on this. Usable without pytest too::
+
+    with Server(Path(tempfile.mkdtemp())) as srv:
+        conn = srv.connect()
+        print(conn.call("new_dialog", (None, a, b, "hi")).data[0])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Optional
+
+import tarantool
+
+# tests/python/harness.py -> the repository root, wherever the checkout lives.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INIT_LUA = REPO_ROOT / "init.lua"
+DEFAULT_LIB_DIR = REPO_ROOT / "target" / "dialogs"
+
+MIB = 1024 * 1024
+# Small enough for several instances on one test machine, large enough for any test.
+DEFAULT_MEMTX_MEMORY = 256 * MIB
+DEFAULT_USER = "dialogs"
+# Deliberately not init.lua's development default, so a test that passes proves the
+# password from the environment is the one in force.
+DEFAULT_PASSWORD = "e2e-secret-pw"
+
+# Logged by init.lua after the schema, the functions and the user are in place; a
+# login alone can succeed a moment earlier (between user creation and grants).
+READY_LOG_LINE = "dialogs: listening on"
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.02
+
+
+class ServerError(RuntimeError):
+    """The server did not start, did not stop, or died; the message carries its log."""
+
+
+def lib_dir() -> Path:
+    """The built module directory: $DIALOGS_LIB_DIR, else the `make build` output."""
+    return Path(os.environ.get("DIALOGS_LIB_DIR") or DEFAULT_LIB_DIR).resolve()
+
+
+def module_built() -> bool:
+    """True when `make build` has produced the procedures init.lua needs."""
+    d = lib_dir()
+    return all((d / f"{name}.so").exists() for name in ("new_dialog", "get_dialog"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(text: str, lines: int = 200) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Server:
+    """One dialogs instance: a `tarantool init.lua` child process and its directory.
+
+    ``base_dir`` holds ``data/`` (snapshots and WAL: ``DIALOGS_DATA_DIR``) and
+    ``server.log``. ``env`` adds or overrides environment variables (``DIALOGS_*`` or
+    anything else); a value of None removes the variable. The constructor starts
+    nothing: call `start` (or use the server as a context manager).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        name: str = "dialogs",
+        port: Optional[int] = None,
+        user: str = DEFAULT_USER,
+        password: Optional[str] = DEFAULT_PASSWORD,
+        memtx_memory: int = DEFAULT_MEMTX_MEMORY,
+        wal_mode: str = "write",
+        lib: Optional[Path] = None,
+        env: Optional[Mapping[str, Optional[str]]] = None,
+        init_lua: Path = INIT_LUA,
+        ready_log_line: Optional[str] = READY_LOG_LINE,
+    ):
+        self.name = name
+        self.base_dir = Path(base_dir).resolve()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.base_dir / "data"
+        self.log_path = self.base_dir / "server.log"
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.user = user
+        self.password = password
+        self.init_lua = Path(init_lua)
+        self.ready_log_line = ready_log_line
+        self.env = {
+            "DIALOGS_LISTEN": f"{self.host}:{self.port}",
+            "DIALOGS_DATA_DIR": str(self.data_dir),
+            "DIALOGS_LIB_DIR": str(lib or lib_dir()),
+            "DIALOGS_USER": user,
+            "DIALOGS_PASSWORD": password,
+            "DIALOGS_MEMTX_MEMORY": str(memtx_memory),
+            "DIALOGS_WAL_MODE": wal_mode,
+        }
+        self.env.update(env or {})
+        self.process: Optional[subprocess.Popen] = None
+        self.starts = 0
+        self._run_offset = 0  # where the current run's log begins
+        self._connections: list = []
+
+    # --- the process ----------------------------------------------------------------
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process else None
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def child_env(self) -> dict:
+        """The environment the server process gets: ours, minus inherited DIALOGS_*."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIALOGS_")}
+        env.update({k: v for k, v in self.env.items() if v is not None})
+        return env
+
+    def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> "Server":
+        """Spawn the server; with ``wait``, return once it serves (else ServerError)."""
+        if self.is_running():
+            raise ServerError(f"{self.name}: already running as pid {self.pid}")
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== start {self.starts} ===\n".encode())
+            log.flush()
+            self._run_offset = log.tell()
+            self.process = subprocess.Popen(
+                ["tarantool", str(self.init_lua)],
+                cwd=self.base_dir,  # anything written relative lands here
+                env=self.child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Poll until the set-up is logged and the application user can log in."""
+        deadline = time.monotonic() + timeout
+        last_error: object = None
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise ServerError(
+                    f"{self.name}: exited with code {self.process.returncode} while "
+                    f"starting\n{self.log_of_run()}"
+                )
+            if self.ready_log_line is None or self.ready_log_line in self.log_of_run():
+                try:
+                    self.connect().close()
+                    return
+                except (tarantool.error.NetworkError, tarantool.error.DatabaseError) as e:
+                    last_error = e
+            time.sleep(POLL_INTERVAL_S)
+        raise ServerError(
+            f"{self.name}: not ready after {timeout}s (last login error: {last_error})\n"
+            f"{tail(self.log_of_run())}"
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, wait; SIGKILL if still alive after ``timeout``. Returns the exit code."""
+        if self.process is None:
+            return 0
+        self._close_connections()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL (kill -9): the crash a test wants to survive. Returns the exit code."""
+        if self.process is None:
+            return 0
+        self._close_connections()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode
+
+    def restart(self, *, hard: bool = False, timeout: float = START_TIMEOUT_S) -> "Server":
+        """Stop (SIGKILL when ``hard``, else SIGTERM) and start on the same dir and port."""
+        self.kill() if hard else self.stop()
+        return self.start(timeout=timeout)
+
+    def __enter__(self) -> "Server":
+        return self if self.is_running() else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- the log ----------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        """Everything every run of this server has printed."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_of_run(self) -> str:
+        """What the current (or last) run has printed."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._run_offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_errors(self) -> list:
+        """Error and fatal lines (Tarantool's `E>` / `F>` / `!>` levels) of the current run."""
+        return [l for l in self.log_of_run().splitlines() if re.search(r" [EF!]> ", l)]
+
+    # --- clients ----------------------------------------------------------------------
+
+    def connect(self, user: Optional[str] = ..., password: Optional[str] = ...,
+                **kwargs) -> tarantool.Connection:
+        """A `tarantool` connector connection, logged in as the application user by
+        default; ``user=None`` connects as guest. Fails at once instead of retrying.
+        The harness closes it when the server stops."""
+        if user is ...:
+            user = self.user
+        if password is ...:
+            password = self.password
+        kwargs.setdefault("reconnect_max_attempts", 0)
+        kwargs.setdefault("connection_timeout", 5)
+        kwargs.setdefault("socket_timeout", 30)
+        conn = tarantool.Connection(self.host, self.port, user=user, password=password,
+                                    **kwargs)
+        self._connections.append(conn)
+        return conn
+
+    def _close_connections(self) -> None:
+        for c in self._connections:
+            try:
+                c.close()
+            except Exception:  # already broken: nothing to release
+                pass
+        self._connections.clear()
+
+
+def run_init_expecting_exit(base_dir: Path, env: Mapping[str, Optional[str]],
+                            timeout: float = 15.0) -> subprocess.CompletedProcess:
+    """Run init.lua with a configuration it must refuse; return its exit and output.
+
+    ``env`` is applied on top of a valid configuration (free port, own data dir, the
+    built module, a password). If the server starts serving instead of exiting, it is
+    killed after ``timeout`` and ServerError is raised with its output.
+    """
+    srv = Server(base_dir, env=env)
+    try:
+        return subprocess.run(
+            ["tarantool", str(INIT_LUA)], cwd=srv.base_dir, env=srv.child_env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ServerError(f"init.lua kept running with env {dict(env)}:\n"
+                          f"{e.stdout}\n{e.stderr}") from e
+
+
+def servers_log_sections(servers: Iterable[Server]) -> list:
+    """(title, text) pairs for a test report: the tail of each server's log."""
+    return [(f"dialogs server log: {s.name} (pid {s.pid}, {s.listen}, {s.log_path})",
+             tail(s.log_text())) for s in servers]

@@ -1,0 +1,114 @@
+"""A sample of README's error table over the wire: each bad call gets its stable code
+and a message naming the argument, writes nothing, and the next call works."""
+
+import uuid
+
+import pytest
+
+from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
+                         REQUEST_CONFLICT, TEXT, expect_error, get_dialog, new_dialog,
+                         new_user)
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+# (arguments after a valid dialog id, code, exact message, or else a pattern the
+# message matches: README gives exact examples only for some)
+BAD_NEW_DIALOG = [
+    pytest.param(["u1", "u2"], BAD_ARITY,
+                 "new_dialog: expected 4 or 5 arguments (dialog_id, user_from, user_to, "
+                 "text [, opts]), got 3", None, id="arity-3"),
+    pytest.param(["u1", "u2", "t", {}, "extra"], BAD_ARITY, None, r"^new_dialog: ", id="arity-6"),
+    pytest.param([True, "u2", "t"], BAD_TYPE,
+                 "user_from: expected a uuid (string or msgpack uuid), got boolean", None,
+                 id="user_from-boolean"),
+    pytest.param(["u1", None, "t"], BAD_TYPE, None, r"^user_to: ", id="user_to-nil"),
+    pytest.param(["u1", 42, "t"], BAD_TYPE, None, r"^user_to: ", id="user_to-integer"),
+    pytest.param(["u1", "abc", "t"], BAD_UUID, 'user_to: malformed uuid "abc"', None,
+                 id="user_to-malformed"),
+    pytest.param(["u1", NIL_UUID, "t"], BAD_UUID, None, r"^user_to: ", id="user_to-nil-uuid"),
+    pytest.param(["u1", "u2", ""], BAD_TEXT, None, r"^text: ", id="text-empty"),
+    pytest.param(["u1", "u2", "x" * 4097], BAD_TEXT,
+                 "text: must be 1 to 4096 characters, got 4097", None, id="text-4097"),
+    pytest.param(["u1", "u2", 12], BAD_TYPE, None, r"^text: ", id="text-integer"),
+    pytest.param(["u1", "u2", "t", {"bogus": 1}], BAD_OPTION, None, r"^opts\b.*\bbogus\b",
+                 id="opts-unknown"),
+    pytest.param(["u1", "u2", "t", {"request_id": "nope"}], BAD_UUID, None,
+                 "opts.request_id:", id="opts-request_id-malformed"),
+    pytest.param(["u1", "u2", "t", "opts"], BAD_TYPE, None, r"^opts: ", id="opts-string"),
+]
+
+
+@pytest.mark.parametrize("args, code, message, pattern", BAD_NEW_DIALOG)
+def test_bad_new_dialog_is_refused_and_writes_nothing(conn, args, code, message, pattern):
+    dialog, u1, u2 = new_user(), new_user(), new_user()
+    args = [str(u1) if a == "u1" else str(u2) if a == "u2" else a for a in args]
+    expect_error(lambda: conn.call("new_dialog", [str(dialog), *args]), code, message, pattern)
+
+    assert get_dialog(conn, dialog) == [], "a refused call stored something"
+    # The same connection goes on serving.
+    new_dialog(conn, dialog, u1, u2, "fine")
+    assert [r[TEXT] for r in get_dialog(conn, dialog)] == ["fine"]
+
+
+def test_malformed_dialog_id_is_refused(conn):
+    u1, u2 = new_user(), new_user()
+    expect_error(lambda: conn.call("new_dialog", ["not-a-uuid", str(u1), str(u2), "t"]),
+                 BAD_UUID, 'dialog_id: malformed uuid "not-a-uuid"')
+    expect_error(lambda: conn.call("new_dialog", [[1, 2], str(u1), str(u2), "t"]),
+                 BAD_TYPE, None, r"^dialog_id: ")
+    assert new_dialog(conn, None, u1, u2, "fine")
+
+
+# (get_dialog arguments after a valid dialog id, code, exact message, pattern)
+BAD_GET_DIALOG = [
+    pytest.param([{"limit": 0}], BAD_OPTION, "opts.limit: must be 1 to 1000, got 0", None,
+                 id="limit-0"),
+    pytest.param([{"limit": 1001}], BAD_OPTION, "opts.limit: must be 1 to 1000, got 1001",
+                 None, id="limit-1001"),
+    pytest.param([{"limit": -1}], BAD_OPTION, None, r"^opts\.limit: ", id="limit-negative"),
+    pytest.param([{"limit": "10"}], BAD_TYPE, None, r"^opts\.limit: ", id="limit-string"),
+    pytest.param([{"after": "zzz"}], BAD_UUID, None, r"^opts\.after: ", id="after-malformed"),
+    pytest.param([{"before": 5}], BAD_TYPE, None, r"^opts\.before: ", id="before-integer"),
+    pytest.param([{"reverse": "yes"}], BAD_TYPE, None, r"^opts\.reverse: ", id="reverse-string"),
+    pytest.param([{"offset": 10}], BAD_OPTION, None, r"^opts\b.*\boffset\b", id="unknown-option"),
+    pytest.param([{}, "extra"], BAD_ARITY, None, r"^get_dialog: ", id="arity-3"),
+]
+
+
+@pytest.mark.parametrize("args, code, message, pattern", BAD_GET_DIALOG)
+def test_bad_get_dialog_is_refused(conn, args, code, message, pattern):
+    dialog = new_user()
+    new_dialog(conn, dialog, new_user(), new_user(), "one")
+    expect_error(lambda: conn.call("get_dialog", [str(dialog), *args]), code, message, pattern)
+    assert len(get_dialog(conn, dialog)) == 1
+
+
+def test_get_dialog_without_arguments_or_id(conn):
+    expect_error(lambda: conn.call("get_dialog", []), BAD_ARITY, None, r"^get_dialog: ")
+    expect_error(lambda: conn.call("get_dialog", [None]), BAD_TYPE, None, r"^dialog_id: ")
+    expect_error(lambda: conn.call("get_dialog", ["abc"]), BAD_UUID,
+                 'dialog_id: malformed uuid "abc"')
+
+
+def test_request_id_makes_a_retry_safe(conn):
+    dialog, a, b = new_user(), new_user(), new_user()
+    rid = str(uuid.uuid4())
+    first = new_dialog(conn, dialog, a, b, "once", {"request_id": rid})
+    again = new_dialog(conn, dialog, a, b, "once", {"request_id": rid})
+    # The same request id sent as a msgpack uuid is the same request.
+    third = new_dialog(conn, str(dialog), str(a), str(b), "once",
+                       {"request_id": uuid.UUID(rid)})
+    assert first == again == third
+    assert [str(r[0]) for r in get_dialog(conn, dialog)] == [first]
+
+    err = expect_error(
+        lambda: new_dialog(conn, dialog, a, b, "other text", {"request_id": rid}),
+        REQUEST_CONFLICT,
+        f"opts.request_id: already used for message {first} with other content")
+    assert err
+    assert len(get_dialog(conn, dialog)) == 1
+
+    # Another request id is another message.
+    other = new_dialog(conn, dialog, a, b, "once", {"request_id": str(uuid.uuid4())})
+    assert other != first
+    assert len(get_dialog(conn, dialog)) == 2

@@ -1,0 +1,46 @@
+"""The harness itself, so that crash, access and replication tests can lean on it."""
+
+import os
+import signal
+
+import pytest
+import tarantool
+
+from harness import ServerError
+
+
+def test_servers_run_side_by_side_and_stop_by_pid(make_server):
+    a = make_server("a")
+    b = make_server("b", env={"DIALOGS_LOG_LEVEL": "6"})
+    assert a.port != b.port and a.data_dir != b.data_dir
+    assert a.connect().ping() and b.connect().ping()
+    assert "dialogs: listening on" in a.log_text()
+    # Extra variables reach the process.
+    assert "'log_level' configuration option to 6" in b.log_of_run()
+    assert "'log_level' configuration option to 5" in a.log_of_run()
+
+    pid = a.pid
+    assert a.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert b.is_running()
+    with pytest.raises(tarantool.error.NetworkError):
+        a.connect()
+
+
+def test_restart_reuses_dir_and_port_after_kill_9(make_server):
+    srv = make_server()
+    port, first_pid = srv.port, srv.pid
+    assert srv.kill() == -signal.SIGKILL
+    srv.start()
+    assert srv.pid != first_pid and srv.port == port
+    assert srv.connect().ping()
+    assert srv.log_text().count("=== start ") == 2
+    assert "=== start" not in srv.log_of_run()
+
+
+def test_a_server_that_cannot_start_reports_its_log(make_server):
+    srv = make_server(start=False, env={"DIALOGS_WAL_MODE": "sometimes"})
+    with pytest.raises(ServerError, match="DIALOGS_WAL_MODE"):
+        srv.start(timeout=10)
+    assert srv.process.returncode != 0
