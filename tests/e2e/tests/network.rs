@@ -8,7 +8,7 @@ use dialogs_e2e::server::{Server, PASSWORD, USER};
 use dialogs_e2e::*;
 use futures::future::join_all;
 use rmpv::Value;
-use rusty_tarantool::tarantool::{Client, ClientConfig, ExecWithParamaters};
+use rusty_tarantool::tarantool::{Client, ClientConfig, ExecWithParamaters, TarantoolResponse};
 use uuid::Uuid;
 
 const REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -16,46 +16,58 @@ const RECONNECT_MS: u64 = 200;
 /// How far created_at may be from this machine's clock.
 const CLOCK_SLACK_MICROS: i64 = 5_000_000;
 
-fn client(server: &Server) -> Client {
-    ClientConfig::new(server.addr(), USER, PASSWORD)
-        .set_timeout_time_ms(REQUEST_TIMEOUT_MS)
-        .set_reconnect_time_ms(RECONNECT_MS)
-        .build()
+/// A rusty_tarantool client and the server it talks to.
+struct Conn {
+    c: Client,
+    addr: String,
+}
+
+fn client(server: &Server) -> Conn {
+    Conn {
+        c: ClientConfig::new(server.addr(), USER, PASSWORD)
+            .set_timeout_time_ms(REQUEST_TIMEOUT_MS)
+            .set_reconnect_time_ms(RECONNECT_MS)
+            .build(),
+        addr: server.addr(),
+    }
+}
+
+/// The message id in a new_dialog reply: a canonical lowercase uuid string.
+fn message_id(c: &Conn, reply: TarantoolResponse) -> Uuid {
+    let data: Value = reply.decode().expect("msgpack reply");
+    let id = single_result(&c.addr, data, is_message_id);
+    let id = id.as_str().unwrap();
+    let parsed = Uuid::parse_str(id).expect("a uuid");
+    assert_eq!(parsed.to_string(), id, "canonical form");
+    parsed
 }
 
 async fn new_dialog<D: serde::Serialize>(
-    c: &Client,
+    c: &Conn,
     dialog: &D,
     from: Uuid,
     to: Uuid,
     text: &str,
 ) -> Uuid {
-    let reply = c
-        .call_fn4(
-            "new_dialog",
-            dialog,
-            &from.to_string(),
-            &to.to_string(),
-            &text,
-        )
-        .await
-        .expect("new_dialog");
-    let id: String = reply.decode_single().expect("a string id");
-    assert_eq!(
-        Uuid::parse_str(&id).unwrap().to_string(),
-        id,
-        "canonical form"
-    );
-    Uuid::parse_str(&id).unwrap()
+    let (from, to) = (from.to_string(), to.to_string());
+    let reply = c.c.call_fn4("new_dialog", dialog, &from, &to, &text).await;
+    message_id(c, reply.expect("new_dialog"))
 }
 
-async fn get_dialog(c: &Client, dialog: Uuid, opts: Vec<(&str, Value)>) -> Vec<Vec<Value>> {
+async fn get_dialog(c: &Conn, dialog: Uuid, opts: Vec<(&str, Value)>) -> Vec<Vec<Value>> {
     let opts = Value::Map(opts.into_iter().map(|(k, v)| (k.into(), v)).collect());
-    let reply = c
-        .call_fn2("get_dialog", &dialog.to_string(), &opts)
-        .await
-        .expect("get_dialog");
-    reply.decode_single().expect("one array of tuples")
+    let reply = c.c.call_fn2("get_dialog", &dialog.to_string(), &opts).await;
+    let data: Value = reply.expect("get_dialog").decode().expect("msgpack reply");
+    match single_result(&c.addr, data, is_message_list) {
+        Value::Array(rows) => rows
+            .into_iter()
+            .map(|r| match r {
+                Value::Array(fields) => fields,
+                other => panic!("not a tuple: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
 }
 
 fn ids(rows: &[Vec<Value>]) -> Vec<Uuid> {
@@ -92,8 +104,8 @@ async fn string_and_msgpack_uuids_store_one_message_each() {
     let m1 = new_dialog(&c, &dialog.to_string(), alice, bob, "as strings").await;
 
     // All four uuids as msgpack uuid values (extension type 2), through serde.
-    let reply = c
-        .call_fn4(
+    let reply =
+        c.c.call_fn4(
             "new_dialog",
             &uuid_value(dialog),
             &uuid_value(bob),
@@ -102,23 +114,23 @@ async fn string_and_msgpack_uuids_store_one_message_each() {
         )
         .await
         .expect("new_dialog with ext uuids");
-    let m2 = Uuid::parse_str(&reply.decode_single::<String>().unwrap()).unwrap();
+    let m2 = message_id(&c, reply);
 
     // The same, as raw msgpack bytes bound one argument at a time.
-    let reply = c
-        .prepare_fn_call("new_dialog")
-        .bind_raw(encode(&uuid_value(dialog)))
-        .unwrap()
-        .bind_raw(encode(&uuid_value(alice)))
-        .unwrap()
-        .bind_raw(encode(&uuid_value(bob)))
-        .unwrap()
-        .bind("raw")
-        .unwrap()
-        .execute()
-        .await
-        .expect("new_dialog with raw msgpack");
-    let m3 = Uuid::parse_str(&reply.decode_single::<String>().unwrap()).unwrap();
+    let reply =
+        c.c.prepare_fn_call("new_dialog")
+            .bind_raw(encode(&uuid_value(dialog)))
+            .unwrap()
+            .bind_raw(encode(&uuid_value(alice)))
+            .unwrap()
+            .bind_raw(encode(&uuid_value(bob)))
+            .unwrap()
+            .bind("raw")
+            .unwrap()
+            .execute()
+            .await
+            .expect("new_dialog with raw msgpack");
+    let m3 = message_id(&c, reply);
 
     assert!(m1 < m2 && m2 < m3, "ids increase: {m1} {m2} {m3}");
     assert_eq!(m1.get_version_num(), 7);
@@ -251,8 +263,8 @@ async fn errors_reach_the_client_with_code_and_message() {
     let (dialog, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
 
     // What rusty_tarantool shows: the message (it drops the code).
-    let err = c
-        .call_fn3(
+    let err =
+        c.c.call_fn3(
             "new_dialog",
             &dialog.to_string(),
             &a.to_string(),
@@ -264,8 +276,8 @@ async fn errors_reach_the_client_with_code_and_message() {
         err.to_string(),
         "new_dialog: expected 4 or 5 arguments (dialog_id, user_from, user_to, text [, opts]), got 3"
     );
-    let err = c
-        .call_fn2(
+    let err =
+        c.c.call_fn2(
             "get_dialog",
             &dialog.to_string(),
             &Value::Map(vec![("limit".into(), 0.into())]),
@@ -374,10 +386,8 @@ async fn errors_reach_the_client_with_code_and_message() {
         .call("get_dialog", &args(vec![uuid_value(dialog)]))
         .unwrap()
         .unwrap();
-    let rows = rows
-        .as_array()
-        .and_then(|r| r[0].as_array())
-        .expect("one array");
+    let rows = single_result(&c.addr, rows, is_message_list);
+    let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(as_uuid(&rows[0].as_array().unwrap()[FIELD_ID]), id);
 }
@@ -392,14 +402,11 @@ async fn pipelined_calls_on_one_connection_get_distinct_increasing_ids() {
     let (from, to) = (alice.to_string(), bob.to_string());
     let calls = texts
         .iter()
-        .map(|t| c.call_fn4("new_dialog", &Value::Nil, &from, &to, t));
+        .map(|t| c.c.call_fn4("new_dialog", &Value::Nil, &from, &to, t));
     let replies = join_all(calls).await;
     let sent: Vec<Uuid> = replies
         .into_iter()
-        .map(|r| {
-            let id: String = r.expect("every call succeeds").decode_single().unwrap();
-            Uuid::parse_str(&id).unwrap()
-        })
+        .map(|r| message_id(&c, r.expect("every call succeeds")))
         .collect();
     let mut sorted = sent.clone();
     sorted.sort();
