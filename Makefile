@@ -1,0 +1,117 @@
+# dialogs: every entry point a user or CI needs. `make run` and `make test` install
+# whatever is missing first (Tarantool from apt, the tarantool-test runner, the
+# Python packages of the client tests) and are safe to repeat.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+TARANTOOL_TEST_VERSION := 0.7.0
+
+# The release module and the directory init.lua loads it from: one real file,
+# replaced atomically on each build (a running server keeps its mapping and can
+# reload), and one symlink per procedure name.
+LIB_DIR := target/dialogs
+TEST_LIB_DIR := target/dialogs-test
+PROCS := new_dialog get_dialog
+
+.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
+        test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean
+
+help:
+	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
+	@echo "make test   build and run every test"
+	@echo "make build  build the release module into $(LIB_DIR)/"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
+	@echo "make clean  remove build output (data/ is kept)"
+
+# --- installation of what is missing -------------------------------------------
+
+deps-tarantool:
+	@command -v tarantool >/dev/null && [ -f /usr/include/tarantool/module.h ] || { \
+	  echo "installing tarantool from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tarantool tarantool-dev; }
+
+deps-runner:
+	@command -v tarantool-test >/dev/null || { \
+	  echo "installing tarantool-test $(TARANTOOL_TEST_VERSION)"; \
+	  $(CARGO) install --locked --quiet tarantool-test --version $(TARANTOOL_TEST_VERSION) --features bin; }
+
+deps-python: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+deps: deps-tarantool deps-runner deps-python
+
+# --- build ------------------------------------------------------------------------
+
+build: deps-tarantool
+	$(CARGO) build --release -p dialogs
+	@./scripts/install-lib.sh target/release/libdialogs.so $(LIB_DIR) $(PROCS)
+
+# The same module with the in-Tarantool tests and the test-only procedures.
+build-test: deps-tarantool
+	$(CARGO) build -p dialogs --features test
+	@./scripts/install-lib.sh target/debug/libdialogs.so $(TEST_LIB_DIR) $(PROCS) dialogs_test_panic
+
+run: build
+	tarantool init.lua
+
+# --- tests ------------------------------------------------------------------------
+
+test: deps build build-test
+	$(MAKE) --no-print-directory test-tarantool
+	$(MAKE) --no-print-directory test-net
+	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory bench-smoke
+
+test-tarantool:
+	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
+
+test-net: deps-python
+	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+
+test-e2e:
+	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
+
+# --- benchmark (bench/, see bench/README-section.md) ---------------------------------
+# Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
+# 127.0.0.1, on free ports, in temporary directories, and stop them at the end.
+
+deps-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  echo "installing postgresql from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+
+# The full matrix (about 7 minutes on 2 cores); writes bench/results/latest.{md,json,svg}.
+bench: build deps-postgres
+	$(CARGO) build --release -p dialogs-bench
+	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \
+	  --lib-dir $(LIB_DIR) --out bench/results
+
+# Every target and workload for about a second each; results go to target/bench-smoke.
+bench-smoke: build deps-postgres
+	$(CARGO) build --release -p dialogs-bench
+	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \
+	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p dialogs --all-targets --features test -- -D warnings
+
+clean:
+	$(CARGO) clean

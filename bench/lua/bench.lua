@@ -1,0 +1,206 @@
+-- The benchmark's Tarantool: the product's own init.lua (configured by the same
+-- DIALOGS_* variables), plus what only the benchmark needs, in the same instance:
+--   * the Lua baseline (baseline.lua): space lua_dialogs, lua_new_dialog, lua_get_dialog;
+--   * bench_noop, an empty function: the round-trip floor;
+--   * helpers the load generator calls to prepare data and to measure inside the
+--     server (bench_info, bench_fill, bench_micro, bench_memory);
+--   * a separate user, DIALOGS_BENCH_USER / DIALOGS_BENCH_PASSWORD, allowed to call
+--     those and to read and write the `dialogs` space directly (the `raw` target).
+-- The product's user and grants are left exactly as init.lua made them: the
+-- `native` target connects as that user, with execute on the two procedures only.
+--
+--   DIALOGS_BENCH_PASSWORD=... tarantool bench/lua/bench.lua
+
+local fio = require('fio')
+local fiber = require('fiber')
+local clock = require('clock')
+
+local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''))))
+dofile(os.getenv('DIALOGS_BENCH_INIT') or fio.pathjoin(here, '..', '..', 'init.lua'))
+
+package.path = fio.pathjoin(here, '?.lua') .. ';' .. package.path
+local baseline = require('baseline')
+
+-- Fibers that call a procedure concurrently while filling a space: enough for the
+-- WAL to commit many calls per write.
+local FILL_FIBERS = 64
+-- Calls per transaction in the micro-benchmark of writes: the commit (a WAL
+-- round trip) is paid once per batch, so the figure is the procedure's own cost.
+local MICRO_TXN_BATCH = 100
+
+local function env(name, default)
+    local v = os.getenv(name)
+    if v == nil or v == '' then
+        return default
+    end
+    return v
+end
+
+local function tarantool_supports_datetime()
+    return (pcall(require, 'datetime'))
+end
+
+-- Space ids and the created_at type, so that the `raw` target can build tuples.
+function bench_info()
+    return {
+        created_at = tarantool_supports_datetime() and 'datetime' or 'unsigned',
+        dialogs_space = box.space.dialogs.id,
+        dialog_id_k = box.space.dialogs.index.dialog_id_k.id,
+        lua_space = box.space[baseline.SPACE].id,
+        version = box.info.version,
+    }
+end
+
+-- Calls procedure `fname` (dialog, user_from, user_to, text) per_dialog times for
+-- each dialog in `dialogs` (uuid strings), from FILL_FIBERS fibers. Returns the
+-- number of calls; raises the first error if any call failed.
+function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
+    local f = box.func[fname]
+    if f == nil then
+        error('bench_fill: no function ' .. tostring(fname))
+    end
+    local total = #dialogs * per_dialog
+    local next_call, failed, first_error = 0, 0, nil
+    local done = fiber.channel(FILL_FIBERS)
+    for _ = 1, FILL_FIBERS do
+        fiber.create(function()
+            while next_call < total do
+                local i = next_call
+                next_call = i + 1
+                local ok, err = pcall(f.call, f, {dialogs[i % #dialogs + 1], user_from, user_to, text})
+                if not ok then
+                    failed = failed + 1
+                    first_error = first_error or tostring(err)
+                end
+            end
+            done:put(true)
+        end)
+    end
+    for _ = 1, FILL_FIBERS do
+        done:get()
+    end
+    if failed > 0 then
+        error(string.format('bench_fill(%s): %d of %d calls failed, first: %s',
+            fname, failed, total, first_error))
+    end
+    return total
+end
+
+-- Wall and tx-thread CPU nanoseconds per call of f(args), n calls after n/10
+-- warm-up calls; writes run MICRO_TXN_BATCH calls per transaction.
+local function per_call(f, args, n, in_txn)
+    local function run(count)
+        local done = 0
+        while done < count do
+            local k = math.min(MICRO_TXN_BATCH, count - done)
+            if in_txn then
+                box.begin()
+            end
+            local ok, err = pcall(function()
+                for _ = 1, k do
+                    f:call(args)
+                end
+            end)
+            if in_txn then
+                if ok then
+                    box.commit()
+                else
+                    box.rollback()
+                end
+            end
+            if not ok then
+                error(err)
+            end
+            done = done + k
+        end
+    end
+    run(math.max(1, math.floor(n / 10)))
+    local w0, c0 = clock.monotonic64(), clock.thread64()
+    run(n)
+    local wall = tonumber(clock.monotonic64() - w0) / n
+    local cpu = tonumber(clock.thread64() - c0) / n
+    return {wall_ns = wall, cpu_ns = cpu}
+end
+
+-- The in-process micro-benchmark: ns per call through box.func[...]:call, no
+-- network. new_dialog with one message, get_dialog for the newest 50 messages
+-- of page_dialog, native against the Lua baseline, and the empty function.
+function bench_micro(n, dialog, user_from, user_to, text, page_dialog)
+    local write_args = {dialog, user_from, user_to, text}
+    local page_args = {page_dialog, {reverse = true, limit = 50}}
+    return {
+        native_write = per_call(box.func.new_dialog, write_args, n, true),
+        lua_write = per_call(box.func.lua_new_dialog, write_args, n, true),
+        native_page = per_call(box.func.get_dialog, page_args, n, false),
+        lua_page = per_call(box.func.lua_get_dialog, page_args, n, false),
+        noop = per_call(box.func.bench_noop, {}, n, false),
+    }
+end
+
+local function memory_snapshot(space)
+    local s = box.space[space]
+    local index_bytes = 0
+    for id, index in pairs(s.index) do
+        if type(id) == 'number' then
+            index_bytes = index_bytes + index:bsize()
+        end
+    end
+    local slab = box.slab.info()
+    return {
+        tuples = s:len(),
+        space_bsize = s:bsize(),
+        index_bsize = index_bytes,
+        items_used = slab.items_used,
+        arena_used = slab.arena_used,
+    }
+end
+
+-- Stores n messages through the native new_dialog (spread over `dialogs`) and
+-- returns the growth of the space, its indexes and the memtx arena.
+function bench_memory(n, dialogs, user_from, user_to, text)
+    local before = memory_snapshot('dialogs')
+    local per_dialog = math.ceil(n / #dialogs)
+    bench_fill('new_dialog', dialogs, per_dialog, user_from, user_to, text)
+    local after = memory_snapshot('dialogs')
+    local growth = {}
+    for k, v in pairs(after) do
+        growth[k] = v - before[k]
+    end
+    return growth
+end
+
+local HELPERS = {'bench_info', 'bench_fill', 'bench_micro', 'bench_memory'}
+
+if not box.info.ro then
+    box.session.su('admin', function()
+        baseline.setup()
+        box.schema.func.create('bench_noop', {body = 'function() end', if_not_exists = true})
+        for _, name in ipairs(HELPERS) do
+            box.schema.func.create(name, {setuid = true, if_not_exists = true})
+        end
+
+        local user = env('DIALOGS_BENCH_USER', 'dialogs_bench')
+        local password = env('DIALOGS_BENCH_PASSWORD', nil)
+        if password == nil then
+            error('bench.lua: set DIALOGS_BENCH_PASSWORD', 0)
+        end
+        if box.schema.user.exists(user) then
+            box.schema.user.passwd(user, password)
+        else
+            box.schema.user.create(user, {password = password})
+        end
+        local callable = {'bench_noop'}
+        for _, name in ipairs(baseline.FUNCTIONS) do
+            table.insert(callable, name)
+        end
+        for _, name in ipairs(HELPERS) do
+            table.insert(callable, name)
+        end
+        for _, name in ipairs(callable) do
+            box.schema.user.grant(user, 'execute', 'function', name, {if_not_exists = true})
+        end
+        -- The `raw` target: plain INSERT and SELECT on the product's space.
+        box.schema.user.grant(user, 'read,write', 'space', 'dialogs', {if_not_exists = true})
+    end)
+end
+require('log').info('dialogs bench: baseline and bench user ready')

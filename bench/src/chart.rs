@@ -1,0 +1,139 @@
+//! The chart: throughput and p99 latency against connections, one line per
+//! target, one row per workload (plotters' SVG backend: no font libraries).
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use std::path::Path;
+
+use crate::model::{Durability, Mode, Target, Workload};
+use crate::report::Report;
+
+fn color(t: Target) -> RGBColor {
+    match t {
+        Target::Native => RGBColor(0xd6, 0x27, 0x28),
+        Target::Lua => RGBColor(0x1f, 0x77, 0xb4),
+        Target::Raw => RGBColor(0x2c, 0xa0, 0x2c),
+        Target::Pg => RGBColor(0x94, 0x67, 0xbd),
+        Target::Noop => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
+    let conns = &report.plan.conns;
+    let (cmin, cmax) = (
+        *conns.iter().min().unwrap_or(&1) as f64,
+        *conns.iter().max().unwrap_or(&1) as f64,
+    );
+    let (xlo, xhi) = (cmin * 0.8, (cmax * 1.25).max(cmin * 1.5));
+    let root = SVGBackend::new(path, (1100, 1500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let root = root
+        .titled(
+            "dialogs: native procedures vs Lua vs raw IPROTO vs PostgreSQL (C connections, 1 request each)",
+            ("sans-serif", 20),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    let panels = root.split_evenly((Workload::ALL.len(), 2));
+    for (row, w) in Workload::ALL.iter().enumerate() {
+        for col in 0..2 {
+            let area = &panels[row * 2 + col];
+            let series: Vec<(Target, Vec<(f64, f64)>)> = Target::LOAD
+                .iter()
+                .map(|&t| {
+                    let pts = conns
+                        .iter()
+                        .filter_map(|&c| {
+                            let r = report.find(t, *w, Mode::Conns, Durability::Write, c)?;
+                            Some((
+                                c as f64,
+                                if col == 0 {
+                                    r.ops_per_sec
+                                } else {
+                                    r.p99_ms.max(0.001)
+                                },
+                            ))
+                        })
+                        .collect();
+                    (t, pts)
+                })
+                .filter(|(_, p): &(Target, Vec<(f64, f64)>)| !p.is_empty())
+                .collect();
+            let ymax = series
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+                .fold(0.0, f64::max);
+            let ymin = series
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+                .fold(f64::INFINITY, f64::min);
+            let caption = if col == 0 {
+                format!("{w}: throughput, ops/s")
+            } else {
+                format!("{w}: p99 latency, ms (log)")
+            };
+            let mut b = ChartBuilder::on(area);
+            b.caption(caption, ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(32)
+                .y_label_area_size(64);
+            if col == 0 {
+                let mut chart = b
+                    .build_cartesian_2d((xlo..xhi).log_scale(), 0.0..(ymax * 1.1).max(1.0))
+                    .map_err(|e| anyhow!("{e}"))?;
+                chart
+                    .configure_mesh()
+                    .x_desc("connections")
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+                    .draw()
+                    .map_err(|e| anyhow!("{e}"))?;
+                draw_series(&mut chart, &series)?;
+            } else {
+                let lo = (ymin * 0.7).max(0.001);
+                let hi = (ymax * 1.4).max(lo * 10.0);
+                let mut chart = b
+                    .build_cartesian_2d((xlo..xhi).log_scale(), (lo..hi).log_scale())
+                    .map_err(|e| anyhow!("{e}"))?;
+                chart
+                    .configure_mesh()
+                    .x_desc("connections")
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .y_label_formatter(&|y| format!("{y:.2}"))
+                    .draw()
+                    .map_err(|e| anyhow!("{e}"))?;
+                draw_series(&mut chart, &series)?;
+            }
+        }
+    }
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn draw_series<'a, DB: DrawingBackend + 'a, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: &[(Target, Vec<(f64, f64)>)],
+) -> Result<()>
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    for (t, pts) in series {
+        let c = color(*t);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| anyhow!("{e:?}"))?
+            .label(t.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+            .map_err(|e| anyhow!("{e:?}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}

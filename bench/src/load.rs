@@ -1,0 +1,168 @@
+//! The closed-loop load generator: C tasks, each with one request outstanding,
+//! over C connections (`conns`) or one (`pipelined`); a warm-up, then a measured
+//! window; latency in an HDR histogram; server CPU from /proc.
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::cpu::{self, CpuSource};
+use crate::data::Dataset;
+use crate::model::{Cell, CellResult, Mode};
+use crate::pg::{self, PgConn};
+use crate::tt::{self, ServerInfo};
+
+/// Latencies are recorded in microseconds, up to this many (longer ones are
+/// clamped; requests time out well before).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// One connection of a target.
+#[derive(Clone)]
+pub enum Conn {
+    Tarantool(rusty_tarantool::tarantool::Client),
+    Postgres(Arc<PgConn>),
+}
+
+/// Time spent per cell.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+struct TaskOut {
+    hist: Histogram<u32>,
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs one cell against `conns` (at least C of them in `conns` mode, one is
+/// used in `pipelined` mode) and returns what it measured.
+pub async fn run_cell(
+    cell: Cell,
+    conns: &[Conn],
+    ds: &Arc<Dataset>,
+    info: &Arc<ServerInfo>,
+    server_cpu: &CpuSource,
+    timing: Timing,
+    label: &str,
+) -> CellResult {
+    let start = Instant::now();
+    let measure_start = start + timing.warmup;
+    let end = measure_start + timing.measure;
+    let done = Arc::new(AtomicU64::new(0));
+
+    let mut tasks = Vec::with_capacity(cell.concurrency);
+    for i in 0..cell.concurrency {
+        let conn = match cell.mode {
+            Mode::Conns => conns[i % conns.len()].clone(),
+            Mode::Pipelined => conns[0].clone(),
+        };
+        let ds = Arc::clone(ds);
+        let info = Arc::clone(info);
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            let mut out = TaskOut {
+                hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                    .expect("constant histogram bounds are valid"),
+                ops: 0,
+                errors: 0,
+                first_error: None,
+            };
+            let mut rng = SmallRng::seed_from_u64(0x5eed ^ i as u64);
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let op = ds.next_op(cell.workload, &mut rng);
+                let result = match &conn {
+                    Conn::Tarantool(c) => {
+                        let (packet, expect) = tt::request(cell.target, &op, &ds, &info);
+                        tt::execute(c, packet, expect).await
+                    }
+                    Conn::Postgres(c) => pg::execute(c, &op, &ds).await,
+                };
+                let us = t0.elapsed().as_micros() as u64;
+                if let Err(e) = result {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                }
+                if t0 >= measure_start {
+                    out.ops += 1;
+                    let _ = out.hist.record(us.clamp(1, MAX_LATENCY_US));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            out
+        }));
+    }
+
+    // CPU at the edges of the measured window, and a progress line meanwhile.
+    let tty = std::io::stderr().is_terminal();
+    tokio::time::sleep_until(measure_start).await;
+    let (s0, c0, t0) = (server_cpu.seconds(), cpu::self_seconds(), Instant::now());
+    while Instant::now() < end {
+        tokio::time::sleep_until((Instant::now() + Duration::from_secs(1)).min(end)).await;
+        if tty {
+            let secs = t0.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r{label} {:>9.0} ops/s   ",
+                done.load(Ordering::Relaxed) as f64 / secs
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    let (s1, c1, secs) = (
+        server_cpu.seconds(),
+        cpu::self_seconds(),
+        t0.elapsed().as_secs_f64(),
+    );
+
+    let mut hist: Histogram<u32> = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .expect("constant histogram bounds are valid");
+    let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+    for t in tasks {
+        match t.await {
+            Ok(out) => {
+                let _ = hist.add(&out.hist);
+                ops += out.ops;
+                errors += out.errors;
+                if first_error.is_none() {
+                    first_error = out.first_error;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(format!("load task failed: {e}"));
+            }
+        }
+    }
+    let per_op = |cpu_s: f64| {
+        if ops > 0 {
+            cpu_s * 1e6 / ops as f64
+        } else {
+            0.0
+        }
+    };
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    CellResult {
+        cell,
+        ops,
+        errors,
+        first_error,
+        seconds: secs,
+        ops_per_sec: ops as f64 / secs.max(1e-9),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        server_cpu_us: per_op(s1 - s0),
+        client_cpu_us: per_op(c1 - c0),
+    }
+}

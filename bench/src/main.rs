@@ -1,0 +1,548 @@
+//! `dialogs-bench`: the native procedures against the report's Lua functions,
+//! plain IPROTO requests, an empty call and PostgreSQL, in one run on one
+//! machine. Writes bench/results/latest.{md,json,svg}. See bench/README-section.md.
+
+mod chart;
+mod cpu;
+mod data;
+mod load;
+mod model;
+mod pg;
+mod report;
+mod servers;
+mod tt;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cpu::CpuSource;
+use data::Dataset;
+use load::{Conn, Timing};
+use model::{Cell, CellResult, Durability, Mode, Target, Workload};
+use report::{Micro, Report, TtMemory};
+use servers::{Cleanup, Postgres, Tarantool, TarantoolConfig};
+
+/// Memtx arena for the benchmark's Tarantool: the write cells store millions of
+/// messages and the memory test another million.
+const MEMTX_BYTES: u64 = 8 << 30;
+/// PostgreSQL connections: the largest C plus a few for setup.
+const PG_SPARE_CONNECTIONS: usize = 20;
+/// Connections opened at once while building a pool.
+const CONNECT_BATCH: usize = 50;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark: native procedures vs Lua vs raw IPROTO vs PostgreSQL")]
+struct Args {
+    /// A quick run of every target and workload (about a second each), for CI.
+    #[arg(long)]
+    smoke: bool,
+    /// The repository root (init.lua, bench/lua/).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Where new_dialog.so and get_dialog.so are.
+    #[arg(long, default_value = "target/dialogs")]
+    lib_dir: PathBuf,
+    /// Where latest.md, latest.json and latest.svg go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Measured seconds per cell.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Warm-up seconds per cell.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Connection counts of the `conns` mode, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    conns: Option<Vec<usize>>,
+    /// Requests in flight of the `pipelined` mode, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pipelined: Option<Vec<usize>>,
+    /// Skip PostgreSQL (for a machine without it).
+    #[arg(long)]
+    no_pg: bool,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+}
+
+/// Sizes of one run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    pub smoke: bool,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub conns: Vec<usize>,
+    pub pipelined: Vec<usize>,
+    /// C values of the durable (fsync) comparison.
+    pub durable_conns: Vec<usize>,
+    pub read_dialogs: usize,
+    pub page_dialog_len: usize,
+    pub micro_calls: usize,
+    pub memory_messages: usize,
+    pub client_threads: usize,
+}
+
+impl Plan {
+    fn from_args(a: &Args) -> Plan {
+        let (seconds, warmup, conns, pipelined, durable, read, page, micro, mem) = if a.smoke {
+            (
+                0.7,
+                0.3,
+                vec![10],
+                vec![50],
+                vec![10],
+                100,
+                2_000,
+                2_000,
+                10_000,
+            )
+        } else {
+            (
+                2.0,
+                0.5,
+                vec![10, 50, 200, 1000],
+                vec![50, 1000],
+                vec![10, 50, 200, 1000],
+                1_000,
+                100_000,
+                100_000,
+                1_000_000,
+            )
+        };
+        let conns = a.conns.clone().unwrap_or(conns);
+        Plan {
+            smoke: a.smoke,
+            seconds: a.seconds.unwrap_or(seconds),
+            warmup: a.warmup.unwrap_or(warmup),
+            durable_conns: if a.conns.is_some() {
+                conns.clone()
+            } else {
+                durable
+            },
+            conns,
+            pipelined: a.pipelined.clone().unwrap_or(pipelined),
+            read_dialogs: read,
+            page_dialog_len: page,
+            micro_calls: micro,
+            memory_messages: mem,
+            client_threads: a.client_threads,
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            warmup: Duration::from_secs_f64(self.warmup),
+            measure: Duration::from_secs_f64(self.seconds),
+        }
+    }
+
+    fn max_c(&self) -> usize {
+        self.conns
+            .iter()
+            .chain(&self.durable_conns)
+            .copied()
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// The cells of the main run (wal_mode=write, synchronous_commit=off). `noop`
+/// does the same empty call whatever the workload, so it runs once per C and
+/// mode (filed under `read`).
+fn main_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (mode, cs) in [
+        (Mode::Conns, &plan.conns),
+        (Mode::Pipelined, &plan.pipelined),
+    ] {
+        for workload in Workload::ALL {
+            for &c in cs.iter() {
+                for target in Target::LOAD {
+                    if (target == Target::Pg && !pg)
+                        || (target == Target::Noop && workload != Workload::Read)
+                    {
+                        continue;
+                    }
+                    cells.push(Cell {
+                        target,
+                        workload,
+                        mode,
+                        durability: Durability::Write,
+                        concurrency: c,
+                    });
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// The durable comparison: writes and the mixed load, native on wal_mode=fsync
+/// against PostgreSQL with synchronous_commit=on.
+fn durable_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for workload in [Workload::Write, Workload::Mixed] {
+        for &c in &plan.durable_conns {
+            for target in [Target::Native, Target::Pg] {
+                if target == Target::Pg && !pg {
+                    continue;
+                }
+                cells.push(Cell {
+                    target,
+                    workload,
+                    mode: Mode::Conns,
+                    durability: Durability::Fsync,
+                    concurrency: c,
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// Opens `n` Tarantool connections and checks each with one call of `probe`.
+async fn tt_pool(
+    addr: &str,
+    user: &str,
+    password: &str,
+    n: usize,
+    probe: (&str, rmpv::Value),
+) -> Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(CONNECT_BATCH) {
+        let mut batch = Vec::new();
+        for _ in chunk {
+            let c = tt::client(addr, user, password, false);
+            let (function, args) = (probe.0.to_owned(), probe.1.clone());
+            batch.push(tokio::spawn(async move {
+                // The connection opens on the first request.
+                tt::call_value(&c, &function, args).await.map(|_| c)
+            }));
+        }
+        for b in batch {
+            conns.push(Conn::Tarantool(b.await??));
+        }
+    }
+    Ok(conns)
+}
+
+/// The probe of a native connection: a one-message page of a read dialog.
+fn native_probe(ds: &Dataset) -> (&'static str, rmpv::Value) {
+    let opts = rmpv::Value::Map(vec![(rmpv::Value::from("limit"), rmpv::Value::from(1))]);
+    (
+        "get_dialog",
+        rmpv::Value::Array(vec![
+            rmpv::Value::from(ds.read_dialog_strs[0].as_str()),
+            opts,
+        ]),
+    )
+}
+
+fn noop_probe() -> (&'static str, rmpv::Value) {
+    ("bench_noop", rmpv::Value::Array(vec![]))
+}
+
+async fn pg_pool(pg: &Postgres, n: usize, durability: Durability) -> Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
+    let info = pg.conninfo();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(CONNECT_BATCH) {
+        let mut batch = Vec::new();
+        for _ in chunk {
+            let info = info.clone();
+            batch.push(tokio::spawn(async move {
+                let c = pg::connect(&info).await?;
+                pg::set_durability(&c, durability).await?;
+                anyhow::Ok(c)
+            }));
+        }
+        for b in batch {
+            conns.push(Conn::Postgres(b.await??));
+        }
+    }
+    Ok(conns)
+}
+
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn label(&self, cell: &Cell) -> String {
+        format!(
+            "[{:>3}/{}] {:<34}",
+            self.done + 1,
+            self.total,
+            cell.to_string()
+        )
+    }
+
+    fn finish(&mut self, r: &CellResult) {
+        self.done += 1;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta = elapsed / self.done as f64 * (self.total - self.done) as f64;
+        eprintln!(
+            "\r[{:>3}/{}] {:<34} {:>9.0} ops/s  p99 {:>7.2} ms  server {:>6.1} us/call  errors {}{}  (eta {:.0}s)",
+            self.done,
+            self.total,
+            r.cell.to_string(),
+            r.ops_per_sec,
+            r.p99_ms,
+            r.server_cpu_us,
+            r.errors,
+            r.first_error
+                .as_deref()
+                .map(|e| format!(" [{}]", e.chars().take(120).collect::<String>()))
+                .unwrap_or_default(),
+            eta
+        );
+    }
+}
+
+/// Everything the run needs to hand a cell its connections.
+struct Pools {
+    native: Vec<Conn>,
+    bench: Vec<Conn>,
+    pg: Vec<Conn>,
+}
+
+impl Pools {
+    fn for_target(&self, t: Target) -> &[Conn] {
+        match t {
+            Target::Native => &self.native,
+            Target::Lua | Target::Raw | Target::Noop => &self.bench,
+            Target::Pg => &self.pg,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_cells(
+    cells: &[Cell],
+    pools: &Pools,
+    ds: &Arc<Dataset>,
+    info: &Arc<tt::ServerInfo>,
+    tt_cpu: &CpuSource,
+    pg_cpu: Option<&CpuSource>,
+    timing: Timing,
+    progress: &mut Progress,
+    results: &mut Vec<CellResult>,
+) {
+    for cell in cells {
+        let cpu = match (cell.target, pg_cpu) {
+            (Target::Pg, Some(c)) => c,
+            _ => tt_cpu,
+        };
+        let label = progress.label(cell);
+        let r = load::run_cell(
+            *cell,
+            pools.for_target(cell.target),
+            ds,
+            info,
+            cpu,
+            timing,
+            &label,
+        )
+        .await;
+        progress.finish(&r);
+        results.push(r);
+    }
+}
+
+async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
+    let plan = Plan::from_args(&args);
+    let repo = args.repo.canonicalize().context("--repo")?;
+    let lib_dir = repo.join(&args.lib_dir);
+    let use_pg = !args.no_pg;
+    let ds = Arc::new(Dataset::new(plan.read_dialogs, plan.page_dialog_len));
+    let timing = plan.timing();
+    let started = Instant::now();
+    let main = main_cells(&plan, use_pg);
+    let durable = durable_cells(&plan, use_pg);
+    eprintln!(
+        "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
+        main.len() + durable.len(),
+        plan.seconds,
+        plan.warmup,
+        plan.conns,
+        plan.pipelined
+    );
+    let mut report = Report::new(plan.clone());
+
+    // PostgreSQL: one cluster for the whole run; durability is a session setting.
+    let pg = if use_pg {
+        eprintln!("starting PostgreSQL");
+        let pg = Postgres::start(plan.max_c() + PG_SPARE_CONNECTIONS, &cleanup)?;
+        pg::create_schema(&pg.conninfo()).await?;
+        let setup = pg::connect(&pg.conninfo()).await?;
+        pg::setup(&setup, &ds).await?;
+        report.pg_version = Some(pg.version.clone());
+        Some((pg, setup))
+    } else {
+        None
+    };
+    let pg_cpu = pg.as_ref().map(|(p, _)| CpuSource::Tree(p.postmaster));
+
+    // Tarantool, wal_mode=write.
+    eprintln!("starting Tarantool (wal_mode=write) and loading data");
+    let tt = Tarantool::start(
+        &TarantoolConfig {
+            repo: &repo,
+            lib_dir: &lib_dir,
+            durability: Durability::Write,
+            memtx_bytes: MEMTX_BYTES,
+        },
+        &cleanup,
+    )?;
+    let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
+    let info = Arc::new(tt::server_info(&admin).await?);
+    report.tarantool_version = info.version.clone();
+    tt::fill(&admin, "new_dialog", &ds, true)
+        .await
+        .with_context(|| tt.log_tail())?;
+    tt::fill(&admin, "lua_new_dialog", &ds, true).await?;
+    let tt_cpu = CpuSource::Process(tt.pid());
+    let max_c = plan.max_c().max(1);
+    let mut pools = Pools {
+        native: tt_pool(&tt.addr(), &tt.user, &tt.password, max_c, native_probe(&ds))
+            .await
+            .with_context(|| tt.log_tail())?,
+        bench: tt_pool(
+            &tt.addr(),
+            &tt.bench_user,
+            &tt.bench_password,
+            max_c,
+            noop_probe(),
+        )
+        .await?,
+        pg: match &pg {
+            Some((p, _)) => pg_pool(p, max_c, Durability::Write).await?,
+            None => Vec::new(),
+        },
+    };
+    eprintln!("data loaded in {:.1}s", started.elapsed().as_secs_f64());
+
+    let mut progress = Progress {
+        total: main.len() + durable.len(),
+        done: 0,
+        started: Instant::now(),
+    };
+    run_cells(
+        &main,
+        &pools,
+        &ds,
+        &info,
+        &tt_cpu,
+        pg_cpu.as_ref(),
+        timing,
+        &mut progress,
+        &mut report.cells,
+    )
+    .await;
+
+    eprintln!(
+        "in-process micro-benchmark ({} calls each)",
+        plan.micro_calls
+    );
+    let m = tt::micro(&admin, &ds, plan.micro_calls).await?;
+    report.micro = Some(Micro::from_value(&m)?);
+    eprintln!(
+        "memory: {} messages of {} characters",
+        plan.memory_messages,
+        data::TEXT_CHARS
+    );
+    let mem = tt::memory(&admin, &ds, plan.memory_messages).await?;
+    report.tt_memory = Some(TtMemory::from_value(&mem)?);
+    if let Some((_, setup)) = &pg {
+        report.pg_memory = Some(pg::memory(setup, &ds, plan.memory_messages).await?);
+    }
+    pools.native.clear();
+    pools.bench.clear();
+    drop(admin);
+    drop(tt);
+
+    // The durable comparison on a fresh Tarantool with wal_mode=fsync.
+    if !durable.is_empty() {
+        eprintln!("starting Tarantool (wal_mode=fsync)");
+        let tt = Tarantool::start(
+            &TarantoolConfig {
+                repo: &repo,
+                lib_dir: &lib_dir,
+                durability: Durability::Fsync,
+                memtx_bytes: MEMTX_BYTES,
+            },
+            &cleanup,
+        )?;
+        let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
+        tt::fill(&admin, "new_dialog", &ds, false).await?;
+        let tt_cpu = CpuSource::Process(tt.pid());
+        let max_c = plan.durable_conns.iter().copied().max().unwrap_or(1);
+        pools.native =
+            tt_pool(&tt.addr(), &tt.user, &tt.password, max_c, native_probe(&ds)).await?;
+        for c in &pools.pg {
+            if let Conn::Postgres(c) = c {
+                pg::set_durability(c, Durability::Fsync).await?;
+            }
+        }
+        run_cells(
+            &durable,
+            &pools,
+            &ds,
+            &info,
+            &tt_cpu,
+            pg_cpu.as_ref(),
+            timing,
+            &mut progress,
+            &mut report.cells,
+        )
+        .await;
+        pools.native.clear();
+        drop(admin);
+        drop(tt);
+    }
+    pools.pg.clear();
+    drop(pg);
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let out = args.out.clone();
+    let threads = args.client_threads.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    let cleanup = Cleanup::default();
+    let on_signal = cleanup.clone();
+    let report = rt.block_on(async move {
+        tokio::select! {
+            r = run(args, cleanup) => r,
+            _ = tokio::signal::ctrl_c() => {
+                on_signal.stop_all();
+                bail!("interrupted");
+            }
+        }
+    });
+    // Servers still running after an error are stopped by their Drop; this
+    // catches any a failed start left behind.
+    let mut report = report?;
+    report.write(&out)?;
+    let failed: u64 = report.cells.iter().map(|c| c.errors).sum();
+    eprintln!(
+        "done in {:.0}s: {} cells, {} errors; wrote {}/latest.md",
+        report.wall_seconds,
+        report.cells.len(),
+        failed,
+        out.display()
+    );
+    if failed > 0 {
+        bail!("{failed} requests failed (see latest.md)");
+    }
+    Ok(())
+}

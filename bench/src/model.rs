@@ -1,0 +1,163 @@
+//! The benchmark's vocabulary: targets, workloads, modes, and one cell's result.
+
+use serde::Serialize;
+use std::fmt;
+
+/// What serves the requests.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The native procedures `new_dialog` / `get_dialog`.
+    Native,
+    /// The report's Lua functions, corrected (`bench/lua/baseline.lua`).
+    Lua,
+    /// Plain IPROTO INSERT / SELECT on the product's space: no procedure at all.
+    Raw,
+    /// An empty Lua function: the round-trip floor.
+    Noop,
+    /// PostgreSQL from Debian, same columns and indexes.
+    Pg,
+}
+
+impl Target {
+    pub const LOAD: [Target; 5] = [
+        Target::Native,
+        Target::Lua,
+        Target::Raw,
+        Target::Pg,
+        Target::Noop,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Native => "native",
+            Target::Lua => "lua",
+            Target::Raw => "raw",
+            Target::Noop => "noop",
+            Target::Pg => "pg",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What each request does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// One new message between a random pair of users.
+    Write,
+    /// A whole 20-message dialog, chosen at random.
+    Read,
+    /// The newest 50 messages of a long dialog.
+    Page,
+    /// 90% `read`, 10% `write`.
+    Mixed,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [
+        Workload::Write,
+        Workload::Read,
+        Workload::Page,
+        Workload::Mixed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Write => "write",
+            Workload::Read => "read",
+            Workload::Page => "page",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the concurrency C is spread over connections.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// C connections, one request outstanding on each (the report's "threads").
+    Conns,
+    /// One connection with C requests in flight.
+    Pipelined,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Conns => "conns",
+            Mode::Pipelined => "pipelined",
+        }
+    }
+}
+
+/// What a successful write survives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Tarantool `wal_mode=write`, PostgreSQL `synchronous_commit=off`: a process
+    /// crash loses nothing, an OS crash may lose the last writes.
+    Write,
+    /// Tarantool `wal_mode=fsync`, PostgreSQL `synchronous_commit=on`.
+    Fsync,
+}
+
+/// One cell of the matrix.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Cell {
+    pub target: Target,
+    pub workload: Workload,
+    pub mode: Mode,
+    pub durability: Durability,
+    pub concurrency: usize,
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} C={} {}{}",
+            self.workload,
+            self.target,
+            self.concurrency,
+            self.mode.name(),
+            if self.durability == Durability::Fsync {
+                " fsync"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// What one cell measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct CellResult {
+    #[serde(flatten)]
+    pub cell: Cell,
+    /// Requests completed in the measured window.
+    pub ops: u64,
+    /// Failed requests, warm-up included: refused, timed out, or a wrong answer.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// CPU time of the server's processes per completed request, microseconds.
+    pub server_cpu_us: f64,
+    /// CPU time of this load generator per completed request, microseconds.
+    pub client_cpu_us: f64,
+}

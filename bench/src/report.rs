@@ -1,0 +1,519 @@
+//! The results: bench/results/latest.md (tables and the issue's targets with
+//! the measured ratios), latest.json (everything), latest.svg (the chart).
+
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use crate::chart;
+use crate::data::TEXT_CHARS;
+use crate::model::{CellResult, Durability, Mode, Target, Workload};
+use crate::pg::PgMemory;
+use crate::tt::{get, get_f64};
+use crate::Plan;
+
+/// Nanoseconds per call inside the server.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PerCall {
+    pub wall_ns: f64,
+    pub cpu_ns: f64,
+}
+
+/// The in-process micro-benchmark (bench_micro in bench/lua/bench.lua).
+#[derive(Clone, Debug, Serialize)]
+pub struct Micro {
+    pub native_write: PerCall,
+    pub lua_write: PerCall,
+    pub native_page: PerCall,
+    pub lua_page: PerCall,
+    pub noop: PerCall,
+}
+
+impl Micro {
+    pub fn from_value(v: &rmpv::Value) -> Result<Micro> {
+        let pc = |k: &str| -> Result<PerCall> {
+            let m = get(v, k)?;
+            Ok(PerCall {
+                wall_ns: get_f64(m, "wall_ns")?,
+                cpu_ns: get_f64(m, "cpu_ns")?,
+            })
+        };
+        Ok(Micro {
+            native_write: pc("native_write")?,
+            lua_write: pc("lua_write")?,
+            native_page: pc("native_page")?,
+            lua_page: pc("lua_page")?,
+            noop: pc("noop")?,
+        })
+    }
+}
+
+/// Growth of the `dialogs` space for the memory test's messages.
+#[derive(Clone, Debug, Serialize)]
+pub struct TtMemory {
+    pub tuples: f64,
+    pub space_bsize: f64,
+    pub index_bsize: f64,
+    pub items_used: f64,
+    pub arena_used: f64,
+}
+
+impl TtMemory {
+    pub fn from_value(v: &rmpv::Value) -> Result<TtMemory> {
+        Ok(TtMemory {
+            tuples: get_f64(v, "tuples")?,
+            space_bsize: get_f64(v, "space_bsize")?,
+            index_bsize: get_f64(v, "index_bsize")?,
+            items_used: get_f64(v, "items_used")?,
+            arena_used: get_f64(v, "arena_used")?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub plan: Plan,
+    pub date: String,
+    pub machine: String,
+    pub tarantool_version: String,
+    pub pg_version: Option<String>,
+    pub wall_seconds: f64,
+    pub cells: Vec<CellResult>,
+    pub micro: Option<Micro>,
+    pub tt_memory: Option<TtMemory>,
+    #[serde(skip)]
+    pub pg_memory: Option<PgMemory>,
+    pg_memory_bytes: Option<[i64; 4]>,
+}
+
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{model}, {cores} cores")
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The concurrency at which the issue states its single-number targets (the
+/// report's 50 threads).
+const TARGET_C: usize = 50;
+
+impl Report {
+    pub fn new(plan: Plan) -> Report {
+        Report {
+            plan,
+            date: today(),
+            machine: machine(),
+            tarantool_version: String::new(),
+            pg_version: None,
+            wall_seconds: 0.0,
+            cells: Vec::new(),
+            micro: None,
+            tt_memory: None,
+            pg_memory: None,
+            pg_memory_bytes: None,
+        }
+    }
+
+    pub fn find(
+        &self,
+        t: Target,
+        w: Workload,
+        m: Mode,
+        d: Durability,
+        c: usize,
+    ) -> Option<&CellResult> {
+        // noop is measured once per C (filed under `read`): the same empty call.
+        let w = if t == Target::Noop { Workload::Read } else { w };
+        self.cells.iter().find(|r| {
+            r.cell.target == t
+                && r.cell.workload == w
+                && r.cell.mode == m
+                && r.cell.durability == d
+                && r.cell.concurrency == c
+        })
+    }
+
+    /// The C at which single-number targets are read: 50, or the nearest run.
+    fn target_c(&self) -> usize {
+        self.plan
+            .conns
+            .iter()
+            .copied()
+            .min_by_key(|c| c.abs_diff(TARGET_C))
+            .unwrap_or(TARGET_C)
+    }
+
+    pub fn write(&mut self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir)?;
+        self.pg_memory_bytes = self
+            .pg_memory
+            .as_ref()
+            .map(|m| [m.rows, m.total, m.heap, m.indexes]);
+        fs::write(dir.join("latest.json"), serde_json::to_string_pretty(self)?)?;
+        fs::write(dir.join("latest.md"), self.markdown())?;
+        chart::write_svg(self, &dir.join("latest.svg"))?;
+        Ok(())
+    }
+
+    fn ratio(
+        &self,
+        a: Target,
+        b: Target,
+        w: Workload,
+        d: Durability,
+        f: fn(&CellResult) -> f64,
+    ) -> Option<f64> {
+        let c = self.target_c();
+        let x = self.find(a, w, Mode::Conns, d, c)?;
+        let y = self.find(b, w, Mode::Conns, d, c)?;
+        let (fx, fy) = (f(x), f(y));
+        (fy > 0.0).then(|| fx / fy)
+    }
+
+    /// Range of a ratio over every C of the `conns` mode.
+    fn ratio_range(&self, a: Target, b: Target, w: Workload, f: fn(&CellResult) -> f64) -> String {
+        let rs: Vec<f64> = self
+            .plan
+            .conns
+            .iter()
+            .filter_map(|&c| {
+                let x = self.find(a, w, Mode::Conns, Durability::Write, c)?;
+                let y = self.find(b, w, Mode::Conns, Durability::Write, c)?;
+                (f(y) > 0.0).then(|| f(x) / f(y))
+            })
+            .collect();
+        if rs.is_empty() {
+            return "-".into();
+        }
+        let lo = rs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rs.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.2}–{hi:.2}")
+    }
+
+    fn targets_table(&self, out: &mut String) {
+        let c = self.target_c();
+        let cpu = |r: &CellResult| r.server_cpu_us;
+        let tput = |r: &CellResult| r.ops_per_sec;
+        let mut rows: Vec<(String, Option<f64>, String, bool, String)> = Vec::new();
+        let verdict = |v: Option<f64>, max: Option<f64>, min: Option<f64>| match v {
+            None => false,
+            Some(v) => max.is_none_or(|m| v <= m) && min.is_none_or(|m| v >= m),
+        };
+        let total_errors: u64 = self.cells.iter().map(|r| r.errors).sum();
+        let max_c = self
+            .cells
+            .iter()
+            .map(|r| r.cell.concurrency)
+            .max()
+            .unwrap_or(0);
+        rows.push((
+            format!("errors, every cell up to C={max_c}"),
+            Some(total_errors as f64),
+            "0".into(),
+            total_errors == 0,
+            String::new(),
+        ));
+        for (w, goal) in [
+            (Workload::Write, 1.2),
+            (Workload::Read, 1.1),
+            (Workload::Page, 1.1),
+        ] {
+            let v = self.ratio(Target::Native, Target::Raw, w, Durability::Write, cpu);
+            rows.push((
+                format!("server CPU/call, native ÷ raw, `{w}`"),
+                v,
+                format!("≤ {goal}"),
+                verdict(v, Some(goal), None),
+                self.ratio_range(Target::Native, Target::Raw, w, cpu),
+            ));
+        }
+        for (w, goal) in [
+            (Workload::Write, 0.8),
+            (Workload::Read, 0.9),
+            (Workload::Page, 0.9),
+        ] {
+            let v = self.ratio(Target::Native, Target::Lua, w, Durability::Write, cpu);
+            rows.push((
+                format!("server CPU/call, native ÷ lua, `{w}`"),
+                v,
+                format!("≤ {goal}"),
+                verdict(v, Some(goal), None),
+                self.ratio_range(Target::Native, Target::Lua, w, cpu),
+            ));
+        }
+        if let Some(m) = &self.micro {
+            for (name, n, l) in [
+                ("new_dialog", m.native_write, m.lua_write),
+                ("get_dialog (50-message page)", m.native_page, m.lua_page),
+            ] {
+                let v = (l.wall_ns > 0.0).then(|| n.wall_ns / l.wall_ns);
+                rows.push((
+                    format!("in-process ns/call, native ÷ lua, {name}"),
+                    v,
+                    "≤ 0.5".into(),
+                    verdict(v, Some(0.5), None),
+                    String::new(),
+                ));
+            }
+        }
+        for (w, d, what) in [
+            (
+                Workload::Write,
+                Durability::Write,
+                "wal_mode=write vs synchronous_commit=off",
+            ),
+            (Workload::Read, Durability::Write, "reads"),
+            (
+                Workload::Write,
+                Durability::Fsync,
+                "wal_mode=fsync vs synchronous_commit=on",
+            ),
+        ] {
+            let v = self.ratio(Target::Native, Target::Pg, w, d, tput);
+            rows.push((
+                format!("throughput, native ÷ pg, `{w}`, {what}"),
+                v,
+                "≥ 5".into(),
+                verdict(v, None, Some(5.0)),
+                String::new(),
+            ));
+        }
+        for w in [Workload::Read, Workload::Write] {
+            let v = self
+                .find(Target::Native, w, Mode::Conns, Durability::Write, c)
+                .map(|r| r.p99_ms);
+            rows.push((
+                format!("p99 of native `{w}`, ms"),
+                v,
+                "< 2".into(),
+                v.is_some_and(|v| v < 2.0),
+                String::new(),
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "| target (issue #3), at C={c} connections unless noted | measured | goal | met | over every C |\n|---|---:|---|---|---|"
+        );
+        for (name, v, goal, ok, range) in rows {
+            let v = v
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "not run".into());
+            let ok = if ok { "yes" } else { "**no**" };
+            let _ = writeln!(out, "| {name} | {v} | {goal} | {ok} | {range} |");
+        }
+    }
+
+    fn cell_table(&self, out: &mut String, workload: Workload, durability: Durability) {
+        let _ = writeln!(
+            out,
+            "| target | mode | C | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call | client CPU µs/call |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut rows: Vec<&CellResult> = self
+            .cells
+            .iter()
+            .filter(|r| {
+                r.cell.durability == durability
+                    && (r.cell.workload == workload
+                        || (r.cell.target == Target::Noop && durability == Durability::Write))
+            })
+            .collect();
+        rows.sort_by_key(|r| {
+            (
+                r.cell.mode.name(),
+                r.cell.concurrency,
+                Target::LOAD.iter().position(|t| *t == r.cell.target),
+            )
+        });
+        for r in rows {
+            let name = if r.cell.target == Target::Noop {
+                "noop (empty call)".to_owned()
+            } else {
+                r.cell.target.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {:.1} |",
+                r.cell.mode.name(),
+                r.cell.concurrency,
+                r.ops_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.errors,
+                r.server_cpu_us,
+                r.client_cpu_us
+            );
+        }
+        let errs: Vec<String> = self
+            .cells
+            .iter()
+            .filter(|r| r.cell.workload == workload && r.cell.durability == durability)
+            .filter_map(|r| r.first_error.as_ref().map(|e| format!("- {}: {e}", r.cell)))
+            .collect();
+        if !errs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFirst error of each failing cell:\n\n{}",
+                errs.join("\n")
+            );
+        }
+        out.push('\n');
+    }
+
+    pub fn markdown(&self) -> String {
+        let p = &self.plan;
+        let mut o = String::new();
+        let _ = writeln!(o, "# dialogs: benchmark results\n");
+        let _ = writeln!(
+            o,
+            "`{}` on {}, {}. Tarantool {}, {}. The load generator \
+             (`bench/`, {} tokio worker threads) runs on the same machine. Each cell: \
+             {:.1} s warm-up, then {:.1} s measured; the whole run took {:.0} s.\n",
+            if p.smoke {
+                "make bench-smoke"
+            } else {
+                "make bench"
+            },
+            self.date,
+            self.machine,
+            self.tarantool_version,
+            self.pg_version.as_deref().unwrap_or("PostgreSQL not run"),
+            p.client_threads,
+            p.warmup,
+            p.seconds,
+            self.wall_seconds
+        );
+        let _ = writeln!(
+            o,
+            "![throughput and p99 against connections](latest.svg)\n\n\
+             Server CPU per call is the CPU time of the server's processes (Tarantool: \
+             all its threads; PostgreSQL: the postmaster and every backend) over the \
+             measured window, divided by the requests completed in it. `conns`: C \
+             connections with one request outstanding each; `pipelined`: one connection \
+             with C requests in flight. `noop` is the same empty call in every workload, \
+             measured once per C.\n"
+        );
+        let _ = writeln!(o, "## The issue's targets\n");
+        self.targets_table(&mut o);
+        let _ = writeln!(
+            o,
+            "\n## Throughput and latency (wal_mode=write, synchronous_commit=off)\n"
+        );
+        for w in Workload::ALL {
+            let what = match w {
+                Workload::Write => {
+                    "new_dialog between a random pair of 10,000 users, 100-character text"
+                }
+                Workload::Read => "a whole 20-message dialog, one of the preloaded ones at random",
+                Workload::Page => "the newest 50 messages of a dialog of",
+                Workload::Mixed => "90% `read`, 10% `write`",
+            };
+            if w == Workload::Page {
+                let _ = writeln!(o, "### `{w}`: {what} {} messages\n", p.page_dialog_len);
+            } else {
+                let _ = writeln!(o, "### `{w}`: {what}\n");
+            }
+            self.cell_table(&mut o, w, Durability::Write);
+        }
+        if self
+            .cells
+            .iter()
+            .any(|r| r.cell.durability == Durability::Fsync)
+        {
+            let _ = writeln!(
+                o,
+                "## Durable: Tarantool wal_mode=fsync against PostgreSQL synchronous_commit=on\n"
+            );
+            for w in [Workload::Write, Workload::Mixed] {
+                let _ = writeln!(o, "### `{w}`\n");
+                self.cell_table(&mut o, w, Durability::Fsync);
+            }
+        }
+        if let Some(m) = &self.micro {
+            let _ = writeln!(
+                o,
+                "## In-process: ns per call through `box.func[...]:call`, no network\n\n\
+                 {} calls each after a tenth as many to warm up; writes commit every 100 \
+                 calls. Wall time per call, and the tx thread's CPU time per call.\n\n\
+                 | call | native wall | lua wall | native ÷ lua | native CPU | lua CPU |\n\
+                 |---|---:|---:|---:|---:|---:|",
+                p.micro_calls
+            );
+            for (name, n, l) in [
+                ("new_dialog", m.native_write, m.lua_write),
+                ("get_dialog, newest 50", m.native_page, m.lua_page),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "| {name} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+                    n.wall_ns,
+                    l.wall_ns,
+                    n.wall_ns / l.wall_ns.max(1e-9),
+                    n.cpu_ns,
+                    l.cpu_ns
+                );
+            }
+            let _ = writeln!(
+                o,
+                "| empty Lua function (floor) | {:.0} | | | {:.0} | |\n",
+                m.noop.wall_ns, m.noop.cpu_ns
+            );
+        }
+        if let Some(t) = &self.tt_memory {
+            let n = t.tuples.max(1.0);
+            let _ = writeln!(
+                o,
+                "## Memory per message\n\n{:.0} messages of {TEXT_CHARS} characters \
+                 ({TEXT_CHARS} bytes of text each), stored through `new_dialog`; bytes per message.\n\n\
+                 | store | data | indexes | total | total ÷ text |\n|---|---:|---:|---:|---:|",
+                t.tuples
+            );
+            let _ = writeln!(
+                o,
+                "| Tarantool memtx (`space:bsize()`, index `bsize()`) | {:.0} | {:.0} | {:.0} | {:.2} |",
+                t.space_bsize / n,
+                t.index_bsize / n,
+                (t.space_bsize + t.index_bsize) / n,
+                (t.space_bsize + t.index_bsize) / n / TEXT_CHARS as f64
+            );
+            let _ = writeln!(
+                o,
+                "| Tarantool memtx arena (`box.slab.info()`: items_used / arena_used growth) | {:.0} | {:.0} | {:.0} | {:.2} |",
+                t.items_used / n,
+                (t.arena_used - t.items_used) / n,
+                t.arena_used / n,
+                t.arena_used / n / TEXT_CHARS as f64
+            );
+            if let Some(m) = &self.pg_memory {
+                let r = m.rows.max(1) as f64;
+                let _ = writeln!(
+                    o,
+                    "| PostgreSQL (`pg_relation_size`, `pg_indexes_size`, `pg_total_relation_size`) | {:.0} | {:.0} | {:.0} | {:.2} |",
+                    m.heap as f64 / r,
+                    m.indexes as f64 / r,
+                    m.total as f64 / r,
+                    m.total as f64 / r / TEXT_CHARS as f64
+                );
+            }
+            o.push('\n');
+        }
+        o
+    }
+}
