@@ -44,6 +44,8 @@ DEFAULT_USER = "dialogs"
 # Deliberately not init.lua's development default, so a test that passes proves the
 # password from the environment is the one in force.
 DEFAULT_PASSWORD = "e2e-secret-pw"
+# README: with DIALOGS_PASSWORD unset on loopback, the application user's password.
+DEV_PASSWORD = "dialogs"
 
 # Logged by init.lua after the schema, the functions and the user are in place; a
 # login alone can succeed a moment earlier (between user creation and grants).
@@ -85,8 +87,10 @@ class Server:
 
     ``base_dir`` holds ``data/`` (snapshots and WAL: ``DIALOGS_DATA_DIR``) and
     ``server.log``. ``env`` adds or overrides environment variables (``DIALOGS_*`` or
-    anything else); a value of None removes the variable. The constructor starts
-    nothing: call `start` (or use the server as a context manager).
+    anything else); a value of None removes the variable. ``password=None`` leaves
+    DIALOGS_PASSWORD unset, so init.lua's loopback development password applies and
+    the harness logs in with that. The constructor starts nothing: call `start` (or
+    use the server as a context manager).
     """
 
     def __init__(
@@ -112,7 +116,7 @@ class Server:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.user = user
-        self.password = password
+        self.password = DEV_PASSWORD if password is None else password
         self.init_lua = Path(init_lua)
         self.ready_log_line = ready_log_line
         self.env = {

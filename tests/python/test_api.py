@@ -1,6 +1,7 @@
 """new_dialog / get_dialog over the network with the `tarantool` connector, as the
 seed's clients use them: replies, stored tuples, cursors (README "API")."""
 
+import threading
 import time
 import uuid
 
@@ -120,9 +121,42 @@ def test_unknown_dialog_is_an_empty_array(conn):
 def test_text_limits_count_characters_not_bytes(conn):
     dialog = new_user()
     longest = "ж" * 4096  # 8192 bytes, 4096 characters
-    new_dialog(conn, dialog, new_user(), new_user(), longest)
-    new_dialog(conn, dialog, new_user(), new_user(), "🙂")
-    assert [r[TEXT] for r in get_dialog(conn, dialog)] == [longest, "🙂"]
+    widest = "🙂" * 4096  # 16384 bytes, 4096 characters
+    for text in (longest, widest, "🙂", "x"):
+        new_dialog(conn, dialog, new_user(), new_user(), text)
+    assert [r[TEXT] for r in get_dialog(conn, dialog)] == [longest, widest, "🙂", "x"]
+
+
+def test_fifty_threads_with_a_connection_each(shared_server):
+    """The seed's load test failed at 50 threads; here every call must succeed."""
+    threads, per_thread = 50, 20
+    alice, bob = new_user(), new_user()
+    results, errors = {}, []
+
+    def worker(n):
+        try:
+            c = shared_server.connect()
+            results[n] = [new_dialog(c, None, alice, bob, f"t{n} m{i}")
+                          for i in range(per_thread)]
+            c.close()
+        except Exception as e:  # reported below, with the thread it happened in
+            errors.append((n, repr(e)))
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(60)
+    assert not any(t.is_alive() for t in pool), "a worker hung"
+    assert errors == []
+    # Each thread saw its own ids increase; all ids are distinct and all stored.
+    assert all(ids == sorted(ids, key=uuid.UUID) for ids in results.values())
+    every = [i for ids in results.values() for i in ids]
+    assert len(set(every)) == threads * per_thread
+    stored = [r for p in walk_dialog(shared_server.connect(), derived_dialog_id(alice, bob),
+                                     MAX_PAGE) for r in p]
+    assert sorted(str(r[ID]) for r in stored) == sorted(every)
+    assert [r[ID] for r in stored] == sorted(r[ID] for r in stored)
 
 
 @pytest.fixture(scope="module")

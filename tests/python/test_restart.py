@@ -68,3 +68,12 @@ def test_a_changed_password_takes_effect_on_restart(server):
     assert len(get_dialog(server.connect(), dialog)) == 1
     with pytest.raises(tarantool.error.NetworkError, match="password|credentials"):
         server.connect(password=old)
+
+
+def test_without_a_password_loopback_uses_the_development_default(make_server):
+    srv = make_server(password=None)
+    assert "DIALOGS_PASSWORD" not in srv.child_env()
+    conn = srv.connect(password="dialogs")
+    dialog = new_user()
+    new_dialog(conn, dialog, new_user(), new_user(), "dev")
+    assert len(get_dialog(conn, dialog)) == 1

@@ -431,3 +431,45 @@ async fn pipelined_calls_on_one_connection_get_distinct_increasing_ids() {
     assert_eq!(stored, sent);
     assert!(server.is_running());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_survive_a_restart_and_a_reconnecting_client_reads_them() {
+    let mut server = Server::start();
+    let c = client(&server);
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        sent.push(new_dialog(&c, &Value::Nil, alice, bob, &format!("m{i}")).await);
+    }
+    let pid = server.pid();
+    server.restart();
+    assert_ne!(server.pid(), pid);
+
+    // A fresh client, and the old one once it has reconnected, see the same dialog.
+    let dialog = derived_dialog_id(alice, bob);
+    assert_eq!(
+        ids(&get_dialog(&client(&server), dialog, vec![]).await),
+        sent
+    );
+    let mut old_client_saw = None;
+    for _ in 0..100 {
+        let reply = c.c.call_fn1("get_dialog", &dialog.to_string()).await;
+        if let Ok(reply) = reply {
+            old_client_saw = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(RECONNECT_MS)).await;
+    }
+    let data: Value = old_client_saw
+        .expect("the old client reconnects")
+        .decode()
+        .unwrap();
+    let rows = single_result(&c.addr, data, is_message_list);
+    assert_eq!(rows.as_array().unwrap().len(), 20);
+
+    let status = server.stop().expect("was running");
+    assert!(
+        status.success(),
+        "SIGTERM ends the server cleanly: {status}"
+    );
+}
