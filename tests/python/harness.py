@@ -52,6 +52,8 @@ DEV_PASSWORD = "dialogs"
 READY_LOG_LINE = "dialogs: listening on"
 
 START_TIMEOUT_S = 30.0
+# How many times a first start may retry on a new port after losing the race for one.
+PORT_RETRIES = 3
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.02
 
@@ -114,6 +116,8 @@ class Server:
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "server.log"
         self.host = "127.0.0.1"
+        self._auto_port = port is None
+        self._served = False  # has any start become ready (then the port is ours)
         self.port = port or free_port()
         self.user = user
         self.password = DEV_PASSWORD if password is None else password
@@ -171,8 +175,23 @@ class Server:
                 stderr=subprocess.STDOUT,
             )
         if wait:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except ServerError:
+                if not self._take_another_port():
+                    raise
+                return self.start(wait=wait, timeout=timeout)
         return self
+
+    def _take_another_port(self) -> bool:
+        """After a first start lost its free port to another process (the port was
+        free when chosen, taken by the time the server bound it): pick a new one."""
+        if not (self._auto_port and not self._served and self.starts <= PORT_RETRIES
+                and "Address already in use" in self.log_of_run()):
+            return False
+        self.port = free_port()
+        self.env["DIALOGS_LISTEN"] = self.listen
+        return True
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Poll until the set-up is logged and the application user can log in."""
@@ -187,6 +206,7 @@ class Server:
             if self.ready_log_line is None or self.ready_log_line in self.log_of_run():
                 try:
                     self.connect().close()
+                    self._served = True
                     return
                 except (tarantool.error.NetworkError, tarantool.error.DatabaseError) as e:
                     last_error = e

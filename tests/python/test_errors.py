@@ -6,8 +6,9 @@ import uuid
 import pytest
 
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
-                         REQUEST_CONFLICT, TEXT, expect_error, get_dialog, new_dialog,
-                         new_user)
+                         ID, REQUEST_CONFLICT, TEXT, derived_dialog_id, expect_error,
+                         get_dialog, is_message_id, new_dialog, new_user, server_key,
+                         single_result)
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -120,7 +121,34 @@ def test_request_id_makes_a_retry_safe(conn):
     assert err
     assert len(get_dialog(conn, dialog)) == 1
 
+    # Same text, but another recipient or another dialog: still another message.
+    for args in [(dialog, a, new_user()), (new_user(), a, b), (None, a, b)]:
+        expect_error(lambda: new_dialog(conn, *args, "once", {"request_id": rid}),
+                     REQUEST_CONFLICT, None, r"^opts\.request_id: ")
+    assert len(get_dialog(conn, dialog)) == 1
+
     # Another request id is another message.
     other = new_dialog(conn, dialog, a, b, "once", {"request_id": str(uuid.uuid4())})
     assert other != first
     assert len(get_dialog(conn, dialog)) == 2
+
+
+def test_request_id_with_a_derived_dialog(conn):
+    a, b = new_user(), new_user()
+    rid = uuid.uuid4()
+    first = new_dialog(conn, None, a, b, "derived", {"request_id": rid})
+    assert new_dialog(conn, None, a, b, "derived", {"request_id": str(rid)}) == first
+    # Naming the derived dialog explicitly is the same message too.
+    assert new_dialog(conn, derived_dialog_id(a, b), a, b, "derived",
+                      {"request_id": rid}) == first
+    assert len(get_dialog(conn, derived_dialog_id(a, b))) == 1
+
+
+def test_opts_may_be_nil_or_empty(conn):
+    dialog, a, b = new_user(), new_user(), new_user()
+    sent = [single_result(server_key(conn), conn.call("new_dialog", [
+        str(dialog), str(a), str(b), text, opts]).data, is_message_id, "new_dialog")
+        for text, opts in [("nil opts", None), ("empty opts", {})]]
+    rows = get_dialog(conn, dialog, {})
+    assert [str(r[ID]) for r in rows] == sent
+    assert [r[TEXT] for r in rows] == ["nil opts", "empty opts"]

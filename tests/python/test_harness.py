@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 
 import pytest
 import tarantool
@@ -44,3 +45,20 @@ def test_a_server_that_cannot_start_reports_its_log(make_server):
     with pytest.raises(ServerError, match="DIALOGS_WAL_MODE"):
         srv.start(timeout=10)
     assert srv.process.returncode != 0
+
+
+def test_a_port_taken_before_the_first_start_is_replaced(make_server):
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    try:
+        srv = make_server(start=False)
+        srv.port = taken
+        srv.env["DIALOGS_LISTEN"] = srv.listen
+        srv.start()
+        assert srv.port != taken
+        assert srv.connect().ping()
+        assert "Address already in use" in srv.log_text()
+    finally:
+        squatter.close()

@@ -89,7 +89,7 @@ pub fn is_message_list(v: &Value) -> bool {
     })
 }
 
-/// The one value a procedure returned, from a reply's data (see [`REPLY_WRAPPED`]).
+/// The one value a procedure returned, from a reply's data (see `REPLY_WRAPPED`).
 /// Panics if the data has neither shape or the server changed shape.
 pub fn single_result(server: &str, data: Value, is_value: fn(&Value) -> bool) -> Value {
     let mut items = match data {

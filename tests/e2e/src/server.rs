@@ -21,6 +21,8 @@ const READY_LOG_LINE: &str = "dialogs: listening on";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// First starts that may retry on a new port after losing the race for one.
+const PORT_RETRIES: u32 = 3;
 const MEMTX_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 /// Lines of the log shown when a test fails.
 const LOG_TAIL_LINES: usize = 80;
@@ -77,7 +79,7 @@ impl Server {
             .tempdir()
             .expect("temp dir");
         let port = free_port();
-        let mut env: Vec<(String, String)> = vec![
+        let env: Vec<(String, String)> = vec![
             ("DIALOGS_LISTEN".into(), format!("127.0.0.1:{port}")),
             (
                 "DIALOGS_DATA_DIR".into(),
@@ -92,10 +94,6 @@ impl Server {
             ),
             ("DIALOGS_WAL_MODE".into(), "write".into()),
         ];
-        for (k, v) in extra_env {
-            env.retain(|(key, _)| key != k);
-            env.push((k.to_string(), v.to_string()));
-        }
         let log_path = dir.path().join("server.log");
         let mut server = Server {
             dir: Some(dir),
@@ -105,9 +103,32 @@ impl Server {
             log_path,
             run_offset: 0,
         };
-        server.spawn();
-        server.wait_ready();
-        server
+        for (k, v) in extra_env {
+            server.set_env(k, v);
+        }
+        for attempt in 1..=PORT_RETRIES {
+            server.spawn();
+            match server.wait_ready() {
+                Ok(()) => return server,
+                // The port was free when chosen and taken before the server bound it.
+                Err(_) if attempt < PORT_RETRIES && server.lost_port_race() => {
+                    server.kill();
+                    server.port = free_port();
+                    server.set_env("DIALOGS_LISTEN", &format!("127.0.0.1:{}", server.port));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn lost_port_race(&self) -> bool {
+        self.log_of_run().contains("Address already in use")
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// `host:port` for clients.
@@ -146,29 +167,30 @@ impl Server {
         self.child = Some(cmd.spawn().expect("spawn tarantool"));
     }
 
-    /// Polls until the set-up is logged and the application user can log in.
-    fn wait_ready(&mut self) {
+    /// Polls until the set-up is logged and the application user can log in; else
+    /// the reason, with the log of this run.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last_error = String::from("not tried");
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {
-                panic!(
+                return Err(format!(
                     "server exited with {status} while starting:\n{}",
                     self.log_of_run()
-                );
+                ));
             }
             if self.log_of_run().contains(READY_LOG_LINE) {
                 match RawConn::connect(&self.addr(), USER, PASSWORD) {
-                    Ok(_) => return,
+                    Ok(_) => return Ok(()),
                     Err(e) => last_error = e.to_string(),
                 }
             }
             sleep(POLL_INTERVAL);
         }
-        panic!(
+        Err(format!(
             "server not ready after {START_TIMEOUT:?} ({last_error}):\n{}",
             self.log_of_run()
-        );
+        ))
     }
 
     /// SIGTERM, then SIGKILL after a timeout; returns how the process ended.
@@ -202,7 +224,9 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-        self.wait_ready();
+        if let Err(e) = self.wait_ready() {
+            panic!("restart: {e}");
+        }
     }
 
     /// What the current (or last) run has printed.
