@@ -21,6 +21,7 @@ and failover tests can build on this. Usable without pytest too::
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -56,6 +57,23 @@ START_TIMEOUT_S = 30.0
 PORT_RETRIES = 3
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.02
+
+
+# Prints each record of each .xlog file in a directory as one JSON line.
+WAL_DUMP_LUA = """
+local fio = require('fio')
+local json = require('json').new()
+json.cfg{encode_use_tostring = true, encode_invalid_as_nil = true}
+local files = fio.glob(fio.pathjoin(arg[1], '*.xlog'))
+table.sort(files)
+for _, f in ipairs(files) do
+    for lsn, rec in require('xlog').pairs(f) do
+        print(json.encode({file = fio.basename(f), lsn = lsn,
+                           header = rec.HEADER, body = rec.BODY}))
+    end
+end
+os.exit(0)
+"""
 
 
 class ServerError(RuntimeError):
@@ -272,6 +290,19 @@ class Server:
     def log_errors(self) -> list:
         """Error and fatal lines (Tarantool's `E>` / `F>` / `!>` levels) of the current run."""
         return [l for l in self.log_of_run().splitlines() if re.search(r" [EF!]> ", l)]
+
+    # --- the data on disk ---------------------------------------------------------------
+
+    def wal_records(self) -> list:
+        """Every record in the data directory's WAL files, oldest first, as dicts
+        {"file", "lsn", "header": {"type", ...}, "body": {"space_id", "tuple", ...}}
+        (uuids as strings). Read with the same tarantool binary; stop the server
+        first, so that no file is still being written."""
+        script = self.base_dir / "wal_dump.lua"
+        script.write_text(WAL_DUMP_LUA)
+        out = subprocess.run(["tarantool", str(script), str(self.data_dir)],
+                             capture_output=True, text=True, timeout=60, check=True)
+        return [json.loads(line) for line in out.stdout.splitlines() if line]
 
     # --- clients ----------------------------------------------------------------------
 

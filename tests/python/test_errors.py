@@ -4,6 +4,7 @@ and a message naming the argument, writes nothing, and the next call works."""
 import uuid
 
 import pytest
+import tarantool
 
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
                          ID, REQUEST_CONFLICT, TEXT, derived_dialog_id, expect_error,
@@ -152,3 +153,35 @@ def test_opts_may_be_nil_or_empty(conn):
     rows = get_dialog(conn, dialog, {})
     assert [str(r[ID]) for r in rows] == sent
     assert [r[TEXT] for r in rows] == ["nil opts", "empty opts"]
+
+
+FIRST_USER_SPACE_ID = 512
+
+
+def test_refused_calls_write_nothing_to_the_wal(server):
+    """Below the replies: not one WAL record for any refused call."""
+    conn = server.connect()
+    dialog, u1, u2 = str(new_user()), str(new_user()), str(new_user())
+    refused = 0
+    for param in BAD_NEW_DIALOG:
+        args = [u1 if a == "u1" else u2 if a == "u2" else a for a in param.values[0]]
+        with pytest.raises(tarantool.error.DatabaseError):
+            conn.call("new_dialog", [dialog, *args])
+        refused += 1
+    for param in BAD_GET_DIALOG:
+        with pytest.raises(tarantool.error.DatabaseError):
+            conn.call("get_dialog", [dialog, *param.values[0]])
+        refused += 1
+    rid = str(uuid.uuid4())
+    new_dialog(conn, dialog, u1, u2, "the one message", {"request_id": rid})
+    with pytest.raises(tarantool.error.DatabaseError):
+        conn.call("new_dialog", [dialog, u1, u2, "conflicting", {"request_id": rid}])
+    assert refused == len(BAD_NEW_DIALOG) + len(BAD_GET_DIALOG)
+    server.stop()
+
+    user_writes = [r for r in server.wal_records()
+                   if r["body"].get("space_id", 0) >= FIRST_USER_SPACE_ID]
+    texts = [r["body"]["tuple"][TEXT] for r in user_writes if len(r["body"]["tuple"]) == 6]
+    assert texts == ["the one message"], user_writes
+    # The message and its request_id record, nothing else.
+    assert len(user_writes) == 2, user_writes

@@ -8,6 +8,8 @@ import tarantool
 from dialogs_api import ID, TEXT, derived_dialog_id, get_dialog, new_dialog, new_user
 
 MIGRATED = "dialogs: schema migrated to version"
+SCHEMA_SPACE_ID = 272  # box.space._schema
+SCHEMA_VERSION_KEY = "dialogs_schema_version"
 
 
 def test_data_survives_a_clean_restart_and_migrations_rerun_harmlessly(server):
@@ -43,6 +45,16 @@ def test_data_survives_a_clean_restart_and_migrations_rerun_harmlessly(server):
     conn = server.connect()
     assert [str(r[ID]) for r in get_dialog(conn, dialog)] == sent + [later]
     assert MIGRATED not in server.log_of_run()
+
+    # On disk: the schema version was written once, by the first start, and is 1.
+    server.stop()
+    writes = [r for r in server.wal_records()
+              if r["body"].get("space_id") == SCHEMA_SPACE_ID
+              and (r["body"].get("tuple") or r["body"].get("key") or [None])[0]
+              == SCHEMA_VERSION_KEY]
+    assert [(w["header"]["type"], w["body"]["tuple"]) for w in writes] == \
+        [("REPLACE", [SCHEMA_VERSION_KEY, 1])], writes
+    assert writes[0]["file"] == "00000000000000000000.xlog"
 
 
 def test_request_id_retry_survives_a_restart(server):
