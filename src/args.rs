@@ -1,0 +1,271 @@
+//! Validation of call arguments shared by both procedures: uuids, text, the
+//! argument list itself and option maps. Each function reads one value from a
+//! [`Reader`] and either returns it typed or says what is wrong with it.
+
+use uuid::Uuid;
+
+use crate::error::{Arg, Error, Result};
+use crate::msgpack::{Reader, Value, EXT_UUID};
+use crate::MAX_TEXT_CHARS;
+
+const EXPECTED_UUID: &str = "a uuid (string or msgpack uuid)";
+/// How much of a bad string an error message quotes.
+const QUOTE_CHARS: usize = 40;
+
+/// An internal error for input that is not msgpack at all (Tarantool validates
+/// the request body before calling us, so this means a bug, not a bad client).
+fn malformed(proc: &'static str) -> Error {
+    Error::Internal {
+        proc,
+        what: "malformed msgpack arguments".into(),
+    }
+}
+
+/// The call's argument list: its length, checked against what `proc` accepts.
+pub struct Args<'a> {
+    pub proc: &'static str,
+    pub reader: Reader<'a>,
+    pub count: u32,
+}
+
+impl<'a> Args<'a> {
+    /// Opens the argument array and checks that it holds `min..=max` values.
+    pub fn open(
+        proc: &'static str,
+        buf: &'a [u8],
+        min: u32,
+        max: u32,
+        signature: &'static str,
+    ) -> Result<Self> {
+        let mut reader = Reader::new(buf);
+        let count = match reader.next() {
+            Ok(Value::Array(n)) => n,
+            _ => return Err(malformed(proc)),
+        };
+        if count < min || count > max {
+            return Err(Error::Arity {
+                proc,
+                expected: signature,
+                got: count,
+            });
+        }
+        Ok(Args {
+            proc,
+            reader,
+            count,
+        })
+    }
+
+    /// The next argument's value header.
+    pub fn next(&mut self) -> Result<Value<'a>> {
+        self.reader.next().map_err(|_| malformed(self.proc))
+    }
+}
+
+/// A uuid given as a msgpack uuid or a canonical string.
+pub fn uuid(arg: Arg, v: Value<'_>) -> Result<Uuid> {
+    let id = match v {
+        Value::Ext(EXT_UUID, bytes) => {
+            let bytes: [u8; 16] = bytes.try_into().map_err(|_| Error::Type {
+                arg,
+                expected: EXPECTED_UUID,
+                got: "malformed uuid extension",
+            })?;
+            Uuid::from_bytes(bytes)
+        }
+        Value::Str(s) => parse_canonical(s).ok_or_else(|| Error::Uuid {
+            arg,
+            value: quote(s),
+        })?,
+        other => {
+            return Err(Error::Type {
+                arg,
+                expected: EXPECTED_UUID,
+                got: other.type_name(),
+            })
+        }
+    };
+    if id.is_nil() {
+        return Err(Error::NilUuid { arg });
+    }
+    Ok(id)
+}
+
+/// A uuid or nil.
+pub fn optional_uuid(arg: Arg, v: Value<'_>) -> Result<Option<Uuid>> {
+    match v {
+        Value::Nil => Ok(None),
+        v => uuid(arg, v).map(Some),
+    }
+}
+
+/// Parses exactly `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits in either
+/// case. Braces, urn: prefixes and the 32-digit form are refused: one spelling,
+/// so that one id has one string form.
+fn parse_canonical(s: &[u8]) -> Option<Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut nibbles = 0usize;
+    for (i, &c) in s.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = char::from(c).to_digit(16)?;
+        let byte = out.get_mut(nibbles / 2)?;
+        // to_digit(16) is below 16, so the narrowing keeps every bit.
+        *byte = (*byte << 4) | d as u8;
+        nibbles += 1;
+    }
+    (nibbles == 32).then(|| Uuid::from_bytes(out))
+}
+
+/// A printable, bounded excerpt of client bytes for an error message.
+fn quote(s: &[u8]) -> String {
+    let text = String::from_utf8_lossy(s);
+    let mut excerpt: String = text.chars().take(QUOTE_CHARS).collect();
+    if text.chars().nth(QUOTE_CHARS).is_some() {
+        excerpt.push('…');
+    }
+    format!("{excerpt:?}")
+}
+
+/// Message text: a UTF-8 string of `1..=MAX_TEXT_CHARS` characters.
+pub fn text(v: Value<'_>) -> Result<&str> {
+    let bytes = match v {
+        Value::Str(s) => s,
+        other => {
+            return Err(Error::Type {
+                arg: Arg::Text,
+                expected: "a string",
+                got: other.type_name(),
+            })
+        }
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::TextEncoding)?;
+    // A character is at least one byte: short strings need no count beyond the
+    // empty check; long ones are counted up to one past the limit.
+    if text.is_empty() || text.len() > MAX_TEXT_CHARS {
+        let chars = text.chars().take(MAX_TEXT_CHARS + 1).count();
+        if chars == 0 || chars > MAX_TEXT_CHARS {
+            return Err(Error::TextLength {
+                chars: text.chars().count(),
+            });
+        }
+    }
+    Ok(text)
+}
+
+/// Walks an options map (`nil` and an empty array count as no options: Lua
+/// clients send `{}` as an empty array), calling `each(name, value)` for every
+/// entry whose value is not nil. Rejects non-string keys and repeated keys.
+pub fn options<'a>(
+    args: &mut Args<'a>,
+    known: &[&'static str],
+    mut each: impl FnMut(&'static str, Value<'a>) -> Result<()>,
+) -> Result<()> {
+    let entries = match args.next()? {
+        Value::Nil | Value::Array(0) => return Ok(()),
+        Value::Map(n) => n,
+        other => {
+            return Err(Error::Type {
+                arg: Arg::Opts,
+                expected: "a map",
+                got: other.type_name(),
+            })
+        }
+    };
+    let mut seen = 0u32;
+    for _ in 0..entries {
+        let key = match args.next()? {
+            Value::Str(k) => k,
+            other => {
+                return Err(Error::OptionKey {
+                    got: other.type_name(),
+                })
+            }
+        };
+        let Some((bit, name)) = known
+            .iter()
+            .enumerate()
+            .find(|(_, name)| name.as_bytes() == key)
+        else {
+            return Err(Error::UnknownOption { name: quote(key) });
+        };
+        let mask = 1u32
+            .checked_shl(u32::try_from(bit).unwrap_or(u32::MAX))
+            .unwrap_or(0);
+        if seen & mask != 0 {
+            return Err(Error::RepeatedOption { name });
+        }
+        seen |= mask;
+        let value = args.next()?;
+        if value != Value::Nil {
+            each(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A boolean option.
+pub fn boolean(arg: Arg, v: Value<'_>) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        other => Err(Error::Type {
+            arg,
+            expected: "a boolean",
+            got: other.type_name(),
+        }),
+    }
+}
+
+/// An integer option within `min..=max`.
+pub fn integer(arg: Arg, v: Value<'_>, min: u64, max: u64) -> Result<u64> {
+    let out_of_range = |got: String| Error::OptionRange { arg, min, max, got };
+    match v {
+        Value::Uint(n) if (min..=max).contains(&n) => Ok(n),
+        Value::Uint(n) => Err(out_of_range(n.to_string())),
+        Value::Int(n) => match u64::try_from(n) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(out_of_range(n.to_string())),
+        },
+        other => Err(Error::Type {
+            arg,
+            expected: "an integer",
+            got: other.type_name(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_uuids_only() {
+        let id = "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01";
+        assert_eq!(
+            parse_canonical(id.as_bytes()).map(|u| u.to_string()),
+            Some(id.to_string())
+        );
+        assert_eq!(
+            parse_canonical(id.to_uppercase().as_bytes()).map(|u| u.to_string()),
+            Some(id.to_string())
+        );
+        for bad in [
+            "",
+            "0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01",
+            "{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0g",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a011",
+            "0b0f9b9e+4a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0é",
+        ] {
+            assert_eq!(parse_canonical(bad.as_bytes()), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `new_dialog(dialog_id, user_from, user_to, text [, opts])`: store one message,
+//! reply with its id as a string.
+
+use uuid::Uuid;
+
+use crate::args::{self, Args};
+use crate::error::{Arg, Error, Result};
+use crate::ids::{pair_dialog, IdGenerator};
+use crate::msgpack::Write;
+use crate::store::{Message, Store};
+use crate::Reply;
+
+const SIGNATURE: &str = "4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])";
+const OPTIONS: &[&str] = &["request_id"];
+
+thread_local! {
+    // Cells only: no destructor, so the module stays unloadable on reload.
+    static IDS: IdGenerator = const { IdGenerator::new() };
+}
+
+/// A validated `new_dialog` call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NewDialog<'a> {
+    /// None: derive it from the user pair.
+    pub dialog_id: Option<Uuid>,
+    pub user_from: Uuid,
+    pub user_to: Uuid,
+    pub text: &'a str,
+    /// Makes a retried call return the first call's id instead of storing twice.
+    pub request_id: Option<Uuid>,
+}
+
+impl<'a> NewDialog<'a> {
+    /// Validates the msgpack argument array; the first bad argument is the error.
+    pub fn parse(buf: &'a [u8]) -> Result<Self> {
+        let mut args = Args::open("new_dialog", buf, 4, 5, SIGNATURE)?;
+        let dialog_id = args::optional_uuid(Arg::DialogId, args.next()?)?;
+        let user_from = args::uuid(Arg::UserFrom, args.next()?)?;
+        let user_to = args::uuid(Arg::UserTo, args.next()?)?;
+        let text = args::text(args.next()?)?;
+        let mut request_id = None;
+        if args.count == 5 {
+            args::options(&mut args, OPTIONS, |_name, value| {
+                request_id = Some(args::uuid(Arg::RequestId, value)?);
+                Ok(())
+            })?;
+        }
+        Ok(NewDialog {
+            dialog_id,
+            user_from,
+            user_to,
+            text,
+            request_id,
+        })
+    }
+
+    /// The dialog this message belongs to.
+    pub fn dialog(&self) -> Uuid {
+        self.dialog_id
+            .unwrap_or_else(|| pair_dialog(self.user_from, self.user_to))
+    }
+
+    /// Stores the message (or finds the one a previous try with the same
+    /// `request_id` stored) and returns its id.
+    pub fn apply(&self, store: &Store) -> Result<Uuid> {
+        let dialog_id = self.dialog();
+        if let Some(request_id) = self.request_id {
+            if let Some(done) = store.request(request_id)? {
+                return match done.content {
+                    Some(c)
+                        if c.dialog_id != dialog_id
+                            || c.user_from != self.user_from
+                            || c.user_to != self.user_to
+                            || c.text != self.text =>
+                    {
+                        Err(Error::RequestConflict {
+                            message_id: done.message_id,
+                        })
+                    }
+                    _ => Ok(done.message_id),
+                };
+            }
+        }
+        // SAFETY: a plain clock read.
+        let now_us = unsafe { tarantool::ffi::tarantool::clock_realtime64() } / 1000;
+        let stored_max = store.max_id()?;
+        let id = IDS
+            .with(|ids| ids.next(now_us / 1000, stored_max))
+            .ok_or_else(|| Error::Internal {
+                proc: "new_dialog",
+                what: "message ids exhausted".into(),
+            })?;
+        let message = Message {
+            id,
+            dialog_id,
+            user_from: self.user_from,
+            user_to: self.user_to,
+            text: self.text,
+            created_at_us: now_us,
+        };
+        match self.request_id {
+            Some(r) => store.insert_with_request(&message, r)?,
+            None => store.insert(&message)?,
+        }
+        Ok(id)
+    }
+
+    /// The reply: the id as a canonical lowercase string.
+    pub fn reply(id: Uuid) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.put_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out
+    }
+}
+
+/// The procedure body: parse, apply, encode.
+pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
+    let request = NewDialog::parse(args)?;
+    let id = request.apply(&Store::get()?)?;
+    reply.mp(&NewDialog::reply(id))
+}

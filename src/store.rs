@@ -1,0 +1,491 @@
+//! The message store: the only code that touches Tarantool's spaces.
+//!
+//! [`Store`] holds the ids of the `dialogs` space, its `dialog_id_k` index and the
+//! `dialogs_requests` space, resolved by name once and cached for the life of the
+//! loaded module (a schema change that drops them resets the cache). Every method
+//! goes straight to the C API with msgpack built by hand: no Lua, no serde, no
+//! intermediate tuples on the hot path.
+
+use std::cell::Cell;
+use std::ffi::c_char;
+use std::ptr::{self, NonNull};
+
+use tarantool::ffi::tarantool as ffi;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::msgpack::{Reader, Value, Write, EXT_DATETIME, EXT_UUID};
+
+/// The message space, as `init.lua` creates it.
+const SPACE: &str = "dialogs";
+/// `(dialog_id, id)`: a dialog's messages in id order.
+const BY_DIALOG: &str = "dialog_id_k";
+/// `request_id -> message_id`, for retried `new_dialog` calls.
+const REQUESTS: &str = "dialogs_requests";
+/// Every space's primary index.
+const PRIMARY: u32 = 0;
+/// Field numbers (0-based) of the message tuple.
+const FIELD_ID: u32 = 0;
+const FIELD_DIALOG: u32 = 1;
+/// Number of fields in a message tuple.
+const MESSAGE_FIELDS: u32 = 6;
+/// Tarantool error codes after which the cached ids are stale.
+const ER_NO_SUCH_INDEX_ID: u32 = 35;
+const ER_NO_SUCH_SPACE: u32 = 36;
+
+/// Tarantool iterator types (box_index_iterator).
+#[derive(Clone, Copy)]
+#[repr(i32)]
+pub enum Iter {
+    /// Equal keys, ascending.
+    Eq = 0,
+    /// Equal keys, descending.
+    Req = 1,
+    /// Keys below, descending.
+    Lt = 3,
+    /// Keys above, ascending.
+    Gt = 6,
+}
+
+/// How `created_at` is stored: the space's format decides, not the server
+/// version, so a data directory made on a server without `datetime` keeps
+/// working after an upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeField {
+    /// A Tarantool `datetime` (2.10+).
+    Datetime,
+    /// Unsigned microseconds since the Unix epoch.
+    Micros,
+}
+
+/// A message to store.
+pub struct Message<'a> {
+    pub id: Uuid,
+    pub dialog_id: Uuid,
+    pub user_from: Uuid,
+    pub user_to: Uuid,
+    pub text: &'a str,
+    /// Microseconds since the Unix epoch.
+    pub created_at_us: u64,
+}
+
+/// Handles to the spaces; cheap to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Store {
+    space: u32,
+    by_dialog: u32,
+    requests: u32,
+    pub created_at: TimeField,
+}
+
+thread_local! {
+    // Procedures run in the tx thread only; a `Copy` value needs no destructor,
+    // so the module can still be unloaded by box.schema.func.reload.
+    static CACHED: Cell<Option<Store>> = const { Cell::new(None) };
+}
+
+/// A stored tuple, valid until the calling fiber yields.
+#[derive(Clone, Copy)]
+pub struct TupleRef(NonNull<ffi::BoxTuple>);
+
+impl TupleRef {
+    pub fn as_ptr(self) -> *mut ffi::BoxTuple {
+        self.0.as_ptr()
+    }
+}
+
+/// Owns a box iterator and frees it on every path out.
+struct Iterator(NonNull<ffi::BoxIterator>);
+
+impl Drop for Iterator {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from box_index_iterator and is freed once.
+        unsafe { ffi::box_iterator_free(self.0.as_ptr()) }
+    }
+}
+
+impl Iterator {
+    fn next(&mut self) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+        let mut tuple = ptr::null_mut();
+        // SAFETY: a live iterator and a valid out-pointer.
+        if unsafe { ffi::box_iterator_next(self.0.as_ptr(), &mut tuple) } < 0 {
+            return Err(Error::last_box_error());
+        }
+        Ok(NonNull::new(tuple))
+    }
+}
+
+/// Length of a msgpack uuid: the fixext16 marker, the type, 16 bytes.
+const UUID_MP_LEN: usize = 18;
+
+/// A uuid field of a tuple, read in place.
+fn uuid_field(tuple: NonNull<ffi::BoxTuple>, fieldno: u32) -> Option<Uuid> {
+    // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
+    // inside the tuple. The format makes `fieldno` a uuid, so the 18 bytes read
+    // lie within the tuple; they are checked to be a uuid before use.
+    let bytes = unsafe {
+        let start = ffi::box_tuple_field(tuple.as_ptr(), fieldno);
+        if start.is_null() || ffi::box_tuple_bsize(tuple.as_ptr()) < UUID_MP_LEN {
+            return None;
+        }
+        std::slice::from_raw_parts(start.cast::<u8>(), UUID_MP_LEN)
+    };
+    match Reader::new(bytes).next() {
+        Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
+        _ => None,
+    }
+}
+
+fn check(rc: i32) -> Result<()> {
+    if rc < 0 {
+        let e = Error::last_box_error();
+        if matches!(e.code(), ER_NO_SUCH_SPACE | ER_NO_SUCH_INDEX_ID) {
+            CACHED.with(|c| c.set(None));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn missing(what: &str) -> Error {
+    Error::Internal {
+        proc: "store",
+        what: format!("{what} not found: the schema is not set up (run init.lua)"),
+    }
+}
+
+fn space_id(name: &str) -> Result<u32> {
+    let len = u32::try_from(name.len()).map_err(|_| missing(name))?;
+    // SAFETY: a valid pointer and length.
+    let id = unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), len) };
+    if id == ffi::BOX_ID_NIL {
+        return Err(missing(name));
+    }
+    Ok(id)
+}
+
+fn index_id(space: u32, name: &str) -> Result<u32> {
+    let len = u32::try_from(name.len()).map_err(|_| missing(name))?;
+    // SAFETY: a valid pointer and length.
+    let id = unsafe { ffi::box_index_id_by_name(space, name.as_ptr().cast::<c_char>(), len) };
+    if id == ffi::BOX_ID_NIL {
+        return Err(missing(name));
+    }
+    Ok(id)
+}
+
+/// Reads the declared type of `created_at` (the sixth field) from the space format.
+fn created_at_type() -> Result<TimeField> {
+    use tarantool::util::Value as V;
+    let space = tarantool::space::Space::find(SPACE).ok_or_else(|| missing(SPACE))?;
+    let meta = space.meta().map_err(|e| Error::Internal {
+        proc: "store",
+        what: format!("reading the format of space {SPACE}: {e}"),
+    })?;
+    let kind = meta.format.get(5).and_then(|f| f.get("type"));
+    match kind {
+        Some(V::Str(t)) if t == "datetime" => Ok(TimeField::Datetime),
+        Some(V::Str(t)) if t == "unsigned" => Ok(TimeField::Micros),
+        other => Err(Error::Internal {
+            proc: "store",
+            what: format!("space {SPACE}: created_at has unexpected type {other:?}"),
+        }),
+    }
+}
+
+impl Store {
+    /// The store, resolved on first use.
+    pub fn get() -> Result<Store> {
+        if let Some(s) = CACHED.with(Cell::get) {
+            return Ok(s);
+        }
+        let space = space_id(SPACE)?;
+        let store = Store {
+            space,
+            by_dialog: index_id(space, BY_DIALOG)?,
+            requests: space_id(REQUESTS)?,
+            created_at: created_at_type()?,
+        };
+        CACHED.with(|c| c.set(Some(store)));
+        Ok(store)
+    }
+
+    /// The greatest message id stored, if any.
+    pub fn max_id(&self) -> Result<Option<Uuid>> {
+        let key = [0x90u8];
+        let mut tuple = ptr::null_mut();
+        // SAFETY: a valid empty-array key and out-pointer.
+        check(unsafe {
+            ffi::box_index_max(
+                self.space,
+                PRIMARY,
+                key.as_ptr().cast(),
+                key.as_ptr_range().end.cast(),
+                &mut tuple,
+            )
+        })?;
+        Ok(NonNull::new(tuple).and_then(|t| uuid_field(t, FIELD_ID)))
+    }
+
+    /// Encodes a message tuple into `buf`.
+    fn encode(&self, m: &Message<'_>, buf: &mut Vec<u8>) {
+        buf.put_array_header(MESSAGE_FIELDS);
+        buf.put_uuid(&m.id);
+        buf.put_uuid(&m.dialog_id);
+        buf.put_uuid(&m.user_from);
+        buf.put_uuid(&m.user_to);
+        buf.put_str(m.text);
+        match self.created_at {
+            TimeField::Micros => buf.put_uint(m.created_at_us),
+            TimeField::Datetime => {
+                // seconds (i64 LE), nanoseconds (i32 LE), tzoffset, tzindex (i16 LE).
+                let secs = i64::try_from(m.created_at_us / 1_000_000).unwrap_or(i64::MAX);
+                let nanos = i32::try_from(m.created_at_us % 1_000_000 * 1000).unwrap_or(0);
+                let mut data = [0u8; 16];
+                for (dst, src) in data
+                    .iter_mut()
+                    .zip(secs.to_le_bytes().iter().chain(&nanos.to_le_bytes()))
+                {
+                    *dst = *src;
+                }
+                if nanos == 0 {
+                    buf.put_ext(EXT_DATETIME, data.get(..8).unwrap_or(&data));
+                } else {
+                    buf.put_ext(EXT_DATETIME, &data);
+                }
+            }
+        }
+    }
+
+    fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
+        let range = tuple.as_ptr_range();
+        // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
+        check(unsafe {
+            ffi::box_insert(space, range.start.cast(), range.end.cast(), ptr::null_mut())
+        })
+    }
+
+    /// Stores one message.
+    pub fn insert(&self, m: &Message<'_>) -> Result<()> {
+        let mut buf = Vec::with_capacity(96 + m.text.len());
+        self.encode(m, &mut buf);
+        Self::insert_raw(self.space, &buf)
+    }
+
+    /// Stores one message and records `request_id` for it, atomically.
+    pub fn insert_with_request(&self, m: &Message<'_>, request_id: Uuid) -> Result<()> {
+        let mut buf = Vec::with_capacity(96 + m.text.len());
+        self.encode(m, &mut buf);
+        let mut req = Vec::with_capacity(40);
+        req.put_array_header(2);
+        req.put_uuid(&request_id);
+        req.put_uuid(&m.id);
+        Transaction::run(|| {
+            Self::insert_raw(self.requests, &req)?;
+            Self::insert_raw(self.space, &buf)
+        })
+    }
+
+    /// The message stored for `request_id`, as the message's own tuple fields
+    /// (dialog, from, to, text) for comparison, with its id.
+    pub fn request(&self, request_id: Uuid) -> Result<Option<StoredRequest>> {
+        let mut key = Vec::with_capacity(20);
+        key.put_array_header(1);
+        key.put_uuid(&request_id);
+        let Some(req) = self.get_tuple(self.requests, &key)? else {
+            return Ok(None);
+        };
+        let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
+        let mut key = Vec::with_capacity(20);
+        key.put_array_header(1);
+        key.put_uuid(&message_id);
+        let Some(msg) = self.get_tuple(self.space, &key)? else {
+            // The message was deleted since; the request is still answered.
+            return Ok(Some(StoredRequest {
+                message_id,
+                content: None,
+            }));
+        };
+        let mut bytes = Vec::new();
+        append_tuple(msg, &mut bytes)?;
+        let content = StoredContent::decode(&bytes).ok_or_else(|| corrupt(SPACE))?;
+        Ok(Some(StoredRequest {
+            message_id,
+            content: Some(content),
+        }))
+    }
+
+    fn get_tuple(&self, space: u32, key: &[u8]) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+        let range = key.as_ptr_range();
+        let mut tuple = ptr::null_mut();
+        // SAFETY: a valid key and out-pointer.
+        check(unsafe {
+            ffi::box_index_get(
+                space,
+                PRIMARY,
+                range.start.cast(),
+                range.end.cast(),
+                &mut tuple,
+            )
+        })?;
+        Ok(NonNull::new(tuple))
+    }
+
+    /// Passes to `emit` up to `limit` messages of `dialog_id` strictly between
+    /// `after` and `before`, ascending or (with `reverse`) descending by id.
+    /// Returns how many it passed.
+    pub fn page(
+        &self,
+        dialog_id: Uuid,
+        after: Option<Uuid>,
+        before: Option<Uuid>,
+        reverse: bool,
+        limit: u32,
+        mut emit: impl FnMut(TupleRef) -> Result<()>,
+    ) -> Result<u32> {
+        // Start at the cursor on the side we walk from; stop at the other one.
+        let (iter, start, stop) = match (reverse, after, before) {
+            (false, Some(a), _) => (Iter::Gt, Some(a), before),
+            (false, None, _) => (Iter::Eq, None, before),
+            (true, _, Some(b)) => (Iter::Lt, Some(b), after),
+            (true, _, None) => (Iter::Req, None, after),
+        };
+        let mut key = Vec::with_capacity(40);
+        key.put_array_header(if start.is_some() { 2 } else { 1 });
+        key.put_uuid(&dialog_id);
+        if let Some(s) = start {
+            key.put_uuid(&s);
+        }
+        let range = key.as_ptr_range();
+        // SAFETY: a valid key; the iterator is freed by its guard.
+        let it = unsafe {
+            ffi::box_index_iterator(
+                self.space,
+                self.by_dialog,
+                iter as i32,
+                range.start.cast(),
+                range.end.cast(),
+            )
+        };
+        let Some(it) = NonNull::new(it) else {
+            check(-1)?;
+            return Ok(0);
+        };
+        let mut it = Iterator(it);
+        let mut count = 0u32;
+        while count < limit {
+            let Some(tuple) = it.next()? else { break };
+            // GT and LT run on past the dialog; EQ and REQ never do.
+            if matches!(iter, Iter::Gt | Iter::Lt)
+                && uuid_field(tuple, FIELD_DIALOG) != Some(dialog_id)
+            {
+                break;
+            }
+            if let Some(stop) = stop {
+                let id = uuid_field(tuple, FIELD_ID).ok_or_else(|| corrupt(SPACE))?;
+                if (!reverse && id >= stop) || (reverse && id <= stop) {
+                    break;
+                }
+            }
+            emit(TupleRef(tuple))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// Copies a tuple's msgpack to the end of `out`.
+fn append_tuple(tuple: NonNull<ffi::BoxTuple>, out: &mut Vec<u8>) -> Result<()> {
+    // SAFETY: a live tuple; the copy goes into spare capacity reserved for it,
+    // and the length is only extended by what box_tuple_to_buf wrote.
+    unsafe {
+        let size = ffi::box_tuple_bsize(tuple.as_ptr());
+        out.reserve(size);
+        let dst = out.as_mut_ptr().add(out.len()).cast::<c_char>();
+        let written = ffi::box_tuple_to_buf(tuple.as_ptr(), dst, size);
+        let written = usize::try_from(written).map_err(|_| Error::last_box_error())?;
+        out.set_len(out.len() + written.min(size));
+    }
+    Ok(())
+}
+
+fn corrupt(space: &str) -> Error {
+    Error::Internal {
+        proc: "store",
+        what: format!("a tuple of space {space} does not match its format"),
+    }
+}
+
+/// What a `request_id` already stored.
+pub struct StoredRequest {
+    pub message_id: Uuid,
+    /// None when the message has been deleted since.
+    pub content: Option<StoredContent>,
+}
+
+/// The fields of a stored message that a retry must repeat.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredContent {
+    pub dialog_id: Uuid,
+    pub user_from: Uuid,
+    pub user_to: Uuid,
+    pub text: String,
+}
+
+impl StoredContent {
+    /// Reads fields 2..=5 of a message tuple's msgpack.
+    fn decode(tuple: &[u8]) -> Option<Self> {
+        fn uuid(r: &mut Reader<'_>) -> Option<Uuid> {
+            match r.next() {
+                Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
+                _ => None,
+            }
+        }
+        let mut r = Reader::new(tuple);
+        r.next().ok()?; // the array header
+        uuid(&mut r)?; // the message id
+        let dialog_id = uuid(&mut r)?;
+        let user_from = uuid(&mut r)?;
+        let user_to = uuid(&mut r)?;
+        match r.next() {
+            Ok(Value::Str(s)) => Some(StoredContent {
+                dialog_id,
+                user_from,
+                user_to,
+                text: std::str::from_utf8(s).ok()?.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A box transaction that rolls back unless committed.
+pub struct Transaction;
+
+impl Transaction {
+    /// Runs `f` in a transaction of its own, committing on success.
+    pub fn run<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+        // SAFETY: plain C API calls in the tx thread.
+        check(unsafe { ffi::box_txn_begin() })?;
+        match f() {
+            Ok(v) => {
+                check(unsafe { ffi::box_txn_commit() })?;
+                Ok(v)
+            }
+            Err(e) => {
+                Self::rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back the current transaction, if there is one.
+    pub fn rollback() {
+        // SAFETY: plain C API calls in the tx thread.
+        unsafe {
+            if ffi::box_txn() {
+                ffi::box_txn_rollback();
+            }
+        }
+    }
+}
