@@ -45,12 +45,19 @@ def new_user() -> uuid.UUID:
     return uuid.uuid4()
 
 
-# Over IPROTO_CALL, Tarantool before 3.0 sends all the results of a C function as
-# one array (tarantool/tarantool#4799; 2.11 keeps that unless its compat option
-# c_func_iproto_multireturn is 'new', 3.0 does not wrap by default). So a procedure
-# that returns one value v arrives as [[v]] on 2.6 and as [v] on 3.x. That is the
-# platform's doing; what the tests demand is exactly one of the two shapes, the same
-# for every reply of one server. Server address -> True when it wraps.
+# What a procedure's reply looks like on the wire. A C procedure gives its results
+# as a list of return values: new_dialog one (the id), get_dialog one per message
+# tuple. Over IPROTO_CALL, Tarantool before 3.0 sends that list wrapped in one more
+# array (tarantool/tarantool#4799; 2.11 keeps that unless its compat option
+# c_func_iproto_multireturn is 'new'; 3.0 does not wrap by default):
+#
+#                         2.6, 2.11 (wrapped)      3.x (not wrapped)
+#   new_dialog  data  =   [[id]]                   [id]
+#   get_dialog  data  =   [[t1, t2, ...]]          [t1, t2, ...]
+#
+# That is the platform's doing, not the module's. The helpers take the results out
+# of either shape but demand exactly one of them, the same for every reply of one
+# server. Server address -> True when it wraps.
 _REPLY_WRAPPED: dict = {}
 
 
@@ -58,25 +65,21 @@ def is_message_id(v) -> bool:
     return isinstance(v, str)
 
 
-def is_message_list(v) -> bool:
-    """An array of message tuples: 6 fields each, the first a decoded uuid."""
-    return isinstance(v, (list, tuple)) and all(
-        isinstance(t, (list, tuple)) and len(t) == 6 and isinstance(t[0], uuid.UUID)
-        for t in v)
+def is_message_tuple(v) -> bool:
+    """A message tuple: 6 fields, the first a decoded uuid."""
+    return isinstance(v, (list, tuple)) and len(v) == 6 and isinstance(v[0], uuid.UUID)
 
 
-def single_result(server_key, data, is_value, what: str):
-    """The one value a procedure returned, from a reply's data (see _REPLY_WRAPPED)."""
+def call_results(server_key, data, is_result, what: str) -> list:
+    """A procedure's return values, from a reply's data (see _REPLY_WRAPPED)."""
     data = list(data)
-    assert len(data) == 1, f"{what}: expected one result, got {data!r}"
-    v = data[0]
-    plain = is_value(v)
-    wrapped = isinstance(v, (list, tuple)) and len(v) == 1 and is_value(v[0])
-    assert plain != wrapped, f"{what}: not {'one' if not plain else 'an unambiguous'} " \
-                             f"result: {data!r}"
+    plain = all(is_result(x) for x in data)
+    wrapped = (len(data) == 1 and isinstance(data[0], (list, tuple))
+               and all(is_result(x) for x in data[0]))
+    assert plain != wrapped, f"{what}: neither results nor wrapped results: {data!r}"
     seen = _REPLY_WRAPPED.setdefault(server_key, wrapped)
     assert seen == wrapped, f"{what}: reply shape changed on one server: {data!r}"
-    return v[0] if wrapped else v
+    return list(data[0]) if wrapped else data
 
 
 def replies_wrapped(server_key) -> Optional[bool]:
@@ -88,22 +91,32 @@ def server_key(conn):
     return (conn.host, conn.port)
 
 
+def message_id_of(server_key, data) -> str:
+    """new_dialog's reply: exactly one result, the id string."""
+    results = call_results(server_key, data, is_message_id, "new_dialog")
+    assert len(results) == 1, f"new_dialog: expected one result, got {results!r}"
+    return results[0]
+
+
+def messages_of(server_key, data) -> list:
+    """get_dialog's reply: the message tuples, oldest first unless reversed."""
+    return call_results(server_key, data, is_message_tuple, "get_dialog")
+
+
 def new_dialog(conn, dialog_id, user_from, user_to, text, opts=None) -> str:
     """Call new_dialog; uuid.UUID arguments go as msgpack uuids, str as strings."""
     args = [dialog_id, user_from, user_to, text]
     if opts is not None:
         args.append(opts)
-    resp = conn.call("new_dialog", args)
-    return single_result(server_key(conn), resp.data, is_message_id, "new_dialog")
+    return message_id_of(server_key(conn), conn.call("new_dialog", args).data)
 
 
 def get_dialog(conn, dialog_id, opts: Optional[dict] = None) -> list:
-    """Call get_dialog and return its one array of message tuples."""
+    """Call get_dialog and return its message tuples."""
     args = [str(dialog_id) if isinstance(dialog_id, uuid.UUID) else dialog_id]
     if opts is not None:
         args.append(opts)
-    resp = conn.call("get_dialog", args)
-    return single_result(server_key(conn), resp.data, is_message_list, "get_dialog")
+    return messages_of(server_key(conn), conn.call("get_dialog", args).data)
 
 
 def walk_dialog(conn, dialog_id, page: int, *, newest_first: bool = False) -> Iterator[list]:

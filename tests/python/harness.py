@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
@@ -48,15 +49,18 @@ DEFAULT_PASSWORD = "e2e-secret-pw"
 # README: with DIALOGS_PASSWORD unset on loopback, the application user's password.
 DEV_PASSWORD = "dialogs"
 
-# Logged by init.lua after the schema, the functions and the user are in place; a
-# login alone can succeed a moment earlier (between user creation and grants).
+# Logged by init.lua (at level info) after the schema, the functions and the user are
+# in place; a login alone can succeed a moment earlier (between user creation and
+# grants).
 READY_LOG_LINE = "dialogs: listening on"
+ER_ACCESS_DENIED = 42
 
 START_TIMEOUT_S = 30.0
 # How many times a first start may retry on a new port after losing the race for one.
 PORT_RETRIES = 3
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.02
+READY_PROBE_TIMEOUT_S = 1.0
 
 
 # Prints each record of each .xlog file in a directory as one JSON line.
@@ -212,7 +216,11 @@ class Server:
         return True
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Poll until the set-up is logged and the application user can log in."""
+        """Poll until the application user can log in and init.lua's set-up is done.
+
+        Done means the ready line is in the log; when the log level hides it (below
+        5, info), that a read-only probe call is no longer refused for access (the
+        user exists a moment before its grants do)."""
         deadline = time.monotonic() + timeout
         last_error: object = None
         while time.monotonic() < deadline:
@@ -221,18 +229,36 @@ class Server:
                     f"{self.name}: exited with code {self.process.returncode} while "
                     f"starting\n{self.log_of_run()}"
                 )
-            if self.ready_log_line is None or self.ready_log_line in self.log_of_run():
-                try:
-                    self.connect().close()
+            try:
+                if self._set_up_done():
                     self._served = True
                     return
-                except (tarantool.error.NetworkError, tarantool.error.DatabaseError) as e:
-                    last_error = e
+            except (tarantool.error.NetworkError, tarantool.error.DatabaseError) as e:
+                last_error = e
             time.sleep(POLL_INTERVAL_S)
         raise ServerError(
-            f"{self.name}: not ready after {timeout}s (last login error: {last_error})\n"
+            f"{self.name}: not ready after {timeout}s (last error: {last_error})\n"
             f"{tail(self.log_of_run())}"
         )
+
+    def _set_up_done(self) -> bool:
+        logged = self.ready_log_line is None or self.ready_log_line in self.log_of_run()
+        # Raises until the port listens and the user exists; short, so that a process
+        # that died meanwhile (or a stranger on the port) is noticed soon.
+        conn = self.connect(connection_timeout=READY_PROBE_TIMEOUT_S,
+                            socket_timeout=READY_PROBE_TIMEOUT_S)
+        try:
+            if logged:
+                return True
+            try:
+                conn.call("get_dialog", [str(uuid.uuid4())])
+            except tarantool.error.DatabaseError as e:
+                if isinstance(e, tarantool.error.NetworkError) or e.code == ER_ACCESS_DENIED:
+                    raise
+            return True
+        finally:
+            conn.close()
+            self._connections.remove(conn)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait; SIGKILL if still alive after ``timeout``. Returns the exit code."""

@@ -5,8 +5,8 @@ import uuid
 
 import asynctnt
 
-from dialogs_api import (ID, TEXT, derived_dialog_id, is_message_id, is_message_list,
-                         single_result, walk_dialog)
+from dialogs_api import (ID, TEXT, derived_dialog_id, message_id_of, messages_of,
+                         walk_dialog)
 
 IN_FLIGHT = 2000
 
@@ -26,8 +26,7 @@ async def send_all(server, alice, bob):
     finally:
         await conn.disconnect()
     key = (server.host, server.port)
-    ids = [single_result(key, r, is_message_id, "new_dialog") for r in replies]
-    return ids, single_result(key, newest, is_message_list, "get_dialog")
+    return [message_id_of(key, r) for r in replies], messages_of(key, newest)
 
 
 def test_two_thousand_concurrent_calls_on_one_connection(shared_server):

@@ -4,7 +4,9 @@ a non-zero exit and a message naming the variable."""
 import re
 
 import pytest
+import tarantool
 
+from dialogs_api import get_dialog, new_dialog, new_user
 from harness import run_init_expecting_exit
 
 REFUSED = [
@@ -45,3 +47,17 @@ def test_bad_configuration_is_refused(tmp_path, env, variable):
     assert re.search(rf"\b{variable}\b", result.stderr), output
     # Refused up front: no data directory, no snapshot.
     assert not (tmp_path / "data").exists(), list((tmp_path / "data").iterdir())
+
+
+def test_other_valid_settings_are_accepted_and_in_force(make_server):
+    srv = make_server(user="chat_service", wal_mode="fsync", memtx_memory=32 * 1024 * 1024,
+                      env={"DIALOGS_LOG_LEVEL": "4"})
+    conn = srv.connect()
+    dialog = new_user()
+    new_dialog(conn, dialog, new_user(), new_user(), "fsynced")
+    assert len(get_dialog(conn, dialog)) == 1
+    # The default user name is not created when another is configured.
+    with pytest.raises(tarantool.error.NetworkError):
+        srv.connect(user="dialogs")
+    # Log level 4 (warnings): the info-level start-up lines are gone.
+    assert "dialogs: listening on" not in srv.log_of_run()

@@ -8,8 +8,7 @@ import tarantool
 
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
                          ID, REQUEST_CONFLICT, TEXT, derived_dialog_id, expect_error,
-                         get_dialog, is_message_id, new_dialog, new_user, server_key,
-                         single_result)
+                         get_dialog, message_id_of, new_dialog, new_user, server_key)
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -147,8 +146,8 @@ def test_request_id_with_a_derived_dialog(conn):
 
 def test_opts_may_be_nil_or_empty(conn):
     dialog, a, b = new_user(), new_user(), new_user()
-    sent = [single_result(server_key(conn), conn.call("new_dialog", [
-        str(dialog), str(a), str(b), text, opts]).data, is_message_id, "new_dialog")
+    sent = [message_id_of(server_key(conn), conn.call(
+        "new_dialog", [str(dialog), str(a), str(b), text, opts]).data)
         for text, opts in [("nil opts", None), ("empty opts", {})]]
     rows = get_dialog(conn, dialog, {})
     assert [str(r[ID]) for r in rows] == sent

@@ -67,47 +67,54 @@ pub fn encode(v: &Value) -> Vec<u8> {
     buf
 }
 
-/// Over IPROTO_CALL, Tarantool before 3.0 sends all the results of a C function as
-/// one array (tarantool/tarantool#4799; 3.0 does not wrap by default), so a procedure
-/// returning one value `v` arrives as `[[v]]` on 2.6 and as `[v]` on 3.x. The tests
-/// accept exactly one of the two shapes, the same for every reply of one server:
-/// server address -> whether its replies are wrapped.
+/// What a procedure's reply looks like on the wire. A C procedure gives its results
+/// as a list of return values: new_dialog one (the id), get_dialog one per message
+/// tuple. Over IPROTO_CALL, Tarantool before 3.0 sends that list wrapped in one more
+/// array (tarantool/tarantool#4799; 3.0 does not wrap by default): new_dialog's data
+/// is `[[id]]` on 2.6 and `[id]` on 3.x; get_dialog's `[[t1, t2, ...]]` and
+/// `[t1, t2, ...]`. The tests accept exactly one of the two shapes, the same for
+/// every reply of one server: server address -> whether its replies are wrapped.
 static REPLY_WRAPPED: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
 
-/// A reply that is a message id (a string).
+/// A new_dialog result: the message id string.
 pub fn is_message_id(v: &Value) -> bool {
     v.is_str()
 }
 
-/// A reply that is an array of message tuples: 6 fields each, the first a msgpack uuid.
-pub fn is_message_list(v: &Value) -> bool {
-    v.as_array().is_some_and(|rows| {
-        rows.iter().all(|t| {
-            t.as_array()
-                .is_some_and(|f| f.len() == 6 && matches!(f[0], Value::Ext(MP_UUID, _)))
-        })
-    })
+/// A get_dialog result: a message tuple, 6 fields, the first a msgpack uuid.
+pub fn is_message_tuple(v: &Value) -> bool {
+    v.as_array()
+        .is_some_and(|f| f.len() == 6 && matches!(f[0], Value::Ext(MP_UUID, _)))
 }
 
-/// The one value a procedure returned, from a reply's data (see `REPLY_WRAPPED`).
-/// Panics if the data has neither shape or the server changed shape.
-pub fn single_result(server: &str, data: Value, is_value: fn(&Value) -> bool) -> Value {
-    let mut items = match data {
-        Value::Array(items) if items.len() == 1 => items,
-        other => panic!("expected one result, got {other:?}"),
+/// A procedure's return values, from a reply's data (see `REPLY_WRAPPED`). Panics if
+/// the data has neither shape or the server changed shape.
+pub fn call_results(server: &str, data: Value, is_result: fn(&Value) -> bool) -> Vec<Value> {
+    let items = match data {
+        Value::Array(items) => items,
+        other => panic!("reply data is not an array: {other:?}"),
     };
-    let v = items.pop().unwrap();
-    let plain = is_value(&v);
-    let wrapped = matches!(&v, Value::Array(inner) if inner.len() == 1 && is_value(&inner[0]));
-    assert!(plain != wrapped, "not one unambiguous result: {v:?}");
+    let plain = items.iter().all(is_result);
+    let wrapped = matches!(items.as_slice(),
+        [Value::Array(inner)] if inner.iter().all(is_result));
+    assert!(
+        plain != wrapped,
+        "neither results nor wrapped results: {items:?}"
+    );
     let mut seen = REPLY_WRAPPED.lock().unwrap_or_else(|e| e.into_inner());
     let first = *seen
         .get_or_insert_with(HashMap::new)
         .entry(server.to_owned())
         .or_insert(wrapped);
-    assert_eq!(first, wrapped, "reply shape changed on one server: {v:?}");
-    match v {
-        Value::Array(mut inner) if wrapped => inner.pop().unwrap(),
-        v => v,
+    assert_eq!(
+        first, wrapped,
+        "reply shape changed on one server: {items:?}"
+    );
+    if !wrapped {
+        return items;
+    }
+    match items.into_iter().next() {
+        Some(Value::Array(inner)) => inner,
+        _ => unreachable!("checked above"),
     }
 }

@@ -35,8 +35,9 @@ fn client(server: &Server) -> Conn {
 /// The message id in a new_dialog reply: a canonical lowercase uuid string.
 fn message_id(c: &Conn, reply: TarantoolResponse) -> Uuid {
     let data: Value = reply.decode().expect("msgpack reply");
-    let id = single_result(&c.addr, data, is_message_id);
-    let id = id.as_str().unwrap();
+    let results = call_results(&c.addr, data, is_message_id);
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    let id = results[0].as_str().unwrap();
     let parsed = Uuid::parse_str(id).expect("a uuid");
     assert_eq!(parsed.to_string(), id, "canonical form");
     parsed
@@ -58,16 +59,13 @@ async fn get_dialog(c: &Conn, dialog: Uuid, opts: Vec<(&str, Value)>) -> Vec<Vec
     let opts = Value::Map(opts.into_iter().map(|(k, v)| (k.into(), v)).collect());
     let reply = c.c.call_fn2("get_dialog", &dialog.to_string(), &opts).await;
     let data: Value = reply.expect("get_dialog").decode().expect("msgpack reply");
-    match single_result(&c.addr, data, is_message_list) {
-        Value::Array(rows) => rows
-            .into_iter()
-            .map(|r| match r {
-                Value::Array(fields) => fields,
-                other => panic!("not a tuple: {other:?}"),
-            })
-            .collect(),
-        other => panic!("not an array: {other:?}"),
-    }
+    call_results(&c.addr, data, is_message_tuple)
+        .into_iter()
+        .map(|r| match r {
+            Value::Array(fields) => fields,
+            other => unreachable!("checked to be a tuple: {other:?}"),
+        })
+        .collect()
 }
 
 fn ids(rows: &[Vec<Value>]) -> Vec<Uuid> {
@@ -386,8 +384,7 @@ async fn errors_reach_the_client_with_code_and_message() {
         .call("get_dialog", &args(vec![uuid_value(dialog)]))
         .unwrap()
         .unwrap();
-    let rows = single_result(&c.addr, rows, is_message_list);
-    let rows = rows.as_array().unwrap();
+    let rows = call_results(&c.addr, rows, is_message_tuple);
     assert_eq!(rows.len(), 1);
     assert_eq!(as_uuid(&rows[0].as_array().unwrap()[FIELD_ID]), id);
 }
@@ -464,8 +461,8 @@ async fn messages_survive_a_restart_and_a_reconnecting_client_reads_them() {
         .expect("the old client reconnects")
         .decode()
         .unwrap();
-    let rows = single_result(&c.addr, data, is_message_list);
-    assert_eq!(rows.as_array().unwrap().len(), 20);
+    let rows = call_results(&c.addr, data, is_message_tuple);
+    assert_eq!(rows.len(), 20);
 
     let status = server.stop().expect("was running");
     assert!(
