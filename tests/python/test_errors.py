@@ -111,7 +111,10 @@ def test_request_id_makes_a_retry_safe(conn):
     # The same request id sent as a msgpack uuid is the same request.
     third = new_dialog(conn, str(dialog), str(a), str(b), "once",
                        {"request_id": uuid.UUID(rid)})
-    assert first == again == third
+    # Upper-case hex is the same uuid (README), for the request id and the users.
+    fourth = new_dialog(conn, str(dialog).upper(), str(a).upper(), str(b), "once",
+                        {"request_id": rid.upper()})
+    assert first == again == third == fourth
     assert [str(r[0]) for r in get_dialog(conn, dialog)] == [first]
 
     err = expect_error(
