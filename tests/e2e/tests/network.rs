@@ -470,3 +470,32 @@ async fn messages_survive_a_restart_and_a_reconnecting_client_reads_them() {
         "SIGTERM ends the server cleanly: {status}"
     );
 }
+
+#[test]
+fn wrong_credentials_are_refused_and_the_server_goes_on() {
+    let mut server = Server::start();
+    for (user, password) in [(USER, "wrong-password"), ("nobody", PASSWORD)] {
+        let err = match RawConn::connect(&server.addr(), user, password) {
+            Ok(_) => panic!("{user}/{password} logged in"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        let text = err.to_string();
+        // 2.6 says which part was wrong; newer releases say only "credentials".
+        assert!(
+            ["password", "credentials", "not found"]
+                .iter()
+                .any(|w| text.contains(w)),
+            "{text}"
+        );
+    }
+    assert!(server.is_running());
+    let mut ok = RawConn::connect(&server.addr(), USER, PASSWORD).expect("right password");
+    let reply = ok
+        .call(
+            "get_dialog",
+            &encode(&Value::Array(vec![uuid_value(Uuid::new_v4())])),
+        )
+        .unwrap();
+    assert!(reply.is_ok(), "{reply:?}");
+}
