@@ -1,0 +1,158 @@
+"""Retries without duplicates (issue 4, point 4), where the client cannot know the
+outcome: the reply lost with a dropped connection, the server killed and restarted,
+the retry racing the first try. test_errors.py covers the plain retry and conflicts;
+test_restart.py a retry after a clean restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import struct
+
+import msgpack
+import pytest
+
+from admin import reconnect_admin, remove_socket_dir, start_admin_server
+from dialogs_api import ID, TEXT, get_dialog, new_dialog, walk_dialog
+from iproto_raw import (ERROR_FLAG, KEY_CODE, KEY_DATA, KEY_ERROR_24, KEY_SYNC,
+                        RawConnection)
+
+BURST = 300
+
+
+class PipelinedConnection(RawConnection):
+    """RawConnection keeping replies that arrive out of order (replies of pipelined
+    calls need not come back in the order sent) instead of skipping them."""
+
+    def __init__(self, *a, **kw):
+        self.early: dict = {}
+        super().__init__(*a, **kw)
+
+    def reply(self, sync: int):
+        while sync not in self.early:
+            got = self.sync_reply()
+            self.early[got[0]] = got[1:]
+        return self.early.pop(sync)
+
+    def sync_reply(self):
+        size = struct.unpack(">I", self._read_exact(5)[1:])[0]
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unpacker.feed(self._read_exact(size))
+        header = next(unpacker)
+        body = next(unpacker, {})
+        code = header[KEY_CODE]
+        if code & ERROR_FLAG:
+            return header[KEY_SYNC], code & ~ERROR_FLAG, body.get(KEY_ERROR_24)
+        return header[KEY_SYNC], 0, body.get(KEY_DATA)
+
+
+def args(dialog, a, b, text, rid) -> bytes:
+    return msgpack.packb([str(dialog), str(a), str(b), text, {"request_id": str(rid)}])
+
+
+def reply_id(data) -> str:
+    return data[0][0] if isinstance(data[0], list) else data[0]
+
+
+def stored_request(admin, rid) -> str:
+    """The message id the server recorded for a request id, or None."""
+    return admin.eval(f"(function() local t = box.space.dialogs_requests:get("
+                      f"require('uuid').fromstr('{rid}')) return t and tostring(t[2]) end)()")
+
+
+@pytest.fixture
+def admin_server(make_server):
+    srv, admin = start_admin_server(make_server, "retry")
+    yield srv, admin
+    remove_socket_dir(srv)
+
+
+def test_retry_after_the_connection_dropped_with_the_reply(admin_server):
+    """The request reached the server and was stored; the client hung up before the
+    reply. Retried on a new connection it returns the stored id and stores nothing."""
+    srv, admin = admin_server
+    dialog, a, b, rid = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    raw = RawConnection(srv.host, srv.port, srv.user, srv.password)
+    raw.send_call("new_dialog", args(dialog, a, b, "lost reply", rid))
+    deadline = time.monotonic() + 10
+    while stored_request(admin, rid) is None:  # committed: only the reply is missing
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    raw.abort()
+    first = stored_request(admin, rid)
+
+    conn = srv.connect()
+    assert new_dialog(conn, dialog, a, b, "lost reply", {"request_id": rid}) == first
+    assert [str(r[ID]) for r in get_dialog(conn, dialog)] == [first]
+
+
+def test_retry_of_a_burst_cut_off_by_a_hang_up(admin_server):
+    """Many calls sent, the connection reset before any reply was read: some were
+    stored, some never arrived. Retrying all of them stores each exactly once."""
+    srv, admin = admin_server
+    dialog, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    rids = [uuid.uuid4() for _ in range(BURST)]
+    raw = RawConnection(srv.host, srv.port, srv.user, srv.password)
+    for i, rid in enumerate(rids):
+        raw.send_call("new_dialog", args(dialog, a, b, f"burst {i}", rid))
+    raw.abort()
+    time.sleep(0.2)  # let the server finish what it read
+    before_retry = admin.eval("box.space.dialogs:len()")
+
+    conn = srv.connect()
+    ids = [new_dialog(conn, dialog, a, b, f"burst {i}", {"request_id": rid})
+           for i, rid in enumerate(rids)]
+    assert len(set(ids)) == BURST
+    rows = [r for page in walk_dialog(conn, dialog, 1000) for r in page]
+    assert [r[TEXT] for r in rows] == [f"burst {i}" for i in range(BURST)]
+    assert [str(r[ID]) for r in rows] == ids
+    assert admin.eval("box.space.dialogs:len()") == BURST
+    assert admin.eval("box.space.dialogs_requests:len()") == BURST
+    # A second round of retries changes nothing.
+    assert [new_dialog(conn, dialog, a, b, f"burst {i}", {"request_id": rid})
+            for i, rid in enumerate(rids)] == ids
+    assert admin.eval("box.space.dialogs:len()") == BURST
+    print(f"\n[retry burst] stored before the retries: {before_retry} of {BURST}")
+
+
+def test_retry_after_kill_9_and_restart(admin_server):
+    """Acknowledged, then the server crashed (SIGKILL): the retry after the restart
+    returns the same id."""
+    srv, admin = admin_server
+    conn = srv.connect()
+    dialog, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    rids = [uuid.uuid4() for _ in range(20)]
+    ids = [new_dialog(conn, dialog, a, b, f"m{i}", {"request_id": rid})
+           for i, rid in enumerate(rids)]
+    os.kill(srv.pid, signal.SIGKILL)
+    srv.process.wait()
+    srv.start()
+    conn = srv.connect()
+    assert [new_dialog(conn, dialog, a, b, f"m{i}", {"request_id": rid})
+            for i, rid in enumerate(rids)] == ids
+    assert [str(r[ID]) for r in get_dialog(conn, dialog)] == ids
+    admin = reconnect_admin(srv)
+    assert admin.eval("box.space.dialogs:len()") == 20
+
+
+def test_a_retry_racing_the_first_try(admin_server):
+    """A client timed out and retried on another connection while its first try was
+    still being written: both tries of one request get one id, one message."""
+    srv, admin = admin_server
+    dialog, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    rids = [uuid.uuid4() for _ in range(200)]
+    first = PipelinedConnection(srv.host, srv.port, srv.user, srv.password)
+    second = PipelinedConnection(srv.host, srv.port, srv.user, srv.password)
+    syncs = []
+    for i, rid in enumerate(rids):
+        body = args(dialog, a, b, f"raced {i}", rid)
+        syncs.append((first.send_call("new_dialog", body), second.send_call("new_dialog", body)))
+    for s1, s2 in syncs:
+        c1, d1 = first.reply(s1)
+        c2, d2 = second.reply(s2)
+        assert (c1, c2) == (0, 0), (d1, d2)
+        assert reply_id(d1) == reply_id(d2)
+    assert admin.eval("box.space.dialogs:len()") == len(rids)
