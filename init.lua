@@ -219,15 +219,236 @@ local function setup_user(cfg)
 end
 
 ------------------------------------------------------------------------------
+-- Replication (docs/replication-section.md): peers, read-only replicas, the
+-- replication user, the optional synchronous quorum, and the admin socket that
+-- scripts/promote talks to. Everything here is off unless its variable is set;
+-- a standalone instance behaves as before.
+------------------------------------------------------------------------------
+
+-- The replication user when DIALOGS_REPLICATION_USER is unset.
+local DEFAULT_REPLICATION_USER = 'replicator'
+-- Seconds box.cfg waits for peers (bootstrap, and a replica's restart).
+local DEFAULT_REPLICATION_CONNECT_TIMEOUT_S = 30
+-- The spaces whose writes wait for the quorum when DIALOGS_SYNC_QUORUM is set.
+local SYNC_SPACES = {'dialogs', 'dialogs_requests'}
+-- Tarantool keeps at most 32 instances in a replica set (VCLOCK_MAX).
+local MAX_INSTANCES = 32
+-- sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
+local MAX_UNIX_PATH = 107
+-- Characters a password may contain and still sit in a user:password@host URI
+-- (RFC 3986 unreserved and sub-delims); Tarantool 2.6 takes peers as URIs only.
+local URI_PASSWORD_PATTERN = "^[%w%-%._~!%$&'%(%)%*%+,;=]+$"
+
+-- `space_object:alter` arrived in 2.7; before it, is_sync lives in _space.flags.
+local function tarantool_supports_space_alter()
+    return box.space._space.alter ~= nil
+end
+
+local function parse_bool(var, value)
+    if value == 'true' then
+        return true
+    elseif value == 'false' then
+        return false
+    end
+    config_error(var, 'expected true or false, got %q', value)
+end
+
+local function parse_int(var, value, min, max)
+    local n = tonumber(value)
+    if n == nil or n ~= math.floor(n) or n < min or n > max then
+        config_error(var, 'expected a whole number %d..%d, got %q', min, max, value)
+    end
+    return n
+end
+
+local function parse_seconds(var, value)
+    local n = tonumber(value)
+    if n == nil or n <= 0 or n ~= n or n == math.huge then
+        config_error(var, 'expected a positive number of seconds, got %q', value)
+    end
+    return n
+end
+
+-- DIALOGS_REPLICATION: comma-separated HOST:PORT or unix/:PATH, no credentials
+-- (those come from DIALOGS_REPLICATION_USER / _PASSWORD, never from a URI).
+local function parse_peers(var, value)
+    local peers = {}
+    for item in (value .. ','):gmatch('([^,]*),') do
+        item = item:match('^%s*(.-)%s*$')
+        if item == '' then
+            config_error(var, 'empty entry in %q (expected HOST:PORT,HOST:PORT,...)', value)
+        end
+        if item:find('@', 1, true) then
+            config_error(var, 'peer %q carries credentials; set DIALOGS_REPLICATION_USER '
+                .. 'and DIALOGS_REPLICATION_PASSWORD instead', item:gsub('^.*@', '...@'))
+        end
+        table.insert(peers, parse_listen(var, item))
+    end
+    if #peers > MAX_INSTANCES then
+        config_error(var, 'at most %d peers, got %d', MAX_INSTANCES, #peers)
+    end
+    return peers
+end
+
+local function parse_socket_path(var, value)
+    local path = fio.abspath(value)
+    if #path > MAX_UNIX_PATH then
+        config_error(var, 'unix socket path longer than %d bytes: %q', MAX_UNIX_PATH, path)
+    end
+    if not fio.path.is_dir(fio.dirname(path)) then
+        config_error(var, 'directory %q does not exist', fio.dirname(path))
+    end
+    return path
+end
+
+-- The DIALOGS_* replication variables, validated like read_config's.
+local function read_replication_config(env, app_user)
+    local function get(var)
+        local v = env[var]
+        return v ~= '' and v or nil
+    end
+    local r = {}
+    local peers = get('DIALOGS_REPLICATION')
+    r.peers = peers and parse_peers('DIALOGS_REPLICATION', peers) or {}
+    r.read_only = parse_bool('DIALOGS_READ_ONLY', get('DIALOGS_READ_ONLY') or 'false')
+    if r.read_only and #r.peers == 0 then
+        config_error('DIALOGS_READ_ONLY', 'a read-only instance needs a master to follow: '
+            .. 'set DIALOGS_REPLICATION')
+    end
+    r.user = parse_user_name('DIALOGS_REPLICATION_USER',
+        get('DIALOGS_REPLICATION_USER') or DEFAULT_REPLICATION_USER)
+    if r.user == app_user then
+        config_error('DIALOGS_REPLICATION_USER', 'must differ from DIALOGS_USER (%q)', app_user)
+    end
+    r.password = get('DIALOGS_REPLICATION_PASSWORD')
+    if r.password == nil and #r.peers > 0 then
+        config_error('DIALOGS_REPLICATION_PASSWORD', 'must be set when DIALOGS_REPLICATION is set')
+    end
+    if r.password ~= nil and not r.password:match(URI_PASSWORD_PATTERN) then
+        config_error('DIALOGS_REPLICATION_PASSWORD', 'may contain only letters, digits and '
+            .. "-._~!$&'()*+,;= (it travels inside a peer URI)")
+    end
+    local quorum = get('DIALOGS_SYNC_QUORUM')
+    r.sync_quorum = quorum and parse_int('DIALOGS_SYNC_QUORUM', quorum, 1, MAX_INSTANCES)
+    local sync_timeout = get('DIALOGS_SYNC_TIMEOUT')
+    if sync_timeout ~= nil and r.sync_quorum == nil then
+        config_error('DIALOGS_SYNC_TIMEOUT', 'only means something with DIALOGS_SYNC_QUORUM')
+    end
+    r.sync_timeout = sync_timeout and parse_seconds('DIALOGS_SYNC_TIMEOUT', sync_timeout)
+    r.connect_timeout = parse_seconds('DIALOGS_REPLICATION_CONNECT_TIMEOUT',
+        get('DIALOGS_REPLICATION_CONNECT_TIMEOUT')
+        or tostring(DEFAULT_REPLICATION_CONNECT_TIMEOUT_S))
+    local admin = get('DIALOGS_ADMIN_SOCKET')
+    r.admin_socket = admin and parse_socket_path('DIALOGS_ADMIN_SOCKET', admin)
+    return r
+end
+
+-- The box.cfg options of replication, added to `opts`.
+--
+-- A writable instance (the master) starts at once with whichever peers answer
+-- (connect quorum 0), so a replica being down never keeps it from taking writes.
+-- A replica needs one peer: on its first start it waits up to the connect
+-- timeout for a master to join (Tarantool exits if none answers); on a restart
+-- it serves its local copy after that wait and catches up in the background.
+local function with_replication(r, opts)
+    opts.read_only = r.read_only
+    if #r.peers > 0 then
+        local uris = {}
+        for i, peer in ipairs(r.peers) do
+            uris[i] = string.format('%s:%s@%s', r.user, r.password, peer)
+        end
+        opts.replication = uris
+        opts.replication_connect_quorum = r.read_only and 1 or 0
+        opts.replication_connect_timeout = r.connect_timeout
+        opts.replication_sync_timeout = r.connect_timeout
+    end
+    if r.sync_quorum ~= nil then
+        opts.replication_synchro_quorum = r.sync_quorum
+        opts.replication_synchro_timeout = r.sync_timeout
+    end
+    return opts
+end
+
+local function set_space_sync(space, on)
+    if tarantool_supports_space_alter() then
+        space:alter({is_sync = on})
+        return
+    end
+    local flags = setmetatable({}, {__serialize = 'map'})
+    for k, v in pairs(box.space._space:get(space.id)[6] or {}) do
+        flags[k] = v
+    end
+    flags.is_sync = on
+    box.space._space:update(space.id, {{'=', 6, flags}})
+end
+
+-- Makes the message spaces synchronous exactly when DIALOGS_SYNC_QUORUM is set.
+-- is_sync is stored in the schema and replicated, so the writable instance's
+-- configuration decides for the whole replica set, on every start: setting the
+-- variable turns it on, unsetting it turns it off again (back to asynchronous).
+local function apply_sync_mode(r)
+    local on = r.sync_quorum ~= nil
+    for _, name in ipairs(SYNC_SPACES) do
+        local space = box.space[name]
+        if (space.is_sync or false) ~= on then
+            set_space_sync(space, on)
+            log.info('dialogs: space %s is now %s', name, on and 'synchronous' or 'asynchronous')
+        end
+    end
+end
+
+-- The user peers log in as: the 'replication' role and nothing else.
+local function setup_replication_user(r)
+    if r.password == nil then
+        return
+    end
+    if box.schema.user.exists(r.user) then
+        box.schema.user.passwd(r.user, r.password)
+    else
+        box.schema.user.create(r.user, {password = r.password})
+    end
+    box.schema.user.grant(r.user, 'replication', nil, nil, {if_not_exists = true})
+end
+
+-- The admin console scripts/promote uses: a unix socket, owner-only (0600),
+-- created under a umask so that it is never reachable by others, even briefly.
+local function open_admin_socket(r)
+    if r.admin_socket == nil then
+        return
+    end
+    if fio.path.lexists(r.admin_socket) then
+        fio.unlink(r.admin_socket) -- a stale socket of a previous run
+    end
+    local old = fio.umask(tonumber('177', 8))
+    local ok, err = pcall(require('console').listen, 'unix/:' .. r.admin_socket)
+    fio.umask(old)
+    if not ok then
+        error(string.format('dialogs: DIALOGS_ADMIN_SOCKET: cannot listen on %s: %s',
+            r.admin_socket, err), 0)
+    end
+    fio.chmod(r.admin_socket, tonumber('600', 8))
+end
+
+local function describe_replication(r)
+    if #r.peers == 0 and not r.sync_quorum then
+        return 'standalone'
+    end
+    return string.format('%s, peers %s, %s', r.read_only and 'read-only replica' or 'writable',
+        table.concat(r.peers, ','),
+        r.sync_quorum and ('synchronous, quorum ' .. r.sync_quorum) or 'asynchronous')
+end
+
+------------------------------------------------------------------------------
 -- Start
 ------------------------------------------------------------------------------
 
 local cfg = read_config(os.environ())
+cfg.replication = read_replication_config(os.environ(), cfg.user)
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
 
 fio.mktree(cfg.data_dir)
-box.cfg({
+box.cfg(with_replication(cfg.replication, {
     listen = cfg.listen,
     memtx_dir = cfg.data_dir,
     wal_dir = cfg.data_dir,
@@ -235,14 +456,18 @@ box.cfg({
     memtx_memory = cfg.memtx_memory,
     wal_mode = cfg.wal_mode,
     log_level = cfg.log_level,
-})
+}))
 
 if not box.info.ro then
     box.session.su('admin', function()
         migrate()
+        apply_sync_mode(cfg.replication)
         register_functions()
         setup_user(cfg)
+        setup_replication_user(cfg.replication)
     end)
 end
 
+open_admin_socket(cfg.replication)
+log.info('dialogs: replication: %s', describe_replication(cfg.replication))
 log.info('dialogs: listening on %s as user %q (data in %s)', cfg.listen, cfg.user, cfg.data_dir)

@@ -381,3 +381,91 @@ def servers_log_sections(servers: Iterable[Server]) -> list:
     """(title, text) pairs for a test report: the tail of each server's log."""
     return [(f"dialogs server log: {s.name} (pid {s.pid}, {s.listen}, {s.log_path})",
              tail(s.log_text())) for s in servers]
+
+
+# --- replica sets (test_replication*.py) ----------------------------------------------
+# Several Servers configured as one Tarantool replica set through init.lua's
+# replication variables (docs/replication-section.md), plus the admin console that
+# DIALOGS_ADMIN_SOCKET opens, for what only an operator may do.
+
+REPLICATION_PASSWORD = "repl-secret-pw"
+# How long a starting instance waits for its peers (bootstrap waits this long for
+# every listed peer that is down, so short keeps the tests fast).
+REPLICATION_CONNECT_TIMEOUT_S = 2.0
+ADMIN_SOCKET_NAME = "admin.sock"
+CONSOLE_REPLY_END = b"\n...\n"
+
+
+def replica_set(make, names: Iterable[str], *, sync_quorum: Optional[int] = None,
+                env: Optional[Mapping[str, Optional[str]]] = None) -> list:
+    """Servers (not started) for one replica set: fixed free ports, a full mesh of
+    peers, the first name writable and the others read-only replicas, each with an
+    admin socket. ``make(name, start=False, **kwargs)`` builds a Server (conftest's
+    make_server)."""
+    names = list(names)
+    ports = [free_port() for _ in names]
+    peers = ",".join(f"127.0.0.1:{p}" for p in ports)
+    servers = []
+    for i, (name, port) in enumerate(zip(names, ports)):
+        e = {
+            "DIALOGS_REPLICATION": peers,
+            "DIALOGS_REPLICATION_PASSWORD": REPLICATION_PASSWORD,
+            "DIALOGS_READ_ONLY": "false" if i == 0 else "true",
+            "DIALOGS_REPLICATION_CONNECT_TIMEOUT": str(REPLICATION_CONNECT_TIMEOUT_S),
+            "DIALOGS_SYNC_QUORUM": str(sync_quorum) if sync_quorum else None,
+        }
+        e.update(env or {})
+        srv = make(name, start=False, port=port, env=e)
+        srv.env["DIALOGS_ADMIN_SOCKET"] = str(srv.base_dir / ADMIN_SOCKET_NAME)
+        servers.append(srv)
+    return servers
+
+
+def admin_socket(srv: Server) -> Path:
+    return Path(srv.env["DIALOGS_ADMIN_SOCKET"])
+
+
+def admin_eval(srv: Server, expr: str, timeout: float = 30.0):
+    """The value of one Lua expression evaluated as admin on `srv`, through its
+    DIALOGS_ADMIN_SOCKET console. The value travels as hex of JSON, so that no YAML
+    or console quoting changes it. A Lua error raises RuntimeError."""
+    lua = ("local ok, v = pcall(function() return " + expr + " end) "
+           "if not ok then v = tostring(v) end "
+           "local j = require('json').encode({ok = ok, v = v}) "
+           "return (j:gsub('.', function(c) return string.format('%02x', c:byte()) end))")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        # A restarted server may serve its users a moment before init.lua has
+        # opened the socket.
+        wait_until(lambda: s.connect_ex(str(admin_socket(srv))) == 0, 10,
+                   f"{srv.name}: admin socket")
+        buf = b""
+        while buf.count(b"\n") < 2:  # the greeting: two lines
+            buf += s.recv(4096)
+        buf = buf.split(b"\n", 2)[2]
+        s.sendall(lua.encode() + b"\n")
+        while CONSOLE_REPLY_END not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ServerError(f"{srv.name}: admin console closed")
+            buf += chunk
+    reply = buf.split(CONSOLE_REPLY_END, 1)[0].decode()
+    m = re.search(r"^- ([0-9a-f]+)$", reply, re.M)
+    if m is None:
+        raise ServerError(f"{srv.name}: unexpected console reply {reply!r}")
+    out = json.loads(bytes.fromhex(m.group(1)))
+    if not out["ok"]:
+        raise RuntimeError(f"{srv.name}: {expr}: {out['v']}")
+    return out.get("v")
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = POLL_INTERVAL_S):
+    """Poll `predicate` until it returns a true value (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
