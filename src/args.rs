@@ -38,7 +38,7 @@ impl<'a> Args<'a> {
         signature: &'static str,
     ) -> Result<Self> {
         let mut reader = Reader::new(buf);
-        let count = match reader.next() {
+        let count = match reader.read() {
             Ok(Value::Array(n)) => n,
             _ => return Err(malformed(proc)),
         };
@@ -57,8 +57,8 @@ impl<'a> Args<'a> {
     }
 
     /// The next argument's value header.
-    pub fn next(&mut self) -> Result<Value<'a>> {
-        self.reader.next().map_err(|_| malformed(self.proc))
+    pub fn read(&mut self) -> Result<Value<'a>> {
+        self.reader.read().map_err(|_| malformed(self.proc))
     }
 }
 
@@ -168,7 +168,7 @@ pub fn options<'a>(
     known: &[&'static str],
     mut each: impl FnMut(&'static str, Value<'a>) -> Result<()>,
 ) -> Result<()> {
-    let entries = match args.next()? {
+    let entries = match args.read()? {
         Value::Nil | Value::Array(0) => return Ok(()),
         Value::Map(n) => n,
         other => {
@@ -181,7 +181,7 @@ pub fn options<'a>(
     };
     let mut seen = 0u32;
     for _ in 0..entries {
-        let key = match args.next()? {
+        let key = match args.read()? {
             Value::Str(k) => k,
             other => {
                 return Err(Error::OptionKey {
@@ -203,7 +203,7 @@ pub fn options<'a>(
             return Err(Error::RepeatedOption { name });
         }
         seen |= mask;
-        let value = args.next()?;
+        let value = args.read()?;
         if value != Value::Nil {
             each(name, value)?;
         }

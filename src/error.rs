@@ -74,7 +74,7 @@ pub enum Error {
     /// A panic or broken invariant inside `proc`.
     Internal { proc: &'static str, what: String },
     /// An error raised by Tarantool itself, passed through unchanged.
-    Box(BoxError),
+    Box(Box<BoxError>),
 }
 
 /// The argument (or option) an error is about, as the client named it.
@@ -145,7 +145,7 @@ impl Error {
         if e.error_code() == ER_READONLY {
             Error::ReadOnly
         } else {
-            Error::Box(e)
+            Error::Box(Box::new(e))
         }
     }
 }

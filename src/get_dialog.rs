@@ -31,7 +31,7 @@ impl GetDialog {
     pub fn parse(buf: &[u8]) -> Result<Self> {
         let mut args = Args::open("get_dialog", buf, 1, 2, SIGNATURE)?;
         let mut req = GetDialog {
-            dialog_id: args::uuid(Arg::DialogId, args.next()?)?,
+            dialog_id: args::uuid(Arg::DialogId, args.read()?)?,
             limit: MAX_PAGE,
             after: None,
             before: None,

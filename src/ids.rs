@@ -98,7 +98,7 @@ impl IdGenerator {
     /// A new id above every id this generator issued and above `stored_max` (the
     /// greatest id already in the space), stamped with `now_millis` unless that
     /// clock reading is behind them. `None` only when ids are exhausted (year 10889).
-    pub fn next(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Uuid> {
+    pub fn issue(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Uuid> {
         if !self.seeded.get() {
             self.random.reseed(now_millis);
             self.seeded.set(true);
@@ -117,6 +117,12 @@ impl IdGenerator {
         };
         self.last.set(id.as_u128());
         Some(id)
+    }
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -141,9 +147,9 @@ mod tests {
     #[test]
     fn ids_are_v7_and_increase_under_a_stuck_clock() {
         let g = IdGenerator::new();
-        let mut prev = g.next(1_700_000_000_000, None).unwrap();
+        let mut prev = g.issue(1_700_000_000_000, None).unwrap();
         for _ in 0..10_000 {
-            let id = g.next(1_700_000_000_000, None).unwrap();
+            let id = g.issue(1_700_000_000_000, None).unwrap();
             assert!(id > prev);
             assert_eq!(id.get_version_num(), 7);
             assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
@@ -155,9 +161,9 @@ mod tests {
     fn ids_stay_above_a_future_stored_id() {
         let g = IdGenerator::new();
         let future = join(1_700_000_000_000 + 3_600_000, 5);
-        let id = g.next(1_700_000_000_000, Some(future)).unwrap();
+        let id = g.issue(1_700_000_000_000, Some(future)).unwrap();
         assert_eq!(id, join(1_700_000_000_000 + 3_600_000, 6));
-        let next = g.next(1_700_000_000_000, None).unwrap();
+        let next = g.issue(1_700_000_000_000, None).unwrap();
         assert!(next > id);
     }
 

@@ -100,7 +100,7 @@ impl<'a> Reader<'a> {
     /// Reads the next value's header. For strings and extensions the payload is
     /// consumed and returned; for arrays and maps only the header is, and the
     /// elements follow.
-    pub fn next(&mut self) -> Result<Value<'a>, Malformed> {
+    pub fn read(&mut self) -> Result<Value<'a>, Malformed> {
         let m = self.byte()?;
         Ok(match m {
             0x00..=0x7f => Value::Uint(u64::from(m)),
@@ -263,21 +263,21 @@ mod tests {
             10, 11, 12, 13, 14, 15, 16, 0xff, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0,
         ];
         let mut r = Reader::new(&buf);
-        assert_eq!(r.next(), Ok(Value::Array(3)));
-        assert_eq!(r.next(), Ok(Value::Nil));
-        assert_eq!(r.next(), Ok(Value::Bool(true)));
-        assert_eq!(r.next(), Ok(Value::Uint(5)));
-        assert_eq!(r.next(), Ok(Value::Str(b"hi")));
-        assert!(matches!(r.next(), Ok(Value::Ext(EXT_UUID, b)) if b.len() == 16));
-        assert_eq!(r.next(), Ok(Value::Int(-1)));
-        assert_eq!(r.next(), Ok(Value::Float));
-        assert_eq!(r.next(), Err(Malformed));
+        assert_eq!(r.read(), Ok(Value::Array(3)));
+        assert_eq!(r.read(), Ok(Value::Nil));
+        assert_eq!(r.read(), Ok(Value::Bool(true)));
+        assert_eq!(r.read(), Ok(Value::Uint(5)));
+        assert_eq!(r.read(), Ok(Value::Str(b"hi")));
+        assert!(matches!(r.read(), Ok(Value::Ext(EXT_UUID, b)) if b.len() == 16));
+        assert_eq!(r.read(), Ok(Value::Int(-1)));
+        assert_eq!(r.read(), Ok(Value::Float));
+        assert_eq!(r.read(), Err(Malformed));
     }
 
     #[test]
     fn truncated_input_is_an_error() {
         for buf in [&[0xd9u8, 5, b'a'][..], &[0xcd, 1], &[0xd8, 2, 0], &[0xc1]] {
-            assert_eq!(Reader::new(buf).next(), Err(Malformed), "{buf:?}");
+            assert_eq!(Reader::new(buf).read(), Err(Malformed), "{buf:?}");
         }
     }
 
@@ -288,8 +288,8 @@ mod tests {
         out.put_str(&"x".repeat(40));
         out.put_uint(7);
         let mut r = Reader::new(&out);
-        assert_eq!(r.next(), Ok(Value::Array(1000)));
-        assert_eq!(r.next(), Ok(Value::Str("x".repeat(40).as_bytes())));
-        assert_eq!(r.next(), Ok(Value::Uint(7)));
+        assert_eq!(r.read(), Ok(Value::Array(1000)));
+        assert_eq!(r.read(), Ok(Value::Str("x".repeat(40).as_bytes())));
+        assert_eq!(r.read(), Ok(Value::Uint(7)));
     }
 }

@@ -34,10 +34,10 @@ impl<'a> NewDialog<'a> {
     /// Validates the msgpack argument array; the first bad argument is the error.
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
         let mut args = Args::open("new_dialog", buf, 4, 5, SIGNATURE)?;
-        let dialog_id = args::optional_uuid(Arg::DialogId, args.next()?)?;
-        let user_from = args::uuid(Arg::UserFrom, args.next()?)?;
-        let user_to = args::uuid(Arg::UserTo, args.next()?)?;
-        let text = args::text(args.next()?)?;
+        let dialog_id = args::optional_uuid(Arg::DialogId, args.read()?)?;
+        let user_from = args::uuid(Arg::UserFrom, args.read()?)?;
+        let user_to = args::uuid(Arg::UserTo, args.read()?)?;
+        let text = args::text(args.read()?)?;
         let mut request_id = None;
         if args.count == 5 {
             args::options(&mut args, OPTIONS, |_name, value| {
@@ -85,7 +85,7 @@ impl<'a> NewDialog<'a> {
         let now_us = unsafe { tarantool::ffi::tarantool::clock_realtime64() } / 1000;
         let stored_max = store.max_id()?;
         let id = IDS
-            .with(|ids| ids.next(now_us / 1000, stored_max))
+            .with(|ids| ids.issue(now_us / 1000, stored_max))
             .ok_or_else(|| Error::Internal {
                 proc: "new_dialog",
                 what: "message ids exhausted".into(),

@@ -105,7 +105,7 @@ impl Drop for Iterator {
 }
 
 impl Iterator {
-    fn next(&mut self) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+    fn advance(&mut self) -> Result<Option<NonNull<ffi::BoxTuple>>> {
         let mut tuple = ptr::null_mut();
         // SAFETY: a live iterator and a valid out-pointer.
         if unsafe { ffi::box_iterator_next(self.0.as_ptr(), &mut tuple) } < 0 {
@@ -130,7 +130,7 @@ fn uuid_field(tuple: NonNull<ffi::BoxTuple>, fieldno: u32) -> Option<Uuid> {
         }
         std::slice::from_raw_parts(start.cast::<u8>(), UUID_MP_LEN)
     };
-    match Reader::new(bytes).next() {
+    match Reader::new(bytes).read() {
         Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
         _ => None,
     }
@@ -374,7 +374,7 @@ impl Store {
         let mut it = Iterator(it);
         let mut count = 0u32;
         while count < limit {
-            let Some(tuple) = it.next()? else { break };
+            let Some(tuple) = it.advance()? else { break };
             // GT and LT run on past the dialog; EQ and REQ never do.
             if matches!(iter, Iter::Gt | Iter::Lt)
                 && uuid_field(tuple, FIELD_DIALOG) != Some(dialog_id)
@@ -436,18 +436,18 @@ impl StoredContent {
     /// Reads fields 2..=5 of a message tuple's msgpack.
     fn decode(tuple: &[u8]) -> Option<Self> {
         fn uuid(r: &mut Reader<'_>) -> Option<Uuid> {
-            match r.next() {
+            match r.read() {
                 Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
                 _ => None,
             }
         }
         let mut r = Reader::new(tuple);
-        r.next().ok()?; // the array header
+        r.read().ok()?; // the array header
         uuid(&mut r)?; // the message id
         let dialog_id = uuid(&mut r)?;
         let user_from = uuid(&mut r)?;
         let user_to = uuid(&mut r)?;
-        match r.next() {
+        match r.read() {
             Ok(Value::Str(s)) => Some(StoredContent {
                 dialog_id,
                 user_from,

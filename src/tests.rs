@@ -1,1 +1,666 @@
+//! The in-Tarantool test suite (feature `test`), run by
+//! `tarantool-test -p target/dialogs-test/libdialogs.so -- -i tests/init.lua`.
+//!
+//! Every test calls the procedures the way a client does, through the
+//! registered functions (`box.func[name]:call`, via `dialogs_call` in
+//! tests/init.lua), and checks what a client would see: the reply, the stored
+//! tuples, the error code and text, and that the space is unchanged after a
+//! refusal. Tests use fresh random user ids, so they do not see each other's data.
 
+use std::ffi::{c_char, c_int};
+
+use serde_json::Value as Json;
+use tarantool::ffi::tarantool::BoxFunctionCtx;
+use tarantool_test::bind_test_suite;
+use uuid::Uuid;
+
+use crate::error::code;
+use crate::ids::pair_dialog;
+use crate::new_dialog::NewDialog;
+use crate::store::{Store, TimeField, Transaction};
+
+bind_test_suite!();
+
+/// A test-only procedure: stores a message inside a transaction, then panics.
+/// Proves that a panic becomes an error reply, rolls the write back, and leaves
+/// the server serving.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_test_panic(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    crate::serve("dialogs_test_panic", ctx, args, args_end, |args, _| {
+        let request = NewDialog::parse(args)?;
+        let store = Store::get()?;
+        Transaction::run(|| {
+            request.apply(&store)?;
+            panic!("deliberate panic after a write");
+        })
+    })
+}
+
+// --- helpers ---------------------------------------------------------------
+
+/// Runs Lua code that returns a string.
+fn lua_string(code: &str) -> String {
+    tarantool::lua_state()
+        .eval::<String>(code)
+        .unwrap_or_else(|e| panic!("lua {code:?}: {e}"))
+}
+
+/// Runs Lua code for its effect.
+fn lua_exec(code: &str) {
+    tarantool::lua_state()
+        .exec(code)
+        .unwrap_or_else(|e| panic!("lua {code:?}: {e}"))
+}
+
+/// Evaluates a Lua integer expression exactly.
+fn lua_u64(expr: &str) -> u64 {
+    let digits = lua_string(&format!("return dialogs_int({expr})"));
+    digits
+        .parse()
+        .unwrap_or_else(|e| panic!("{expr} = {digits:?}: {e}"))
+}
+
+/// Evaluates a Lua boolean expression.
+fn lua_bool(expr: &str) -> bool {
+    lua_string(&format!("return tostring({expr})")) == "true"
+}
+
+/// What a client sees of one call.
+#[derive(Debug)]
+enum Outcome {
+    Ok(Vec<Json>),
+    Err(u32, String),
+}
+
+impl Outcome {
+    fn ok(self) -> Vec<Json> {
+        match self {
+            Outcome::Ok(v) => v,
+            Outcome::Err(code, msg) => panic!("expected success, got error {code}: {msg}"),
+        }
+    }
+}
+
+/// Calls `name` with `args`, a Lua table constructor.
+fn call(name: &str, args: &str) -> Outcome {
+    let json = lua_string(&format!("return dialogs_call('{name}', {args})"));
+    let v: Json = serde_json::from_str(&json).expect("dialogs_call returns JSON");
+    if v["ok"] == Json::Bool(true) {
+        Outcome::Ok(v["values"].as_array().cloned().unwrap_or_default())
+    } else {
+        let code = v["code"].as_u64().expect("error code") as u32;
+        Outcome::Err(code, v["message"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+fn q(id: &Uuid) -> String {
+    format!("'{id}'")
+}
+
+fn user() -> Uuid {
+    Uuid::new_v4()
+}
+
+fn count() -> u64 {
+    lua_u64("box.space.dialogs:len()")
+}
+
+/// Sends one message with string ids; returns its id.
+fn send(dialog: Option<Uuid>, from: Uuid, to: Uuid, text: &str) -> Uuid {
+    let dialog = dialog.map_or_else(|| "box.NULL".to_owned(), |d| q(&d));
+    let values = call(
+        "new_dialog",
+        &format!("{{{dialog}, {}, {}, {text:?}}}", q(&from), q(&to)),
+    )
+    .ok();
+    assert_eq!(values.len(), 1, "one return value: {values:?}");
+    let id = values[0].as_str().expect("the id is a string");
+    Uuid::parse_str(id).expect("the id is a uuid")
+}
+
+/// A page of get_dialog as (id, text) pairs.
+fn page(dialog: Uuid, opts: &str) -> Vec<(Uuid, String)> {
+    call("get_dialog", &format!("{{{}, {opts}}}", q(&dialog)))
+        .ok()
+        .iter()
+        .map(|t| {
+            let id = Uuid::parse_str(t[0].as_str().expect("id")).expect("uuid");
+            (id, t[4].as_str().expect("text").to_owned())
+        })
+        .collect()
+}
+
+/// The server's real-time clock in microseconds.
+fn now_us() -> u64 {
+    lua_u64("require('clock').realtime64() / 1000")
+}
+
+fn assert_refused(name: &str, args: &str, code: u32, message: &str) {
+    let before = count();
+    match call(name, args) {
+        Outcome::Err(c, m) => {
+            assert_eq!((c, m.as_str()), (code, message), "{name}{args}");
+        }
+        Outcome::Ok(v) => panic!("{name}{args}: expected error {code}, got {v:?}"),
+    }
+    assert_eq!(count(), before, "{name}{args} wrote something");
+}
+
+// --- new_dialog ------------------------------------------------------------
+
+#[tarantool::test]
+fn new_dialog_stores_the_message_and_returns_its_id() {
+    let (a, b, d) = (user(), user(), user());
+    let t0 = now_us();
+    let id = send(Some(d), a, b, "hello, Bob");
+    let t1 = now_us();
+    assert_eq!(id.get_version_num(), 7);
+    let row = lua_string(&format!(
+        "return require('json').encode(box.space.dialogs:get{{require('uuid').fromstr('{id}')}})"
+    ));
+    let row: Json = serde_json::from_str(&row).unwrap();
+    assert_eq!(row[0], Json::String(id.to_string()));
+    assert_eq!(row[1], Json::String(d.to_string()));
+    assert_eq!(row[2], Json::String(a.to_string()));
+    assert_eq!(row[3], Json::String(b.to_string()));
+    assert_eq!(row[4], Json::String("hello, Bob".into()));
+    let created: u64 = lua_string(&format!(
+        "local t = box.space.dialogs:get{{require('uuid').fromstr('{id}')}}[6]
+         local ok, dt = pcall(require, 'datetime')
+         if ok and dt.is_datetime(t) then
+             return dialogs_int(t.epoch * 1000000ULL + math.floor(t.nsec / 1000))
+         end
+         return dialogs_int(t)"
+    ))
+    .parse()
+    .unwrap();
+    assert!(
+        (t0..=t1).contains(&created),
+        "created_at {created} not within the call [{t0}, {t1}]"
+    );
+    // The id's timestamp is the same clock in milliseconds, or ahead of it when
+    // an id from the future is stored (another test stores one).
+    let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+    assert!(secs * 1000 + u64::from(nanos) / 1_000_000 >= t0 / 1000);
+}
+
+#[tarantool::test]
+fn new_dialog_accepts_msgpack_uuid_values() {
+    let (a, b, d) = (user(), user(), user());
+    let u = |id: &Uuid| format!("require('uuid').fromstr('{id}')");
+    let values = call(
+        "new_dialog",
+        &format!("{{{}, {}, {}, 'binary ids'}}", u(&d), u(&a), u(&b)),
+    )
+    .ok();
+    assert!(values[0].is_string());
+    assert_eq!(page(d, "{}").len(), 1);
+}
+
+#[tarantool::test]
+fn uuid_strings_in_either_case_name_the_same_ids() {
+    let (a, b, d) = (user(), user(), user());
+    let upper = |id: &Uuid| format!("'{}'", id.to_string().to_uppercase());
+    call(
+        "new_dialog",
+        &format!("{{{}, {}, {}, 'upper'}}", upper(&d), upper(&a), upper(&b)),
+    )
+    .ok();
+    let rows = call("get_dialog", &format!("{{{}}}", q(&d))).ok();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][2], Json::String(a.to_string()));
+}
+
+#[tarantool::test]
+fn a_nil_dialog_id_is_derived_from_the_pair_either_way() {
+    let (a, b) = (user(), user());
+    let first = send(None, a, b, "ping");
+    let second = send(None, b, a, "pong");
+    let dialog = pair_dialog(a, b);
+    assert_eq!(
+        page(dialog, "{}"),
+        vec![(first, "ping".into()), (second, "pong".into())]
+    );
+    // The README's formula, computed independently (Python's uuid and hashlib).
+    let x = Uuid::parse_str("0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01").unwrap();
+    let y = Uuid::parse_str("5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e02").unwrap();
+    assert_eq!(
+        pair_dialog(y, x).to_string(),
+        "97bf9795-335b-54e5-a6bc-cffc41f97366"
+    );
+}
+
+#[tarantool::test]
+fn ids_follow_insertion_order() {
+    let (a, b, d) = (user(), user(), user());
+    let ids: Vec<Uuid> = (0..2000)
+        .map(|i| send(Some(d), a, b, &format!("m{i}")))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not increasing");
+    let got = page(d, "{limit = 1000}");
+    let texts: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), ids[..1000]);
+    assert_eq!(got.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), texts);
+}
+
+#[tarantool::test]
+fn a_new_id_sorts_after_a_stored_id_from_the_future() {
+    let (a, b, d) = (user(), user(), user());
+    // An id one hour ahead of the clock, stored directly (as after a failover
+    // to a server whose clock is behind).
+    let future_ms = now_us() / 1000 + 3_600_000;
+    let future = Uuid::from_u128(u128::from(future_ms) << 80 | 0x7 << 76 | 0b10 << 62 | 0x1234);
+    lua_exec(&format!(
+        "local u = require('uuid').fromstr
+         box.space.dialogs:insert{{u('{future}'), u('{d}'), u('{a}'), u('{b}'), 'from the future', {}}}",
+        if lua_bool("box.space.dialogs:format()[6].type == 'datetime'") {
+            "require('datetime').now()".to_owned()
+        } else {
+            now_us().to_string()
+        }
+    ));
+    let next = send(Some(d), a, b, "after it");
+    assert!(next > future, "{next} does not sort after {future}");
+    let rows = page(d, "{}");
+    assert_eq!(rows.last().map(|r| r.0), Some(next));
+}
+
+#[tarantool::test]
+fn text_length_counts_characters_not_bytes() {
+    let (a, b, d) = (user(), user(), user());
+    for text in [
+        "я".repeat(4096),
+        "😀".repeat(4096),
+        "x".to_owned(),
+        "\u{0}".to_owned(),
+    ] {
+        send(Some(d), a, b, &text);
+    }
+    let rows = page(d, "{}");
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[1].1.chars().count(), 4096);
+    let args = |t: &str| format!("{{{}, {}, {}, {t:?}}}", q(&d), q(&a), q(&b));
+    assert_refused(
+        "new_dialog",
+        &args(&"я".repeat(4097)),
+        code::BAD_TEXT,
+        "text: must be 1 to 4096 characters, got 4097",
+    );
+    assert_refused(
+        "new_dialog",
+        &args(""),
+        code::BAD_TEXT,
+        "text: must be 1 to 4096 characters, got 0",
+    );
+}
+
+#[tarantool::test]
+fn every_bad_new_dialog_call_is_refused_and_writes_nothing() {
+    let (a, b) = (q(&user()), q(&user()));
+    let signature =
+        "new_dialog: expected 4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])";
+    let cases: Vec<(String, u32, String)> = vec![
+        ("{}".into(), code::BAD_ARITY, format!("{signature}, got 0")),
+        (
+            format!("{{box.NULL, {a}, {b}}}"),
+            code::BAD_ARITY,
+            format!("{signature}, got 3"),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 'x', box.NULL, 1}}"),
+            code::BAD_ARITY,
+            format!("{signature}, got 6"),
+        ),
+        (
+            format!("{{box.NULL, box.NULL, {b}, 'x'}}"),
+            code::BAD_TYPE,
+            "user_from: expected a uuid (string or msgpack uuid), got nil".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, 42, 'x'}}"),
+            code::BAD_TYPE,
+            "user_to: expected a uuid (string or msgpack uuid), got integer".into(),
+        ),
+        (
+            format!("{{true, {a}, {b}, 'x'}}"),
+            code::BAD_TYPE,
+            "dialog_id: expected a uuid (string or msgpack uuid), got boolean".into(),
+        ),
+        (
+            format!("{{{{1}}, {a}, {b}, 'x'}}"),
+            code::BAD_TYPE,
+            "dialog_id: expected a uuid (string or msgpack uuid), got array".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 12}}"),
+            code::BAD_TYPE,
+            "text: expected a string, got integer".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, box.NULL}}"),
+            code::BAD_TYPE,
+            "text: expected a string, got nil".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 1.5}}"),
+            code::BAD_TYPE,
+            "text: expected a string, got float".into(),
+        ),
+        (
+            format!("{{box.NULL, 'abc', {b}, 'x'}}"),
+            code::BAD_UUID,
+            "user_from: malformed uuid \"abc\"".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, '{{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}}', 'x'}}"),
+            code::BAD_UUID,
+            "user_to: malformed uuid \"{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}\"".into(),
+        ),
+        (
+            format!("{{'0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01', {a}, {b}, 'x'}}"),
+            code::BAD_UUID,
+            "dialog_id: malformed uuid \"0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01\"".into(),
+        ),
+        (
+            format!("{{box.NULL, '00000000-0000-0000-0000-000000000000', {b}, 'x'}}"),
+            code::BAD_UUID,
+            "user_from: the nil uuid is not a valid id".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 'x', {{foo = 1}}}}"),
+            code::BAD_OPTION,
+            "opts: unknown option \"foo\"".into(),
+        ),
+        (
+            format!(
+                "{{box.NULL, {a}, {b}, 'x', setmetatable({{[1] = 'a'}}, {{__serialize = 'map'}})}}"
+            ),
+            code::BAD_OPTION,
+            "opts: option names must be strings, got integer".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 'x', 'opts'}}"),
+            code::BAD_TYPE,
+            "opts: expected a map, got string".into(),
+        ),
+        (
+            format!("{{box.NULL, {a}, {b}, 'x', {{request_id = 7}}}}"),
+            code::BAD_TYPE,
+            "opts.request_id: expected a uuid (string or msgpack uuid), got integer".into(),
+        ),
+    ];
+    for (args, code, message) in cases {
+        assert_refused("new_dialog", &args, code, &message);
+    }
+    // The server goes on: the next valid call succeeds.
+    send(None, user(), user(), "still serving");
+}
+
+#[tarantool::test]
+fn a_retry_with_the_same_request_id_stores_once() {
+    let (a, b, r) = (user(), user(), user());
+    let args = |text: &str| {
+        format!(
+            "{{box.NULL, {}, {}, '{text}', {{request_id = {}}}}}",
+            q(&a),
+            q(&b),
+            q(&r)
+        )
+    };
+    let first = call("new_dialog", &args("once")).ok();
+    let before = count();
+    let again = call("new_dialog", &args("once")).ok();
+    assert_eq!(first, again);
+    assert_eq!(count(), before);
+    assert_refused(
+        "new_dialog",
+        &args("different"),
+        code::REQUEST_CONFLICT,
+        &format!(
+            "opts.request_id: already used for message {} with other content",
+            first[0].as_str().unwrap()
+        ),
+    );
+    assert_eq!(page(pair_dialog(a, b), "{}").len(), 1);
+}
+
+#[tarantool::test]
+fn a_panic_becomes_an_error_and_rolls_the_write_back() {
+    let (a, b, d) = (user(), user(), user());
+    assert_refused(
+        "dialogs_test_panic",
+        &format!("{{{}, {}, {}, 'lost'}}", q(&d), q(&a), q(&b)),
+        code::INTERNAL,
+        "dialogs_test_panic: internal error: deliberate panic after a write",
+    );
+    assert!(page(d, "{}").is_empty());
+    assert!(!lua_bool("box.is_in_txn()"));
+    send(Some(d), a, b, "after the panic");
+    assert_eq!(page(d, "{}").len(), 1);
+}
+
+// --- get_dialog ------------------------------------------------------------
+
+/// A dialog of `n` messages; returns its id and the message ids in order.
+fn dialog_of(n: usize) -> (Uuid, Vec<Uuid>) {
+    let (a, b, d) = (user(), user(), user());
+    let ids = (0..n)
+        .map(|i| send(Some(d), a, b, &format!("{i}")))
+        .collect();
+    (d, ids)
+}
+
+fn walk(dialog: Uuid, limit: usize, reverse: bool) -> Vec<Uuid> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<Uuid> = None;
+    loop {
+        let c = match (cursor, reverse) {
+            (None, _) => String::new(),
+            (Some(c), false) => format!(", after = {}", q(&c)),
+            (Some(c), true) => format!(", before = {}", q(&c)),
+        };
+        let rows = page(
+            dialog,
+            &format!("{{limit = {limit}, reverse = {reverse}{c}}}"),
+        );
+        assert!(rows.len() <= limit);
+        seen.extend(rows.iter().map(|r| r.0));
+        if rows.len() < limit {
+            return seen;
+        }
+        cursor = seen.last().copied();
+    }
+}
+
+#[tarantool::test]
+fn a_long_dialog_pages_without_gap_or_duplicate() {
+    let (d, ids) = dialog_of(10_000);
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    for limit in [1, 7, 100, 999, 1000] {
+        assert_eq!(walk(d, limit, false), ids, "forward, limit {limit}");
+        assert_eq!(walk(d, limit, true), reversed, "reverse, limit {limit}");
+    }
+    // Without options: the oldest 1000, never more.
+    assert_eq!(
+        page(d, "{}").iter().map(|r| r.0).collect::<Vec<_>>(),
+        ids[..1000]
+    );
+}
+
+#[tarantool::test]
+fn cursors_bound_a_window_and_are_positions() {
+    let (d, ids) = dialog_of(50);
+    let window = |opts: &str| page(d, opts).iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(
+        window(&format!(
+            "{{after = {}, before = {}}}",
+            q(&ids[10]),
+            q(&ids[20])
+        )),
+        ids[11..20]
+    );
+    let mut back = ids[11..20].to_vec();
+    back.reverse();
+    assert_eq!(
+        window(&format!(
+            "{{after = {}, before = {}, reverse = true}}",
+            q(&ids[10]),
+            q(&ids[20])
+        )),
+        back
+    );
+    assert_eq!(
+        window(&format!("{{after = {}}}", q(&ids[49]))),
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        window(&format!("{{before = {}}}", q(&ids[0]))),
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        window(&format!("{{after = {0}, before = {0}}}", q(&ids[5]))),
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        window(&format!(
+            "{{after = {}, before = {}}}",
+            q(&ids[30]),
+            q(&ids[5])
+        )),
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(window("{limit = 1}"), ids[..1]);
+    assert_eq!(window("{limit = 1, reverse = true}"), ids[49..]);
+    // A cursor that is no message (or another dialog's) is a position by id.
+    let (_, other) = dialog_of(1);
+    assert_eq!(
+        window(&format!("{{after = {}}}", q(&other[0]))),
+        Vec::<Uuid>::new()
+    );
+    let max = Uuid::from_u128(u128::MAX >> 1);
+    assert_eq!(
+        window(&format!(
+            "{{before = {}, limit = 3, reverse = true}}",
+            q(&max)
+        )),
+        ids[47..].iter().rev().copied().collect::<Vec<_>>()
+    );
+    // Neighbouring dialogs never leak into a page.
+    assert!(page(user(), "{}").is_empty());
+}
+
+#[tarantool::test]
+fn every_bad_get_dialog_call_is_refused() {
+    let d = q(&user());
+    let signature = "get_dialog: expected 1 or 2 arguments (dialog_id [, opts])";
+    let cases: Vec<(String, u32, String)> = vec![
+        ("{}".into(), code::BAD_ARITY, format!("{signature}, got 0")),
+        (
+            format!("{{{d}, {{}}, 1}}"),
+            code::BAD_ARITY,
+            format!("{signature}, got 3"),
+        ),
+        (
+            "{box.NULL}".into(),
+            code::BAD_TYPE,
+            "dialog_id: expected a uuid (string or msgpack uuid), got nil".into(),
+        ),
+        (
+            "{'not-a-uuid'}".into(),
+            code::BAD_UUID,
+            "dialog_id: malformed uuid \"not-a-uuid\"".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = 0}}}}"),
+            code::BAD_OPTION,
+            "opts.limit: must be 1 to 1000, got 0".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = 1001}}}}"),
+            code::BAD_OPTION,
+            "opts.limit: must be 1 to 1000, got 1001".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = -1}}}}"),
+            code::BAD_OPTION,
+            "opts.limit: must be 1 to 1000, got -1".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = 18446744073709551615ULL}}}}"),
+            code::BAD_OPTION,
+            "opts.limit: must be 1 to 1000, got 18446744073709551615".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = 2.5}}}}"),
+            code::BAD_TYPE,
+            "opts.limit: expected an integer, got float".into(),
+        ),
+        (
+            format!("{{{d}, {{limit = '10'}}}}"),
+            code::BAD_TYPE,
+            "opts.limit: expected an integer, got string".into(),
+        ),
+        (
+            format!("{{{d}, {{reverse = 'yes'}}}}"),
+            code::BAD_TYPE,
+            "opts.reverse: expected a boolean, got string".into(),
+        ),
+        (
+            format!("{{{d}, {{after = 'x'}}}}"),
+            code::BAD_UUID,
+            "opts.after: malformed uuid \"x\"".into(),
+        ),
+        (
+            format!("{{{d}, {{before = 5}}}}"),
+            code::BAD_TYPE,
+            "opts.before: expected a uuid (string or msgpack uuid), got integer".into(),
+        ),
+        (
+            format!("{{{d}, {{order = 'desc'}}}}"),
+            code::BAD_OPTION,
+            "opts: unknown option \"order\"".into(),
+        ),
+        (
+            format!("{{{d}, 10}}"),
+            code::BAD_TYPE,
+            "opts: expected a map, got integer".into(),
+        ),
+    ];
+    for (args, code, message) in cases {
+        assert_refused("get_dialog", &args, code, &message);
+    }
+    // nil and {} (an empty Lua table is an empty array) mean no options.
+    let (d, ids) = dialog_of(2);
+    for opts in ["box.NULL", "{}", "{after = box.NULL}"] {
+        assert_eq!(
+            page(d, opts).iter().map(|r| r.0).collect::<Vec<_>>(),
+            ids,
+            "{opts}"
+        );
+    }
+}
+
+#[tarantool::test]
+fn created_at_is_a_datetime_where_the_server_has_the_type() {
+    let store = Store::get().unwrap();
+    if !tarantool::ffi::has_datetime() {
+        println!("SKIPPED: this server has no datetime type (Tarantool < 2.10): created_at is unsigned microseconds");
+        assert_eq!(store.created_at, TimeField::Micros);
+        return;
+    }
+    assert_eq!(store.created_at, TimeField::Datetime);
+    let (a, b, d) = (user(), user(), user());
+    let id = send(Some(d), a, b, "dated");
+    let is_dt = lua_bool(&format!(
+        "require('datetime').is_datetime(box.space.dialogs:get{{require('uuid').fromstr('{id}')}}[6])"
+    ));
+    assert!(is_dt);
+}
