@@ -18,7 +18,7 @@ TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
 .PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
-        test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean
+        test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -26,6 +26,7 @@ help:
 	@echo "make build  build the release module into $(LIB_DIR)/"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
+	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make clean  remove build output (data/ is kept)"
 
 # --- installation of what is missing -------------------------------------------
@@ -107,6 +108,17 @@ bench-smoke: build deps-postgres
 	$(CARGO) build --release -p dialogs-bench
 	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
+
+# --- soak (tests/e2e/src/bin/soak.rs; not part of `make test`) ------------------------
+# Its own server on 127.0.0.1; 1000 client connections for 60 s of mixed
+# new_dialog/get_dialog, then 15 s read-only; fails on any error or on memory that
+# grows beyond the stored data. Both ends need a descriptor per connection.
+SOAK_ARGS ?=
+
+soak: build
+	$(CARGO) build --release -p dialogs-e2e --bin soak
+	ulimit -n $$(ulimit -Hn); DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
+	  $(CARGO) run --release -q -p dialogs-e2e --bin soak -- $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,7 @@
 //!
 //! The tests live in `tests/`; this library is what they share.
 
+pub mod admin;
 pub mod iproto;
 pub mod server;
 

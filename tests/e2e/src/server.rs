@@ -27,6 +27,18 @@ const MEMTX_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 /// Lines of the log shown when a test fails.
 const LOG_TAIL_LINES: usize = 80;
 
+/// Test-only start script: the product's init.lua as shipped, then an admin console
+/// on a unix socket. Nothing of it is part of the product.
+pub const ADMIN_WRAPPER_LUA: &str = "\
+-- Test-only start script: init.lua as shipped, plus an admin console on a unix socket.
+local init_lua = assert(os.getenv('DIALOGS_TEST_INIT_LUA'))
+local socket_path = assert(os.getenv('DIALOGS_TEST_ADMIN_SOCKET'))
+dofile(init_lua)
+require('console').listen('unix/:' .. socket_path)
+";
+/// The admin console's socket, in the server's directory.
+const ADMIN_SOCKET: &str = "admin.sock";
+
 /// The application user the harness configures.
 pub const USER: &str = "dialogs";
 /// Not init.lua's development default: a passing test proves this one is in force.
@@ -64,6 +76,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     log_path: PathBuf,
     run_offset: u64,
+    /// The Lua script the process runs: init.lua, or the admin wrapper.
+    script: PathBuf,
 }
 
 impl Server {
@@ -74,12 +88,28 @@ impl Server {
 
     /// Starts a server with extra (or overriding) environment variables.
     pub fn start_with(extra_env: &[(&str, &str)]) -> Server {
+        Server::start_inner(extra_env, false)
+    }
+
+    /// Starts a server that also opens Tarantool's admin console on a unix socket
+    /// ([`Server::admin`]). The product's init.lua runs unchanged, from a wrapper
+    /// script in the server's temporary directory ([`ADMIN_WRAPPER_LUA`]).
+    pub fn start_with_admin(extra_env: &[(&str, &str)]) -> Server {
+        Server::start_inner(extra_env, true)
+    }
+
+    /// A new admin console connection (servers from [`Server::start_with_admin`]).
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin::connect(&self.dir().join(ADMIN_SOCKET)).expect("admin console")
+    }
+
+    fn start_inner(extra_env: &[(&str, &str)], admin: bool) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("dialogs-e2e-")
             .tempdir()
             .expect("temp dir");
         let port = free_port();
-        let env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("DIALOGS_LISTEN".into(), format!("127.0.0.1:{port}")),
             (
                 "DIALOGS_DATA_DIR".into(),
@@ -95,6 +125,17 @@ impl Server {
             ("DIALOGS_WAL_MODE".into(), "write".into()),
         ];
         let log_path = dir.path().join("server.log");
+        let mut script = repo_root().join("init.lua");
+        if admin {
+            let wrapper = dir.path().join("admin_init.lua");
+            std::fs::write(&wrapper, ADMIN_WRAPPER_LUA).expect("admin wrapper");
+            env.push(("DIALOGS_TEST_INIT_LUA".into(), script.display().to_string()));
+            env.push((
+                "DIALOGS_TEST_ADMIN_SOCKET".into(),
+                dir.path().join(ADMIN_SOCKET).display().to_string(),
+            ));
+            script = wrapper;
+        }
         let mut server = Server {
             dir: Some(dir),
             child: None,
@@ -102,6 +143,7 @@ impl Server {
             env,
             log_path,
             run_offset: 0,
+            script,
         };
         for (k, v) in extra_env {
             server.set_env(k, v);
@@ -153,7 +195,7 @@ impl Server {
             .expect("server log");
         self.run_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new("tarantool");
-        cmd.arg(repo_root().join("init.lua"))
+        cmd.arg(&self.script)
             .current_dir(self.dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
