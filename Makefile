@@ -120,6 +120,13 @@ soak: build
 	ulimit -n $$(ulimit -Hn); DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
 	  $(CARGO) run --release -q -p dialogs-e2e --bin soak -- $(SOAK_ARGS)
 
+# --- failover (docs/replication-section.md) -------------------------------------------
+# Makes the instance behind an admin socket the master: make promote ADMIN_SOCKET=path
+# (default $DIALOGS_ADMIN_SOCKET). Fence the old master first.
+.PHONY: promote
+promote:
+	./scripts/promote $(ADMIN_SOCKET)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
