@@ -18,7 +18,7 @@ TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
 .PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
-        test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean soak
+        test-unit test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -72,10 +72,14 @@ run: build
 # --- tests ------------------------------------------------------------------------
 
 test: deps build build-test
+	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-tarantool
 	$(MAKE) --no-print-directory test-net
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory bench-smoke
+
+test-unit:
+	$(CARGO) test -p dialogs --lib
 
 test-tarantool:
 	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua

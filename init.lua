@@ -31,6 +31,22 @@ local function tarantool_supports_datetime()
     return (pcall(require, 'datetime'))
 end
 
+-- Whether the server has the compat option that decides if the results of a C
+-- function travel over IPROTO wrapped in one array (always so before it existed).
+local function tarantool_has_c_multireturn_option()
+    local ok, compat = pcall(require, 'compat')
+    return ok and (pcall(function() return compat.c_func_iproto_multireturn end))
+end
+
+-- One reply shape on every server: the results of new_dialog and get_dialog
+-- arrive as one array (README, "Reply shape"), as Tarantool 2.x always sends
+-- them. Servers that made the wrapper optional (3.0+) are told to keep it.
+local function keep_c_results_wrapped()
+    if tarantool_has_c_multireturn_option() then
+        require('compat').c_func_iproto_multireturn = 'old'
+    end
+end
+
 ------------------------------------------------------------------------------
 -- Configuration
 ------------------------------------------------------------------------------
@@ -57,6 +73,9 @@ end
 local function parse_listen(var, value)
     if value:match('^unix/:.+') or value:sub(1, 1) == '/' then
         return value
+    end
+    if value:match('^%d+$') and tonumber(value) >= 1 and tonumber(value) <= 65535 then
+        return value -- a bare port: every interface
     end
     local port = value:match(':(%d+)$')
     if port == nil or tonumber(port) < 1 or tonumber(port) > 65535 then
@@ -199,15 +218,34 @@ local function migrate()
 end
 
 -- The native procedures: C functions, run with their owner's rights (setuid) so
--- that a caller with only `execute` can reach the space.
+-- that a caller with only `execute` can reach the space. A function of that name
+-- defined otherwise (by hand, or by an older release) is replaced; setup_user
+-- grants execute again afterwards.
 local function register_functions()
     for _, name in ipairs(PROCEDURES) do
+        local f = box.func[name]
+        if f ~= nil and (f.language ~= 'C' or not f.setuid) then
+            log.warn('dialogs: function %s was not a setuid C function: redefining it', name)
+            box.schema.func.drop(name)
+        end
         box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
     end
 end
 
+-- The name of the application user is kept in _schema, so that renaming it
+-- (DIALOGS_USER) removes the old one instead of leaving it able to log in.
+local APP_USER_KEY = 'dialogs_app_user'
+
 -- The application user may call the two procedures and do nothing else.
 local function setup_user(cfg)
+    local previous = box.space._schema:get{APP_USER_KEY}
+    previous = previous and previous[2]
+    if previous ~= nil and previous ~= cfg.user and box.schema.user.exists(previous) then
+        log.warn('dialogs: DIALOGS_USER changed from %q to %q: dropping user %q',
+            previous, cfg.user, previous)
+        box.schema.user.drop(previous)
+    end
+    box.space._schema:replace{APP_USER_KEY, cfg.user}
     if box.schema.user.exists(cfg.user) then
         box.schema.user.passwd(cfg.user, cfg.password)
     else
@@ -446,6 +484,7 @@ local cfg = read_config(os.environ())
 cfg.replication = read_replication_config(os.environ(), cfg.user)
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
+keep_c_results_wrapped()
 
 fio.mktree(cfg.data_dir)
 box.cfg(with_replication(cfg.replication, {
