@@ -232,6 +232,28 @@ local function register_functions()
     end
 end
 
+-- Tarantool's built-in 'public' role, held by guest and every user, carries
+-- grants that reach past the two procedures on some versions: executing the SQL
+-- function LUA() (any Lua text, as the caller) and writing the system spaces
+-- _truncate and _collation. Revoked wherever they exist.
+local PUBLIC_GRANTS_REVOKED = {
+    {'execute', 'function', 'LUA'},
+    {'write', 'space', '_truncate'},
+    {'write', 'space', '_collation'},
+}
+
+local function restrict_public_role()
+    for _, g in ipairs(PUBLIC_GRANTS_REVOKED) do
+        local privilege, object_type, object_name = unpack(g)
+        local exists = object_type == 'space' and box.space[object_name] ~= nil
+            or object_type == 'function' and box.func[object_name] ~= nil
+        if exists then
+            box.schema.role.revoke('public', privilege, object_type, object_name,
+                {if_exists = true})
+        end
+    end
+end
+
 -- The name of the application user is kept in _schema, so that renaming it
 -- (DIALOGS_USER) removes the old one instead of leaving it able to log in.
 local APP_USER_KEY = 'dialogs_app_user'
@@ -503,6 +525,7 @@ if not box.info.ro then
         apply_sync_mode(cfg.replication)
         register_functions()
         setup_user(cfg)
+        restrict_public_role()
         setup_replication_user(cfg.replication)
     end)
 end

@@ -30,6 +30,10 @@ pub mod code {
 
 /// Tarantool's own code for a write refused by a read-only instance (ER_READONLY).
 pub const ER_READONLY: u32 = 7;
+/// Tarantool's code for a duplicate key in a unique index (ER_TUPLE_FOUND).
+pub const ER_TUPLE_FOUND: u32 = 3;
+/// Tarantool's code for a transaction aborted by a concurrent one under memtx MVCC.
+pub const ER_TRANSACTION_CONFLICT: u32 = 97;
 
 /// Why a call was refused.
 #[derive(Debug)]

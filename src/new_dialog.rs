@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use crate::args::{self, Args};
-use crate::error::{Arg, Error, Result};
+use crate::error::{Arg, Error, Result, ER_TRANSACTION_CONFLICT, ER_TUPLE_FOUND};
 use crate::ids::{pair_dialog, IdGenerator};
 use crate::msgpack::Write;
 use crate::store::{Message, Store};
@@ -65,20 +65,8 @@ impl<'a> NewDialog<'a> {
     pub fn apply(&self, store: &Store) -> Result<Uuid> {
         let dialog_id = self.dialog();
         if let Some(request_id) = self.request_id {
-            if let Some(done) = store.request(request_id)? {
-                return match done.content {
-                    Some(c)
-                        if c.dialog_id != dialog_id
-                            || c.user_from != self.user_from
-                            || c.user_to != self.user_to
-                            || c.text != self.text =>
-                    {
-                        Err(Error::RequestConflict {
-                            message_id: done.message_id,
-                        })
-                    }
-                    _ => Ok(done.message_id),
-                };
+            if let Some(id) = self.earlier_try(store, request_id, dialog_id)? {
+                return Ok(id);
             }
         }
         // SAFETY: a plain clock read.
@@ -99,10 +87,45 @@ impl<'a> NewDialog<'a> {
             created_at_us: now_us,
         };
         match self.request_id {
-            Some(r) => store.insert_with_request(&message, r)?,
             None => store.insert(&message)?,
+            Some(request_id) => match store.insert_with_request(&message, request_id) {
+                Ok(()) => {}
+                // Another try of the same request got there first (a duplicate key,
+                // or a conflict under memtx MVCC): answer as that try did.
+                Err(e) if matches!(e.code(), ER_TUPLE_FOUND | ER_TRANSACTION_CONFLICT) => {
+                    return self.earlier_try(store, request_id, dialog_id)?.ok_or(e);
+                }
+                Err(e) => return Err(e),
+            },
         }
         Ok(id)
+    }
+
+    /// The id an earlier try of `request_id` stored, if there was one; an error if
+    /// that try stored other content.
+    fn earlier_try(
+        &self,
+        store: &Store,
+        request_id: Uuid,
+        dialog_id: Uuid,
+    ) -> Result<Option<Uuid>> {
+        let Some(done) = store.request(request_id)? else {
+            return Ok(None);
+        };
+        match done.content {
+            Some(c)
+                if c.dialog_id != dialog_id
+                    || c.user_from != self.user_from
+                    || c.user_to != self.user_to
+                    || c.text != self.text =>
+            {
+                Err(Error::RequestConflict {
+                    message_id: done.message_id,
+                })
+            }
+            // Same content, or the message was deleted since: the same answer.
+            _ => Ok(Some(done.message_id)),
+        }
     }
 
     /// The reply: the id as a canonical lowercase string.
