@@ -95,16 +95,16 @@ impl TupleRef {
 }
 
 /// Owns a box iterator and frees it on every path out.
-struct Iterator(NonNull<ffi::BoxIterator>);
+struct IndexCursor(NonNull<ffi::BoxIterator>);
 
-impl Drop for Iterator {
+impl Drop for IndexCursor {
     fn drop(&mut self) {
         // SAFETY: the pointer came from box_index_iterator and is freed once.
         unsafe { ffi::box_iterator_free(self.0.as_ptr()) }
     }
 }
 
-impl Iterator {
+impl IndexCursor {
     fn advance(&mut self) -> Result<Option<NonNull<ffi::BoxTuple>>> {
         let mut tuple = ptr::null_mut();
         // SAFETY: a live iterator and a valid out-pointer.
@@ -371,7 +371,7 @@ impl Store {
             check(-1)?;
             return Ok(0);
         };
-        let mut it = Iterator(it);
+        let mut it = IndexCursor(it);
         let mut count = 0u32;
         while count < limit {
             let Some(tuple) = it.advance()? else { break };
