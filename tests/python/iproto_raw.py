@@ -39,6 +39,9 @@ class RawConnection:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sync = 0
         self._buf = b""
+        # Replies that arrived before they were asked for: pipelined calls need not
+        # come back in the order they were sent.
+        self._early: dict = {}
         greeting = self._read_exact(GREETING_LEN)
         self.salt = base64.b64decode(greeting[64:108].strip())
         if user is not None:
@@ -63,19 +66,23 @@ class RawConnection:
         return self.send(TYPE_CALL, body)
 
     def reply(self, sync: int) -> Tuple[int, object]:
-        """Read replies until the one for ``sync``: (0, data) or (error code, message)."""
-        while True:
-            size = struct.unpack(">I", self._read_exact(5)[1:])[0]
-            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-            unpacker.feed(self._read_exact(size))
-            header = next(unpacker)
-            body = next(unpacker, {})
-            if header[KEY_SYNC] != sync:
-                continue
-            code = header[KEY_CODE]
-            if code & ERROR_FLAG:
-                return code & ~ERROR_FLAG, body.get(KEY_ERROR_24)
-            return 0, body.get(KEY_DATA)
+        """The reply to ``sync``: (0, data) or (error code, message). Replies to other
+        requests read meanwhile are kept for their own ``reply`` call."""
+        while sync not in self._early:
+            got_sync, reply = self._read_reply()
+            self._early[got_sync] = reply
+        return self._early.pop(sync)
+
+    def _read_reply(self) -> Tuple[int, Tuple[int, object]]:
+        size = struct.unpack(">I", self._read_exact(5)[1:])[0]
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unpacker.feed(self._read_exact(size))
+        header = next(unpacker)
+        body = next(unpacker, {})
+        code = header[KEY_CODE]
+        if code & ERROR_FLAG:
+            return header[KEY_SYNC], (code & ~ERROR_FLAG, body.get(KEY_ERROR_24))
+        return header[KEY_SYNC], (0, body.get(KEY_DATA))
 
     def call(self, function: str, args_msgpack: bytes) -> Tuple[int, object]:
         return self.reply(self.send_call(function, args_msgpack))

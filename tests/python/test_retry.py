@@ -10,43 +10,14 @@ import signal
 import time
 import uuid
 
-import struct
-
 import msgpack
 import pytest
 
 from admin import reconnect_admin, remove_socket_dir, start_admin_server
 from dialogs_api import ID, TEXT, get_dialog, new_dialog, walk_dialog
-from iproto_raw import (ERROR_FLAG, KEY_CODE, KEY_DATA, KEY_ERROR_24, KEY_SYNC,
-                        RawConnection)
+from iproto_raw import RawConnection
 
 BURST = 300
-
-
-class PipelinedConnection(RawConnection):
-    """RawConnection keeping replies that arrive out of order (replies of pipelined
-    calls need not come back in the order sent) instead of skipping them."""
-
-    def __init__(self, *a, **kw):
-        self.early: dict = {}
-        super().__init__(*a, **kw)
-
-    def reply(self, sync: int):
-        while sync not in self.early:
-            got = self.sync_reply()
-            self.early[got[0]] = got[1:]
-        return self.early.pop(sync)
-
-    def sync_reply(self):
-        size = struct.unpack(">I", self._read_exact(5)[1:])[0]
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-        unpacker.feed(self._read_exact(size))
-        header = next(unpacker)
-        body = next(unpacker, {})
-        code = header[KEY_CODE]
-        if code & ERROR_FLAG:
-            return header[KEY_SYNC], code & ~ERROR_FLAG, body.get(KEY_ERROR_24)
-        return header[KEY_SYNC], 0, body.get(KEY_DATA)
 
 
 def args(dialog, a, b, text, rid) -> bytes:
@@ -144,8 +115,8 @@ def test_a_retry_racing_the_first_try(admin_server):
     srv, admin = admin_server
     dialog, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     rids = [uuid.uuid4() for _ in range(200)]
-    first = PipelinedConnection(srv.host, srv.port, srv.user, srv.password)
-    second = PipelinedConnection(srv.host, srv.port, srv.user, srv.password)
+    first = RawConnection(srv.host, srv.port, srv.user, srv.password)
+    second = RawConnection(srv.host, srv.port, srv.user, srv.password)
     syncs = []
     for i, rid in enumerate(rids):
         body = args(dialog, a, b, f"raced {i}", rid)
