@@ -1,5 +1,6 @@
-//! The chart: throughput and p99 latency against connections, one line per
-//! target, one row per workload (plotters' SVG backend: no font libraries).
+//! The chart: throughput, p99 latency and server CPU per call against
+//! connections, one line per target, one row per workload (plotters' SVG
+//! backend: no font libraries).
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
@@ -25,18 +26,18 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
         *conns.iter().max().unwrap_or(&1) as f64,
     );
     let (xlo, xhi) = (cmin * 0.8, (cmax * 1.25).max(cmin * 1.5));
-    let root = SVGBackend::new(path, (1100, 1500)).into_drawing_area();
+    let root = SVGBackend::new(path, (1500, 1500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let root = root
         .titled(
-            "dialogs: native procedures vs Lua vs raw IPROTO vs PostgreSQL (C connections, 1 request each)",
+            "dialogs: native procedures vs Lua vs raw IPROTO vs PostgreSQL (C connections, one request outstanding on each)",
             ("sans-serif", 20),
         )
         .map_err(|e| anyhow!("{e}"))?;
-    let panels = root.split_evenly((Workload::ALL.len(), 2));
+    let panels = root.split_evenly((Workload::ALL.len(), 3));
     for (row, w) in Workload::ALL.iter().enumerate() {
-        for col in 0..2 {
-            let area = &panels[row * 2 + col];
+        for col in 0..3 {
+            let area = &panels[row * 3 + col];
             let series: Vec<(Target, Vec<(f64, f64)>)> = Target::LOAD
                 .iter()
                 .map(|&t| {
@@ -44,20 +45,22 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
                         .iter()
                         .filter_map(|&c| {
                             let r = report.find(t, *w, Mode::Conns, Durability::Write, c)?;
-                            Some((
-                                c as f64,
-                                if col == 0 {
-                                    r.ops_per_sec
-                                } else {
-                                    r.p99_ms.max(0.001)
-                                },
-                            ))
+                            let y = match col {
+                                0 => r.ops_per_sec,
+                                1 => r.p99_ms.max(0.001),
+                                _ => r.server_cpu_us,
+                            };
+                            Some((c as f64, y))
                         })
                         .collect();
                     (t, pts)
                 })
                 .filter(|(_, p): &(Target, Vec<(f64, f64)>)| !p.is_empty())
                 .collect();
+            if series.is_empty() {
+                // Not run (filtered out): an empty panel, not an empty range.
+                continue;
+            }
             let ymax = series
                 .iter()
                 .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
@@ -66,28 +69,35 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
                 .iter()
                 .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
                 .fold(f64::INFINITY, f64::min);
-            let caption = if col == 0 {
-                format!("{w}: throughput, ops/s")
-            } else {
-                format!("{w}: p99 latency, ms (log)")
+            let caption = match col {
+                0 => format!("{w}: throughput, ops/s"),
+                1 => format!("{w}: p99 latency, ms (log)"),
+                _ => format!("{w}: server CPU per call, µs"),
             };
             let mut b = ChartBuilder::on(area);
             b.caption(caption, ("sans-serif", 16))
                 .margin(12)
                 .x_label_area_size(32)
                 .y_label_area_size(64);
-            if col == 0 {
+            if col != 1 {
                 let mut chart = b
-                    .build_cartesian_2d((xlo..xhi).log_scale(), 0.0..(ymax * 1.1).max(1.0))
+                    .build_cartesian_2d((xlo..xhi).log_scale(), 0.0..(ymax * 1.15).max(1.0))
                     .map_err(|e| anyhow!("{e}"))?;
+                let ylabel = |y: &f64| {
+                    if col == 0 {
+                        format!("{:.0}k", y / 1000.0)
+                    } else {
+                        format!("{y:.0}")
+                    }
+                };
                 chart
                     .configure_mesh()
                     .x_desc("connections")
                     .x_label_formatter(&|x| format!("{x:.0}"))
-                    .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+                    .y_label_formatter(&ylabel)
                     .draw()
                     .map_err(|e| anyhow!("{e}"))?;
-                draw_series(&mut chart, &series)?;
+                draw_series(&mut chart, &series, SeriesLabelPosition::UpperRight)?;
             } else {
                 let lo = (ymin * 0.7).max(0.001);
                 let hi = (ymax * 1.4).max(lo * 10.0);
@@ -101,7 +111,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
                     .y_label_formatter(&|y| format!("{y:.2}"))
                     .draw()
                     .map_err(|e| anyhow!("{e}"))?;
-                draw_series(&mut chart, &series)?;
+                draw_series(&mut chart, &series, SeriesLabelPosition::UpperLeft)?;
             }
         }
     }
@@ -112,6 +122,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
 fn draw_series<'a, DB: DrawingBackend + 'a, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     series: &[(Target, Vec<(f64, f64)>)],
+    legend: SeriesLabelPosition,
 ) -> Result<()>
 where
     X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
@@ -132,7 +143,7 @@ where
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()
         .map_err(|e| anyhow!("{e:?}"))?;
     Ok(())

@@ -60,16 +60,28 @@ struct Args {
     /// Requests in flight of the `pipelined` mode, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pipelined: Option<Vec<usize>>,
+    /// Only these targets (native, lua, raw, noop, pg), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Only these workloads (write, read, page, mixed), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
+    /// Skip the durable (fsync) comparison.
+    #[arg(long)]
+    no_durable: bool,
     /// Skip PostgreSQL (for a machine without it).
     #[arg(long)]
     no_pg: bool,
+    /// Only redraw latest.md and latest.svg from the latest.json in --out.
+    #[arg(long)]
+    replot: bool,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
 }
 
 /// Sizes of one run.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub smoke: bool,
     pub seconds: f64,
@@ -361,8 +373,27 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     let ds = Arc::new(Dataset::new(plan.read_dialogs, plan.page_dialog_len));
     let timing = plan.timing();
     let started = Instant::now();
-    let main = main_cells(&plan, use_pg);
-    let durable = durable_cells(&plan, use_pg);
+    let wanted = |c: &Cell| {
+        args.targets
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == c.target.name()))
+            && args
+                .workloads
+                .as_ref()
+                .is_none_or(|w| w.iter().any(|w| w == c.workload.name()))
+    };
+    let main: Vec<Cell> = main_cells(&plan, use_pg)
+        .into_iter()
+        .filter(wanted)
+        .collect();
+    let durable: Vec<Cell> = if args.no_durable {
+        Vec::new()
+    } else {
+        durable_cells(&plan, use_pg)
+            .into_iter()
+            .filter(wanted)
+            .collect()
+    };
     eprintln!(
         "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
         main.len() + durable.len(),
@@ -507,12 +538,16 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     pools.pg.clear();
     drop(pg);
     report.wall_seconds = started.elapsed().as_secs_f64();
+    report.loadavg_end = report::loadavg();
     Ok(report)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let out = args.out.clone();
+    if args.replot {
+        return Report::read(&out)?.write(&out);
+    }
     let threads = args.client_threads.max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -531,7 +566,7 @@ fn main() -> Result<()> {
     });
     // Servers still running after an error are stopped by their Drop; this
     // catches any a failed start left behind.
-    let mut report = report?;
+    let report = report?;
     report.write(&out)?;
     let failed: u64 = report.cells.iter().map(|c| c.errors).sum();
     eprintln!(

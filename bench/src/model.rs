@@ -1,10 +1,10 @@
 //! The benchmark's vocabulary: targets, workloads, modes, and one cell's result.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What serves the requests.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// The native procedures `new_dialog` / `get_dialog`.
@@ -46,7 +46,7 @@ impl fmt::Display for Target {
 }
 
 /// What each request does.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     /// One new message between a random pair of users.
@@ -84,7 +84,7 @@ impl fmt::Display for Workload {
 }
 
 /// How the concurrency C is spread over connections.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// C connections, one request outstanding on each (the report's "threads").
@@ -103,7 +103,7 @@ impl Mode {
 }
 
 /// What a successful write survives.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// Tarantool `wal_mode=write`, PostgreSQL `synchronous_commit=off`: a process
@@ -114,7 +114,7 @@ pub enum Durability {
 }
 
 /// One cell of the matrix.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Cell {
     pub target: Target,
     pub workload: Workload,
@@ -142,7 +142,7 @@ impl fmt::Display for Cell {
 }
 
 /// What one cell measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CellResult {
     #[serde(flatten)]
     pub cell: Cell,

@@ -160,6 +160,7 @@ pub async fn execute(conn: &PgConn, op: &Op, ds: &Dataset) -> Result<(), String>
 
 /// Size of `messages` rows of TEXT_CHARS characters: a separate table of the
 /// same definition, filled, vacuumed, measured and dropped.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PgMemory {
     pub rows: i64,
     pub total: i64,

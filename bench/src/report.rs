@@ -2,7 +2,7 @@
 //! the measured ratios), latest.json (everything), latest.svg (the chart).
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
@@ -15,14 +15,14 @@ use crate::tt::{get, get_f64};
 use crate::Plan;
 
 /// Nanoseconds per call inside the server.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PerCall {
     pub wall_ns: f64,
     pub cpu_ns: f64,
 }
 
 /// The in-process micro-benchmark (bench_micro in bench/lua/bench.lua).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Micro {
     pub native_write: PerCall,
     pub lua_write: PerCall,
@@ -51,7 +51,7 @@ impl Micro {
 }
 
 /// Growth of the `dialogs` space for the memory test's messages.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TtMemory {
     pub tuples: f64,
     pub space_bsize: f64,
@@ -72,7 +72,7 @@ impl TtMemory {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Report {
     pub plan: Plan,
     pub date: String,
@@ -80,12 +80,13 @@ pub struct Report {
     pub tarantool_version: String,
     pub pg_version: Option<String>,
     pub wall_seconds: f64,
+    /// /proc/loadavg at the start and at the end: other work on the machine.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     pub cells: Vec<CellResult>,
     pub micro: Option<Micro>,
     pub tt_memory: Option<TtMemory>,
-    #[serde(skip)]
     pub pg_memory: Option<PgMemory>,
-    pg_memory_bytes: Option<[i64; 4]>,
 }
 
 fn machine() -> String {
@@ -99,6 +100,13 @@ fn machine() -> String {
         .map(|n| n.get())
         .unwrap_or(0);
     format!("{model}, {cores} cores")
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn today() -> String {
@@ -122,11 +130,12 @@ impl Report {
             tarantool_version: String::new(),
             pg_version: None,
             wall_seconds: 0.0,
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
             cells: Vec::new(),
             micro: None,
             tt_memory: None,
             pg_memory: None,
-            pg_memory_bytes: None,
         }
     }
 
@@ -159,12 +168,15 @@ impl Report {
             .unwrap_or(TARGET_C)
     }
 
-    pub fn write(&mut self, dir: &Path) -> Result<()> {
+    /// Reads a report written by `write` (to redraw it with `--replot`).
+    pub fn read(dir: &Path) -> Result<Report> {
+        Ok(serde_json::from_str(&fs::read_to_string(
+            dir.join("latest.json"),
+        )?)?)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir)?;
-        self.pg_memory_bytes = self
-            .pg_memory
-            .as_ref()
-            .map(|m| [m.rows, m.total, m.heap, m.indexes]);
         fs::write(dir.join("latest.json"), serde_json::to_string_pretty(self)?)?;
         fs::write(dir.join("latest.md"), self.markdown())?;
         chart::write_svg(self, &dir.join("latest.svg"))?;
@@ -385,7 +397,9 @@ impl Report {
             o,
             "`{}` on {}, {}. Tarantool {}, {}. The load generator \
              (`bench/`, {} tokio worker threads) runs on the same machine. Each cell: \
-             {:.1} s warm-up, then {:.1} s measured; the whole run took {:.0} s.\n",
+             {:.1} s warm-up, then {:.1} s measured; the whole run took {:.0} s. Load \
+             average {} at the start, {} at the end (anything above the load \
+             generator's and the servers' own share is other work on the machine).\n",
             if p.smoke {
                 "make bench-smoke"
             } else {
@@ -398,7 +412,9 @@ impl Report {
             p.client_threads,
             p.warmup,
             p.seconds,
-            self.wall_seconds
+            self.wall_seconds,
+            self.loadavg_start,
+            self.loadavg_end
         );
         let _ = writeln!(
             o,
