@@ -45,20 +45,15 @@ def new_user() -> uuid.UUID:
     return uuid.uuid4()
 
 
-# What a procedure's reply looks like on the wire. A C procedure gives its results
-# as a list of return values: new_dialog one (the id), get_dialog one per message
-# tuple. Over IPROTO_CALL, Tarantool before 3.0 sends that list wrapped in one more
-# array (tarantool/tarantool#4799; 2.11 keeps that unless its compat option
-# c_func_iproto_multireturn is 'new'; 3.0 does not wrap by default):
+# What a procedure's reply looks like on the wire (README "Reply shape"): a C
+# procedure's results are a list of return values (new_dialog: the id; get_dialog:
+# one per message tuple), and the server sends that list as one array:
 #
-#                         2.6, 2.11 (wrapped)      3.x (not wrapped)
-#   new_dialog  data  =   [[id]]                   [id]
-#   get_dialog  data  =   [[t1, t2, ...]]          [t1, t2, ...]
+#   new_dialog  data  =  [[id]]
+#   get_dialog  data  =  [[t1, t2, ...]]
 #
-# That is the platform's doing, not the module's. The helpers take the results out
-# of either shape but demand exactly one of them, the same for every reply of one
-# server. Server address -> True when it wraps.
-_REPLY_WRAPPED: dict = {}
+# Tarantool 2.x always does; 3.x does so because init.lua keeps its compat option
+# c_func_iproto_multireturn at 'old'. Any other shape fails the test.
 
 
 def is_message_id(v) -> bool:
@@ -71,20 +66,12 @@ def is_message_tuple(v) -> bool:
 
 
 def call_results(server_key, data, is_result, what: str) -> list:
-    """A procedure's return values, from a reply's data (see _REPLY_WRAPPED)."""
+    """A procedure's return values, from a reply's data (the one array above)."""
     data = list(data)
-    plain = all(is_result(x) for x in data)
-    wrapped = (len(data) == 1 and isinstance(data[0], (list, tuple))
-               and all(is_result(x) for x in data[0]))
-    assert plain != wrapped, f"{what}: neither results nor wrapped results: {data!r}"
-    seen = _REPLY_WRAPPED.setdefault(server_key, wrapped)
-    assert seen == wrapped, f"{what}: reply shape changed on one server: {data!r}"
-    return list(data[0]) if wrapped else data
-
-
-def replies_wrapped(server_key) -> Optional[bool]:
-    """Whether this server's replies came wrapped (None: no reply seen yet)."""
-    return _REPLY_WRAPPED.get(server_key)
+    assert (len(data) == 1 and isinstance(data[0], (list, tuple))
+            and all(is_result(x) for x in data[0])), \
+        f"{what}: expected one array of results, got {data!r}"
+    return list(data[0])
 
 
 def server_key(conn):

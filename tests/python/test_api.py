@@ -9,8 +9,7 @@ import pytest
 import tarantool
 
 from dialogs_api import (CREATED_AT, DIALOG_ID, ID, MAX_PAGE, TEXT, USER_FROM, USER_TO,
-                         derived_dialog_id, get_dialog, message_id_of, new_dialog,
-                         new_user, replies_wrapped, server_key,
+                         derived_dialog_id, get_dialog, new_dialog, new_user,
                          tarantool_supports_datetime, walk_dialog)
 
 HAS_DATETIME = tarantool_supports_datetime()
@@ -56,25 +55,15 @@ def test_uppercase_and_msgpack_uuid_arguments_are_the_same_ids(conn):
 
 
 def test_readme_examples_literally(conn):
-    """README's Python example: `.data[0]` is the id, and `.data[0]` is the messages.
-    No C procedure can give both on one Tarantool (see dialogs_api._REPLY_WRAPPED):
-    where replies are wrapped (before 3.0) the id is data[0][0]; where they are not
-    (3.x), get_dialog's data is the tuples themselves. Both halves are checked; the
-    half the platform rules out is an expected failure that says why."""
+    """README's Python example, as written: `[msg_id] = ...data[0]` is the id and
+    `...data[0]` the messages, on every server version (README "Reply shape")."""
     a, b = new_user(), new_user()
-    resp = conn.call("new_dialog", (None, str(a), str(b), "hi Bob"))
-    msg_id = message_id_of(server_key(conn), resp.data)
-    messages = conn.call("get_dialog", (str(derived_dialog_id(a, b)),)).data
-    if replies_wrapped(server_key(conn)):
-        assert [str(t[ID]) for t in messages[0]] == [msg_id]  # README holds
-        assert resp.data[0] == [msg_id]
-        pytest.xfail("this Tarantool wraps a C function's results in one more array "
-                     "over IPROTO_CALL (tarantool#4799): new_dialog's id is data[0][0], "
-                     f"not README's data[0] (got {resp.data!r})")
-    assert resp.data[0] == msg_id  # README holds
-    assert str(messages[0][ID]) == msg_id
-    pytest.xfail("this Tarantool sends a C function's results unwrapped: get_dialog's "
-                 "data is the tuples, README's data[0] is only the first one")
+    [msg_id] = conn.call("new_dialog", (None, str(a), str(b), "hi Bob")).data[0]
+    messages = conn.call("get_dialog", (str(derived_dialog_id(a, b)),)).data[0]
+    assert [(str(t[ID]), t[TEXT]) for t in messages] == [(msg_id, "hi Bob")]
+    newest = conn.call("get_dialog", (str(derived_dialog_id(a, b)),
+                                      {"limit": 50, "reverse": True})).data[0]
+    assert [str(t[ID]) for t in newest] == [msg_id]
 
 
 @pytest.mark.skipif(not HAS_DATETIME, reason="server has no datetime type (2.6)")
