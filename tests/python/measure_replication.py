@@ -27,7 +27,6 @@ import time
 import uuid
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (REPO_ROOT, Server, admin_eval, admin_socket,  # noqa: E402
                      module_built, replica_set)
