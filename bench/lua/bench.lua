@@ -86,9 +86,14 @@ function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
     return total
 end
 
--- Wall and tx-thread CPU nanoseconds per call of f(args), n calls after n/10
--- warm-up calls; writes run MICRO_TXN_BATCH calls per transaction.
+-- Wall and tx-thread CPU nanoseconds per call of f(args) (f is a box.func
+-- object or a Lua function), n calls after n/10 warm-up calls; writes run
+-- MICRO_TXN_BATCH calls per transaction.
 local function per_call(f, args, n, in_txn)
+    if type(f) == 'function' then
+        local fn = f
+        f = {call = function(_, a) return fn(a) end}
+    end
     local function run(count)
         local done = 0
         while done < count do
@@ -115,6 +120,8 @@ local function per_call(f, args, n, in_txn)
         end
     end
     run(math.max(1, math.floor(n / 10)))
+    -- Every measurement starts from the same garbage collector state.
+    collectgarbage('collect')
     local w0, c0 = clock.monotonic64(), clock.thread64()
     run(n)
     local wall = tonumber(clock.monotonic64() - w0) / n
@@ -122,19 +129,44 @@ local function per_call(f, args, n, in_txn)
     return {wall_ns = wall, cpu_ns = cpu}
 end
 
+-- Measurements of the micro-benchmark are interleaved over this many rounds
+-- and the fastest round is kept: the tx thread shares the machine, and a
+-- loop's cost depends on what the garbage collector happens to be doing.
+local MICRO_ROUNDS = 3
+
 -- The in-process micro-benchmark: ns per call through box.func[...]:call, no
--- network. new_dialog with one message, get_dialog for the newest 50 messages
--- of page_dialog, native against the Lua baseline, and the empty function.
+-- network. new_dialog with one message (n calls), get_dialog for the newest 50
+-- messages of page_dialog (n / 5 calls), native against the Lua baseline, and
+-- the empty function. page_floor selects the same 50 tuples straight from the
+-- index, with no function at all: what it costs Lua to receive 50 tuples, which
+-- every get_dialog call through box.func pays whatever the procedure does.
 function bench_micro(n, dialog, user_from, user_to, text, page_dialog)
     local write_args = {dialog, user_from, user_to, text}
     local page_args = {page_dialog, {reverse = true, limit = 50}}
-    return {
-        native_write = per_call(box.func.new_dialog, write_args, n, true),
-        lua_write = per_call(box.func.lua_new_dialog, write_args, n, true),
-        native_page = per_call(box.func.get_dialog, page_args, n, false),
-        lua_page = per_call(box.func.lua_get_dialog, page_args, n, false),
-        noop = per_call(box.func.bench_noop, {}, n, false),
+    local page_key = {require('uuid').fromstr(page_dialog)}
+    local by_dialog = box.space.dialogs.index.dialog_id_k
+    local function select_page()
+        return by_dialog:select(page_key, {limit = 50, iterator = 'REQ'})
+    end
+    local pages = math.max(1, math.floor(n / 5))
+    local plan = {
+        {'native_write', box.func.new_dialog, write_args, n, true},
+        {'lua_write', box.func.lua_new_dialog, write_args, n, true},
+        {'page_floor', select_page, nil, pages, false},
+        {'native_page', box.func.get_dialog, page_args, pages, false},
+        {'lua_page', box.func.lua_get_dialog, page_args, pages, false},
+        {'noop', box.func.bench_noop, {}, n, false},
     }
+    local best = {}
+    for _ = 1, MICRO_ROUNDS do
+        for _, m in ipairs(plan) do
+            local r = per_call(m[2], m[3], m[4], m[5])
+            if best[m[1]] == nil or r.wall_ns < best[m[1]].wall_ns then
+                best[m[1]] = r
+            end
+        end
+    end
+    return best
 end
 
 local function memory_snapshot(space)
