@@ -78,8 +78,14 @@ test: deps build build-test
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory bench-smoke
 
+# Unit tests, and the release module exports the two procedures and nothing of
+# the test build (no test entry point, no test-only procedure).
 test-unit:
 	$(CARGO) test -p dialogs --lib
+	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
+	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
+	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
+	  echo "release module exports exactly: $$exported"
 
 test-tarantool:
 	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
