@@ -96,7 +96,7 @@ test-net: deps-python
 test-e2e:
 	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
 
-# --- benchmark (bench/, see bench/README-section.md) ---------------------------------
+# --- benchmark (bench/, see README "Benchmarks") ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
 # 127.0.0.1, on free ports, in temporary directories, and stop them at the end.
 

@@ -1,6 +1,6 @@
 //! `dialogs-bench`: the native procedures against the report's Lua functions,
 //! plain IPROTO requests, an empty call and PostgreSQL, in one run on one
-//! machine. Writes bench/results/latest.{md,json,svg}. See bench/README-section.md.
+//! machine. Writes bench/results/latest.{md,json,svg}. See README.md, "Benchmarks".
 
 mod chart;
 mod cpu;
