@@ -22,10 +22,6 @@ local M = {}
 M.SPACE = 'lua_dialogs'
 M.FUNCTIONS = {'lua_new_dialog', 'lua_get_dialog'}
 
-local function tarantool_supports_datetime()
-    return (pcall(require, 'datetime'))
-end
-
 local NEW_DIALOG = [[function(dialog_id, user_from, user_to, text)
     local uuid = require('uuid')
     local new_uuid = uuid.new()
@@ -47,20 +43,13 @@ local GET_DIALOG = [[function(dialog_id, opts)
         {limit = limit, iterator = iterator})
 end]]
 
--- Creates the space, its indexes and the two functions; safe to repeat.
+-- Creates the space, its indexes and the two functions; safe to repeat. The
+-- space takes the product's format (init.lua has run before), so both stores
+-- hold the same fields of the same types.
 function M.setup()
-    local datetime = tarantool_supports_datetime()
-    local s = box.schema.space.create(M.SPACE, {
-        if_not_exists = true,
-        format = {
-            {name = 'id', type = 'uuid'},
-            {name = 'dialog_id', type = 'uuid'},
-            {name = 'user_from_id', type = 'uuid'},
-            {name = 'user_to_id', type = 'uuid'},
-            {name = 'text', type = 'string'},
-            {name = 'created_at', type = datetime and 'datetime' or 'unsigned'},
-        },
-    })
+    local format = box.space.dialogs:format()
+    local datetime = format[6].type == 'datetime'
+    local s = box.schema.space.create(M.SPACE, {if_not_exists = true, format = format})
     s:create_index('pk', {if_not_exists = true, parts = {{field = 'id', type = 'uuid'}}})
     s:create_index('dialog_id_k', {
         if_not_exists = true,
