@@ -533,3 +533,11 @@ end
 open_admin_socket(cfg.replication)
 log.info('dialogs: replication: %s', describe_replication(cfg.replication))
 log.info('dialogs: listening on %s as user %q (data in %s)', cfg.listen, cfg.user, cfg.data_dir)
+if cfg.password == DEV_PASSWORD then
+    log.info('dialogs: connect as %s, password %q (the loopback development default): '
+        .. "require('net.box').connect('%s:%s@%s'), then call new_dialog / get_dialog",
+        cfg.user, DEV_PASSWORD, cfg.user, DEV_PASSWORD, cfg.listen)
+else
+    log.info('dialogs: connect as %s with the password in DIALOGS_PASSWORD, '
+        .. 'then call new_dialog / get_dialog', cfg.user)
+end
