@@ -65,14 +65,11 @@ impl<'a> Args<'a> {
 /// A uuid given as a msgpack uuid or a canonical string.
 pub fn uuid(arg: Arg, v: Value<'_>) -> Result<Uuid> {
     let id = match v {
-        Value::Ext(EXT_UUID, bytes) => {
-            let bytes: [u8; 16] = bytes.try_into().map_err(|_| Error::Type {
-                arg,
-                expected: EXPECTED_UUID,
-                got: "malformed uuid extension",
-            })?;
-            Uuid::from_bytes(bytes)
-        }
+        Value::Ext(EXT_UUID, _) => v.as_uuid().ok_or(Error::Type {
+            arg,
+            expected: EXPECTED_UUID,
+            got: "malformed uuid extension",
+        })?,
         Value::Str(s) => parse_canonical(s).ok_or_else(|| Error::Uuid {
             arg,
             value: quote(s),

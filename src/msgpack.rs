@@ -26,6 +26,14 @@ pub enum Value<'a> {
 }
 
 impl Value<'_> {
+    /// The uuid this value holds: a uuid extension of exactly 16 bytes.
+    pub fn as_uuid(&self) -> Option<uuid::Uuid> {
+        match self {
+            Value::Ext(EXT_UUID, b) => <[u8; 16]>::try_from(*b).ok().map(uuid::Uuid::from_bytes),
+            _ => None,
+        }
+    }
+
     /// The type name used in error messages.
     pub fn type_name(&self) -> &'static str {
         match self {

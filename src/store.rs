@@ -14,7 +14,7 @@ use tarantool::ffi::tarantool as ffi;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::msgpack::{Reader, Value, Write, EXT_DATETIME, EXT_UUID};
+use crate::msgpack::{Reader, Value, Write, EXT_DATETIME};
 
 /// The message space, as `init.lua` creates it.
 const SPACE: &str = "dialogs";
@@ -130,10 +130,7 @@ fn uuid_field(tuple: NonNull<ffi::BoxTuple>, fieldno: u32) -> Option<Uuid> {
         }
         std::slice::from_raw_parts(start.cast::<u8>(), UUID_MP_LEN)
     };
-    match Reader::new(bytes).read() {
-        Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
-        _ => None,
-    }
+    Reader::new(bytes).read().ok()?.as_uuid()
 }
 
 fn check(rc: i32) -> Result<()> {
@@ -227,8 +224,9 @@ impl Store {
         Ok(NonNull::new(tuple).and_then(|t| uuid_field(t, FIELD_ID)))
     }
 
-    /// Encodes a message tuple into `buf`.
-    fn encode(&self, m: &Message<'_>, buf: &mut Vec<u8>) {
+    /// The msgpack of a message tuple.
+    fn encode(&self, m: &Message<'_>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(96 + m.text.len());
         buf.put_array_header(MESSAGE_FIELDS);
         buf.put_uuid(&m.id);
         buf.put_uuid(&m.dialog_id);
@@ -255,6 +253,7 @@ impl Store {
                 }
             }
         }
+        buf
     }
 
     fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
@@ -267,15 +266,12 @@ impl Store {
 
     /// Stores one message.
     pub fn insert(&self, m: &Message<'_>) -> Result<()> {
-        let mut buf = Vec::with_capacity(96 + m.text.len());
-        self.encode(m, &mut buf);
-        Self::insert_raw(self.space, &buf)
+        Self::insert_raw(self.space, &self.encode(m))
     }
 
     /// Stores one message and records `request_id` for it, atomically.
     pub fn insert_with_request(&self, m: &Message<'_>, request_id: Uuid) -> Result<()> {
-        let mut buf = Vec::with_capacity(96 + m.text.len());
-        self.encode(m, &mut buf);
+        let buf = self.encode(m);
         let mut req = Vec::with_capacity(40);
         req.put_array_header(2);
         req.put_uuid(&request_id);
@@ -289,17 +285,11 @@ impl Store {
     /// The message stored for `request_id`, as the message's own tuple fields
     /// (dialog, from, to, text) for comparison, with its id.
     pub fn request(&self, request_id: Uuid) -> Result<Option<StoredRequest>> {
-        let mut key = Vec::with_capacity(20);
-        key.put_array_header(1);
-        key.put_uuid(&request_id);
-        let Some(req) = self.get_tuple(self.requests, &key)? else {
+        let Some(req) = self.get_tuple(self.requests, &key(&[request_id]))? else {
             return Ok(None);
         };
         let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
-        let mut key = Vec::with_capacity(20);
-        key.put_array_header(1);
-        key.put_uuid(&message_id);
-        let Some(msg) = self.get_tuple(self.space, &key)? else {
+        let Some(msg) = self.get_tuple(self.space, &key(&[message_id]))? else {
             // The message was deleted since; the request is still answered.
             return Ok(Some(StoredRequest {
                 message_id,
@@ -350,13 +340,11 @@ impl Store {
             (true, _, Some(b)) => (Iter::Lt, Some(b), after),
             (true, _, None) => (Iter::Req, None, after),
         };
-        let mut key = Vec::with_capacity(40);
-        key.put_array_header(if start.is_some() { 2 } else { 1 });
-        key.put_uuid(&dialog_id);
-        if let Some(s) = start {
-            key.put_uuid(&s);
-        }
-        let range = key.as_ptr_range();
+        let start_key = match start {
+            Some(s) => key(&[dialog_id, s]),
+            None => key(&[dialog_id]),
+        };
+        let range = start_key.as_ptr_range();
         // SAFETY: a valid key; the iterator is freed by its guard.
         let it = unsafe {
             ffi::box_index_iterator(
@@ -392,6 +380,16 @@ impl Store {
         }
         Ok(count)
     }
+}
+
+/// An index key of uuid parts: a msgpack array of them.
+fn key(parts: &[Uuid]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + 18 * parts.len());
+    key.put_array_header(u32::try_from(parts.len()).unwrap_or(u32::MAX));
+    for part in parts {
+        key.put_uuid(part);
+    }
+    key
 }
 
 /// Copies a tuple's msgpack to the end of `out`.
@@ -436,10 +434,7 @@ impl StoredContent {
     /// Reads fields 2..=5 of a message tuple's msgpack.
     fn decode(tuple: &[u8]) -> Option<Self> {
         fn uuid(r: &mut Reader<'_>) -> Option<Uuid> {
-            match r.read() {
-                Ok(Value::Ext(EXT_UUID, b)) => <[u8; 16]>::try_from(b).ok().map(Uuid::from_bytes),
-                _ => None,
-            }
+            r.read().ok()?.as_uuid()
         }
         let mut r = Reader::new(tuple);
         r.read().ok()?; // the array header
