@@ -58,7 +58,7 @@ impl Reply {
 
 /// Runs one procedure call: `body` reads the msgpack arguments and adds the
 /// results to the [`Reply`]. Errors and panics become the fiber's last error
-/// (and any transaction the call opened is rolled back); the return value is
+/// (after a panic, an open transaction is rolled back); the return value is
 /// what Tarantool expects of a C function: 0, or -1 with the error set.
 ///
 /// # Safety
@@ -75,15 +75,20 @@ unsafe fn serve(
     let mut reply = Reply { ctx };
     let result = match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
         Ok(result) => result,
-        Err(payload) => Err(Error::Internal {
-            proc,
-            what: panic_message(payload.as_ref()),
-        }),
+        Err(payload) => {
+            // A panic may have left the procedure's own transaction open. (An
+            // error has not: Transaction::run rolls back on every error, and a
+            // caller's transaction is the caller's to end.)
+            store::Transaction::rollback();
+            Err(Error::Internal {
+                proc,
+                what: panic_message(payload.as_ref()),
+            })
+        }
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            store::Transaction::rollback();
             e.set_last();
             -1
         }

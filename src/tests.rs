@@ -664,3 +664,20 @@ fn created_at_is_a_datetime_where_the_server_has_the_type() {
     ));
     assert!(is_dt);
 }
+
+#[tarantool::test]
+fn a_refused_call_leaves_the_callers_transaction_alone() {
+    let (a, b, d) = (user(), user(), user());
+    lua_exec("box.begin()");
+    send(Some(d), a, b, "inside the caller's transaction");
+    assert_refused(
+        "new_dialog",
+        &format!("{{{}, {}, {}, ''}}", q(&d), q(&a), q(&b)),
+        code::BAD_TEXT,
+        "text: must be 1 to 4096 characters, got 0",
+    );
+    let open = lua_bool("box.is_in_txn()");
+    lua_exec("box.commit()");
+    assert!(open, "the refusal ended the caller's transaction");
+    assert_eq!(page(d, "{}").len(), 1);
+}
