@@ -23,27 +23,10 @@ local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local schema = require('dialogs.schema')
 
--- Whether the server has the compat option that decides if the results of a C
--- function travel over IPROTO wrapped in one array (always so before it existed).
-local function tarantool_has_c_multireturn_option()
-    local ok, compat = pcall(require, 'compat')
-    return ok and (pcall(function() return compat.c_func_iproto_multireturn end))
-end
-
--- One reply shape on every server: the results of new_dialog and get_dialog
--- arrive as one array (README, "Reply shape"), as Tarantool 2.x always sends
--- them. Servers that made the wrapper optional (3.0+) are told to keep it.
-local function keep_c_results_wrapped()
-    if tarantool_has_c_multireturn_option() then
-        require('compat').c_func_iproto_multireturn = 'old'
-    end
-end
-
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
-keep_c_results_wrapped()
 
 fio.mktree(cfg.data_dir)
 box.cfg(replication.box_options(r, {
