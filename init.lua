@@ -50,6 +50,13 @@ if not box.info.ro then
     end)
 end
 
+-- The writable instance of a synchronous replica set owns the synchronous queue
+-- before it reports ready, where the server needs an owner and the quorum is
+-- there; otherwise it takes it in the background once the peers are (logged).
+if replication.take_queue(r) then
+    replication.wait_queue(r.connect_timeout)
+end
+
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)
 end
