@@ -27,6 +27,10 @@ local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
+-- Refused before the database is touched: a path that is not ours to replace.
+if r.admin_socket ~= nil then
+    admin.check(r.admin_socket, config.ENV.admin_socket)
+end
 
 fio.mktree(cfg.data_dir)
 box.cfg(replication.box_options(r, {
