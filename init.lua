@@ -45,6 +45,7 @@ box.cfg(replication.box_options(r, {
 
 if not box.info.ro then
     box.session.su('admin', function()
+        schema.upgrade_system_spaces()
         schema.migrate()
         replication.apply_sync_mode(r)
         schema.register_functions()

@@ -24,4 +24,10 @@ function M.synchro_queue_needs_owner()
     return ok and owner ~= nil
 end
 
+-- Whether the server can tell that the data's system spaces are older than it
+-- (box.schema.needs_upgrade: a data directory made by an older Tarantool).
+function M.can_tell_schema_needs_upgrade()
+    return box.schema.needs_upgrade ~= nil
+end
+
 return M
