@@ -21,6 +21,7 @@ local access = require('dialogs.access')
 local admin = require('dialogs.admin')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
+local requests = require('dialogs.requests')
 local schema = require('dialogs.schema')
 
 local cfg = config.from_env(os.environ(), here)
@@ -61,6 +62,9 @@ end
 if replication.take_queue(r) then
     replication.wait_queue(r.connect_timeout)
 end
+
+-- Request ids expire on the writable instance; a replica's pruner waits.
+requests.start_expiry(cfg.request_ttl)
 
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)

@@ -46,6 +46,15 @@ local migrations = {
         })
         r:create_index('pk', {type = 'TREE', parts = {{field = 'request_id', type = 'uuid'}}})
     end,
+    -- v2: request ids by the age of their message (a UUIDv7 id starts with its
+    -- time), for the expiry of dialogs.requests.
+    function()
+        box.space.dialogs_requests:create_index('message_id', {
+            type = 'TREE',
+            unique = false,
+            parts = {{field = 'message_id', type = 'uuid'}},
+        })
+    end,
 }
 
 -- The version this release brings the data to.
