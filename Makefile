@@ -18,7 +18,7 @@ TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
 .PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
-        test-unit test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean soak
+        test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -73,6 +73,7 @@ run: build
 
 test: deps build build-test
 	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-lua
 	$(MAKE) --no-print-directory test-tarantool
 	$(MAKE) --no-print-directory test-net
 	$(MAKE) --no-print-directory test-e2e
@@ -88,6 +89,10 @@ test-unit:
 	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
 	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
+
+# The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.
+test-lua: deps-tarantool
+	tarantool tests/lua/run.lua
 
 test-tarantool:
 	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
