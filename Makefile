@@ -163,6 +163,13 @@ lint-lua: deps-luacheck
 	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
 	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
 
+# May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# scripts/rejoin export, then replay).
+.PHONY: rejoin-check
+rejoin-check:
+	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
 lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
