@@ -18,13 +18,13 @@ TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
 .PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run test \
-        test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
-	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make lint   cargo fmt --check, clippy -D warnings, luacheck (make lint-lua)"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make clean  remove build output (data/ is kept)"
@@ -60,7 +60,15 @@ deps-luarocks:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq luarocks; }
 
-deps: deps-tarantool deps-runner deps-python deps-luarocks
+
+deps-luacheck:
+	@command -v luacheck >/dev/null || { \
+	  echo "installing luacheck (lua-check) from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
+
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks
 
 # --- build ------------------------------------------------------------------------
 
@@ -83,6 +91,7 @@ run: build
 test: deps build build-test
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-lua
+	$(MAKE) --no-print-directory lint-lua
 	$(MAKE) --no-print-directory test-tarantool
 	$(MAKE) --no-print-directory test-net
 	$(MAKE) --no-print-directory test-e2e
@@ -154,7 +163,24 @@ soak: build
 promote:
 	./scripts/promote $(ADMIN_SOCKET)
 
-lint:
+# Every Lua file of the repository: the *.lua files git knows of (tracked, or new
+# and not ignored) and the scripts that run under tarantool (scripts/promote).
+# Settings in .luacheckrc.
+LUA_FILES = $(shell git ls-files --cached --others --exclude-standard '*.lua') \
+            $(shell grep -l '^\#!.*tarantool' scripts/* 2>/dev/null)
+
+lint-lua: deps-luacheck
+	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
+	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
+
+# May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# scripts/rejoin export, then replay).
+.PHONY: rejoin-check
+rejoin-check:
+	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
+lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p dialogs --all-targets --features test -- -D warnings

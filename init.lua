@@ -21,12 +21,17 @@ local access = require('dialogs.access')
 local admin = require('dialogs.admin')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
+local requests = require('dialogs.requests')
 local schema = require('dialogs.schema')
 
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
+-- Refused before the database is touched: a path that is not ours to replace.
+if r.admin_socket ~= nil then
+    admin.check(r.admin_socket, config.ENV.admin_socket)
+end
 
 fio.mktree(cfg.data_dir)
 box.cfg(replication.box_options(r, {
@@ -41,6 +46,7 @@ box.cfg(replication.box_options(r, {
 
 if not box.info.ro then
     box.session.su('admin', function()
+        schema.upgrade_system_spaces()
         schema.migrate()
         replication.apply_sync_mode(r)
         schema.register_functions()
@@ -49,6 +55,16 @@ if not box.info.ro then
         access.setup_replication_user(r)
     end)
 end
+
+-- The writable instance of a synchronous replica set owns the synchronous queue
+-- before it reports ready, where the server needs an owner and the quorum is
+-- there; otherwise it takes it in the background once the peers are (logged).
+if replication.take_queue(r) then
+    replication.wait_queue(r.connect_timeout)
+end
+
+-- Request ids expire on the writable instance; a replica's pruner waits.
+requests.start_expiry(cfg.request_ttl)
 
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)

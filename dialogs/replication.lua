@@ -3,8 +3,11 @@
 -- sync_timeout, connect_timeout}); everything is off unless set, so a standalone
 -- instance behaves as one.
 
+local clock = require('clock')
+local fiber = require('fiber')
 local log = require('log')
 
+local background = require('dialogs.background')
 local capabilities = require('dialogs.capabilities')
 
 local M = {}
@@ -65,6 +68,95 @@ function M.apply_sync_mode(r)
             log.info('dialogs: space %s is now %s', name, on and 'synchronous' or 'asynchronous')
         end
     end
+end
+
+-- How often the queue taker looks at its peers while too few are connected, and
+-- how long it waits after a failed box.ctl.promote(), seconds.
+local PEER_POLL_S = 0.1
+local PROMOTE_RETRY_S = 1
+-- Failed attempts between two warnings in the log.
+local PROMOTE_WARN_EVERY = 10
+
+local function queue_owner()
+    return box.info.synchro.queue.owner
+end
+
+-- Peers this instance both follows and feeds: the ones whose votes can reach it.
+local function connected_peers()
+    local n = 0
+    for id, peer in pairs(box.info.replication) do
+        if id ~= box.info.id and peer.upstream ~= nil and peer.upstream.status == 'follow'
+                and peer.downstream ~= nil and peer.downstream.status == 'follow' then
+            n = n + 1
+        end
+    end
+    return n
+end
+
+-- The fiber that takes the synchronous queue: waits until enough peers are
+-- connected for a quorum, then box.ctl.promote(), retried until this instance
+-- owns the queue. Stops when someone else takes it, or when the instance is
+-- configured read-only (scripts/promote --demote).
+local function take_queue_loop(quorum)
+    local attempts = 0
+    while queue_owner() == 0 and not box.cfg.read_only do
+        if connected_peers() + 1 < quorum then
+            fiber.sleep(PEER_POLL_S)
+        else
+            attempts = attempts + 1
+            local ok, err = pcall(box.ctl.promote)
+            if ok and queue_owner() == box.info.id then
+                break
+            end
+            if attempts % PROMOTE_WARN_EVERY == 1 then
+                log.warn('dialogs: box.ctl.promote() failed (%s); retrying', tostring(err))
+            end
+            fiber.sleep(PROMOTE_RETRY_S)
+        end
+    end
+    if queue_owner() == box.info.id then
+        log.info('dialogs: this instance owns the synchronous queue')
+    end
+end
+
+-- On a server where synchronous writes need an owner of the queue (2.10+), the
+-- writable instance of a synchronous replica set (a quorum set, read_only not)
+-- takes it: at once if nobody owns it and the quorum is connected, else in a
+-- background fiber as soon as enough peers are (logged). A queue that another
+-- instance owns is never taken here: that is scripts/promote's job. Replicas and
+-- asynchronous sets do nothing. Returns true when the queue is this instance's
+-- or about to be (the quorum is connected): then wait_queue is worth a wait.
+function M.take_queue(r)
+    if r.sync_quorum == nil or r.read_only or not capabilities.synchro_queue_needs_owner() then
+        return false
+    end
+    local owner = queue_owner()
+    if owner == box.info.id then
+        return true
+    end
+    if owner ~= 0 then
+        log.warn('dialogs: the synchronous queue belongs to instance %d: this instance takes '
+            .. 'no synchronous write until it is promoted (scripts/promote)', owner)
+        return false
+    end
+    background.start('queue', take_queue_loop, r.sync_quorum)
+    local connected = connected_peers() + 1
+    if connected < r.sync_quorum then
+        log.warn('dialogs: the synchronous queue has no owner and %d of the %d instances of '
+            .. 'the quorum are connected: new_dialog is refused until enough peers join, '
+            .. 'then this instance takes the queue', connected, r.sync_quorum)
+        return false
+    end
+    return true
+end
+
+-- Waits up to `timeout` seconds for this instance to own the queue; true if it does.
+function M.wait_queue(timeout)
+    local deadline = clock.monotonic() + timeout
+    while queue_owner() ~= box.info.id and clock.monotonic() < deadline do
+        fiber.sleep(PEER_POLL_S)
+    end
+    return queue_owner() == box.info.id
 end
 
 -- One line for the log: the role and the mode.

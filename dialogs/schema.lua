@@ -46,6 +46,15 @@ local migrations = {
         })
         r:create_index('pk', {type = 'TREE', parts = {{field = 'request_id', type = 'uuid'}}})
     end,
+    -- v2: request ids by the age of their message (a UUIDv7 id starts with its
+    -- time), for the expiry of dialogs.requests.
+    function()
+        box.space.dialogs_requests:create_index('message_id', {
+            type = 'TREE',
+            unique = false,
+            parts = {{field = 'message_id', type = 'uuid'}},
+        })
+    end,
 }
 
 -- The version this release brings the data to.
@@ -71,6 +80,39 @@ function M.migrate()
         box.commit()
         log.info('dialogs: schema migrated to version %d', v)
     end
+end
+
+-- The version of Tarantool's own system spaces, as "major.minor.patch".
+local function system_schema_version()
+    local t = box.space._schema:get{'version'}
+    if t == nil then
+        return 'unknown'
+    end
+    return table.concat({t[2], t[3], t[4] or 0}, '.')
+end
+
+-- A data directory made by an older Tarantool keeps its old system spaces until
+-- box.schema.upgrade() runs, and until then a server that knows it (probed:
+-- box.schema.needs_upgrade) refuses most writes to them (271
+-- SCHEMA_NEEDS_UPGRADE), so this runs before anything else writes there. The
+-- upgrade is logged before and after; a failure stops the start-up with what to
+-- run by hand. Writable instance only, as admin. Returns true if it upgraded.
+function M.upgrade_system_spaces()
+    if not capabilities.can_tell_schema_needs_upgrade() or not box.schema.needs_upgrade() then
+        return false
+    end
+    local from = system_schema_version()
+    log.info('dialogs: the data directory holds system spaces of Tarantool %s, older than '
+        .. 'this server (%s): running box.schema.upgrade()', from, box.info.version)
+    local ok, err = pcall(box.schema.upgrade)
+    if not ok then
+        error(string.format('dialogs: box.schema.upgrade() from %s failed: %s; fix the '
+            .. 'cause and start again, or run box.schema.upgrade() as admin on this '
+            .. 'instance', from, tostring(err)), 0)
+    end
+    log.info('dialogs: box.schema.upgrade() done: system spaces %s -> %s', from,
+        system_schema_version())
+    return true
 end
 
 -- The native procedures: C functions, run with their owner's rights (setuid) so
