@@ -44,9 +44,11 @@ cp target/release/libdialogs.so target/rock/get_dialog.so
             ['dialogs.init'] = 'dialogs/init.lua',
             ['dialogs.access'] = 'dialogs/access.lua',
             ['dialogs.admin'] = 'dialogs/admin.lua',
+            ['dialogs.background'] = 'dialogs/background.lua',
             ['dialogs.capabilities'] = 'dialogs/capabilities.lua',
             ['dialogs.config'] = 'dialogs/config.lua',
             ['dialogs.replication'] = 'dialogs/replication.lua',
+            ['dialogs.requests'] = 'dialogs/requests.lua',
             ['dialogs.schema'] = 'dialogs/schema.lua',
         },
         lib = {

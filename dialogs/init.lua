@@ -25,8 +25,10 @@ local fiber = require('fiber')
 local log = require('log')
 
 local access = require('dialogs.access')
+local background = require('dialogs.background')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
+local requests = require('dialogs.requests')
 local schema = require('dialogs.schema')
 
 local M = {}
@@ -62,8 +64,9 @@ end
 -- package.search (its module searchers: package.cpath, the working directory,
 -- .rocks) where it exists, else package.cpath.
 local function search_c_module(name)
-    if type(package.search) == 'function' then
-        local ok, path = pcall(package.search, name)
+    local search = rawget(package, 'search')
+    if type(search) == 'function' then
+        local ok, path = pcall(search, name)
         if ok and type(path) == 'string' and path:match('%.so$') then
             return path
         end
@@ -247,14 +250,21 @@ end
 
 -- Everything only the writable instance does, as admin; each step is
 -- idempotent, so running it again (a reload, a new leader) changes nothing that
--- is already right.
+-- is already right. Where the configuration elects no leader (failover manual or
+-- off) a synchronous store's writable instance also takes the synchronous queue;
+-- under election the elected leader owns it already.
 local function set_up_writable(s)
+    local r = replication_settings(s)
     box.session.su('admin', function()
+        schema.upgrade_system_spaces()
         schema.migrate()
-        replication.apply_sync_mode(replication_settings(s))
+        replication.apply_sync_mode(r)
         schema.register_functions()
         access.restrict_public_role()
     end)
+    if (box.cfg.election_mode or 'off') == 'off' then
+        replication.take_queue(r)
+    end
     log.info('dialogs: set up as the writable instance: schema version %d, procedures %s, '
         .. 'application user %q', schema.version(), procedures_text(), s.user)
 end
@@ -289,17 +299,9 @@ local function watch(s, done)
     end
 end
 
--- The fiber of the current apply(), kept outside the module so that a reloaded
--- module still stops the fiber an earlier copy started.
-local FIBER_KEY = '__dialogs_role_fiber'
-
-local function stop_watch()
-    local f = rawget(_G, FIBER_KEY)
-    rawset(_G, FIBER_KEY, nil)
-    if f ~= nil and f:status() ~= 'dead' and f ~= fiber.self() then
-        f:cancel()
-    end
-end
+-- The role's own fiber (dialogs.background keeps one of each name per
+-- instance, across reloads of this module).
+local FIBER = 'role'
 
 -- roles: refuses a bad roles_cfg.dialogs (and, on a running Tarantool 3
 -- instance, credentials that do not fit it), naming the key. Changes nothing.
@@ -319,7 +321,7 @@ end
 function M.apply(cfg)
     local s = M.settings(cfg)
     use_lib_dir(s.lib_dir)
-    stop_watch()
+    background.stop(FIBER)
     local done = false
     if not box.info.ro then
         set_up_writable(s)
@@ -328,15 +330,19 @@ function M.apply(cfg)
         log.info('dialogs: read-only for now: the store is set up by the writable '
             .. 'instance, and here as soon as this one becomes writable')
     end
-    local f = fiber.new(watch, s, done)
-    f:name('dialogs.role')
-    rawset(_G, FIBER_KEY, f)
+    background.start(FIBER, watch, s, done)
+    -- Request ids expire on whichever instance is writable (the pruner waits
+    -- for that itself).
+    requests.start_expiry(s.request_ttl)
 end
 
--- roles: stops the role's fiber. The spaces, their data and the functions stay
--- (another configuration, or init.lua, may serve them again).
+-- roles: stops the role's fibers (its own, the request-id pruner, a queue
+-- taker). The spaces, their data and the functions stay (another
+-- configuration, or init.lua, may serve them again).
 function M.stop()
-    stop_watch()
+    background.stop(FIBER)
+    requests.stop_expiry()
+    replication.stop_take_queue()
 end
 
 return M
