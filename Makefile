@@ -35,7 +35,7 @@ WITH_TT := PATH="$(TT_PATH_DIR):$$PATH"
 DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
 export DIALOGS_UPGRADE_FROM
 
-.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
+.PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run test \
         test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
@@ -82,6 +82,14 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 
+# Debian's luarocks: tests/python/test_rock.py installs the rock with it.
+deps-luarocks:
+	@command -v luarocks >/dev/null || { \
+	  echo "installing luarocks from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq luarocks; }
+
+
 deps-luacheck:
 	@command -v luacheck >/dev/null || { \
 	  echo "installing luacheck (lua-check) from apt"; \
@@ -89,7 +97,7 @@ deps-luacheck:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
 
-deps: deps-tarantool deps-runner deps-python deps-luacheck
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks
 
 # --- build ------------------------------------------------------------------------
 
@@ -102,8 +110,10 @@ build-test: deps-tarantool
 	$(CARGO) build -p dialogs --features test
 	@./scripts/install-lib.sh target/debug/libdialogs.so $(TEST_LIB_DIR) $(PROCS) dialogs_test_panic
 
+# Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
+# 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	tarantool init.lua
+	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
 
 # --- tests ------------------------------------------------------------------------
 
