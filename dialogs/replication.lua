@@ -149,8 +149,9 @@ end
 -- when a quorum is set and nobody owns the queue yet, and after every restart of
 -- the instance that owned it (Tarantool 3 then wants a new promote before the
 -- owner writes anything, synchronous or not). It takes it with
--- box.ctl.promote(), which needs the votes of a quorum: waits up to the connect
--- timeout for enough peers, and otherwise goes on in a background fiber (logged)
+-- box.ctl.promote(), which needs the votes of a quorum: waits up to
+-- r.connect_timeout seconds (none if nil) for enough peers, and otherwise goes on
+-- in a background fiber (logged)
 -- that takes the queue once they have joined and then calls on_taken() (e.g. the
 -- set-up that a read-only instance skipped). A queue that another instance owns
 -- is never taken here: that is scripts/promote's job. Replicas, asynchronous
@@ -173,7 +174,7 @@ function M.take_queue(r, on_taken)
         return true
     end
     background.start('queue', take_queue_loop, on_taken)
-    local deadline = clock.monotonic() + r.connect_timeout
+    local deadline = clock.monotonic() + (r.connect_timeout or 0)
     while not queue_is_mine() and clock.monotonic() < deadline
             and background.get('queue') ~= nil do
         fiber.sleep(PEER_POLL_S)
@@ -186,6 +187,11 @@ function M.take_queue(r, on_taken)
             connected_peers() + 1, election_quorum())
     end
     return queue_is_mine()
+end
+
+-- Stops a queue taker that take_queue started, if one still runs.
+function M.stop_take_queue()
+    background.stop('queue')
 end
 
 -- An asynchronous replica set needs no owner of the queue; one left from when
