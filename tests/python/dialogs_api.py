@@ -33,6 +33,14 @@ READ_ONLY = 1006
 REQUEST_CONFLICT = 1007
 INTERNAL = 1008
 
+# Tarantool's own errors that reach a caller (README "Errors", second table).
+ER_MEMORY_ISSUE = 2
+ER_INVALID_MSGPACK = 20
+ER_ACCESS_DENIED = 42
+ER_NO_SUCH_USER = 45
+ER_PASSWORD_MISMATCH = ER_CREDS_MISMATCH = 47  # one code, renamed when it widened
+INVALID_MSGPACK_BODY = "Invalid MsgPack - packet body"
+
 # Field numbers of a message tuple.
 ID, DIALOG_ID, USER_FROM, USER_TO, TEXT, CREATED_AT = range(6)
 
@@ -46,6 +54,52 @@ def derived_dialog_id(a: uuid.UUID, b: uuid.UUID) -> uuid.UUID:
 
 def new_user() -> uuid.UUID:
     return uuid.uuid4()
+
+
+# Whether the server checks the msgpack extensions of every request before any
+# procedure runs (README "Errors": 20 for a malformed uuid, decimal, datetime, error,
+# interval or tuple extension). Tarantool began to do so in 2.10.1 (gh-6857) and
+# offers no option or flag that says it does, so the probe asks for what arrived
+# with it in the same release: the module API function box_tuple_field_by_path
+# (gh-7228), exported by every server from 2.10.1 on and by none before. Sending a
+# malformed extension to see what comes back would probe the very behaviour the
+# tests check, and could not tell a server that checks from a procedure that
+# happens to refuse it.
+CHECKS_EXTENSIONS_PROBE_LUA = (
+    "(function() local ffi = require('ffi') "
+    "pcall(ffi.cdef, 'void *dlsym(void *handle, const char *symbol);') "
+    "return ffi.C.dlsym(nil, 'box_tuple_field_by_path') ~= nil end)()")
+# Whether a failed login says which part was wrong (45 for an unknown user, 47 for
+# a wrong password) or, where box.error.CREDS_MISMATCH exists, only that the
+# credentials are invalid (47, for both).
+CREDS_MISMATCH_PROBE_LUA = "box.error.CREDS_MISMATCH ~= nil"
+
+_BINARY_PROBES: dict = {}
+
+
+def probe_binary(lua_expr: str, binary: Optional[str] = None) -> str:
+    """tostring() of a Lua expression evaluated by a fresh `binary` (default: the
+    `tarantool` on PATH, the server under test), without box.cfg."""
+    binary = os.path.realpath(binary or shutil.which("tarantool") or "tarantool")
+    key = (binary, lua_expr)
+    if key not in _BINARY_PROBES:
+        out = subprocess.run([binary, "-e", f"print(tostring({lua_expr})) os.exit(0)"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip(), \
+            f"probe {lua_expr!r} of {binary} failed: {out.returncode} {out.stdout!r} " \
+            f"{out.stderr!r}"
+        _BINARY_PROBES[key] = out.stdout.strip()
+    return _BINARY_PROBES[key]
+
+
+def checks_request_extensions(binary: Optional[str] = None) -> bool:
+    """See CHECKS_EXTENSIONS_PROBE_LUA."""
+    return probe_binary(CHECKS_EXTENSIONS_PROBE_LUA, binary) == "true"
+
+
+def has_creds_mismatch(binary: Optional[str] = None) -> bool:
+    """See CREDS_MISMATCH_PROBE_LUA."""
+    return probe_binary(CREDS_MISMATCH_PROBE_LUA, binary) == "true"
 
 
 # What a procedure's reply looks like on the wire (README "Reply shape"), exactly,
@@ -76,8 +130,6 @@ MULTIRETURN_PROBE_LUA = (
 # records it for every server it starts (from the binary that server runs), and a
 # test that changes the option on a server records the new state.
 _MULTIRETURN: dict = {}
-# binary (real path) -> the option's state in a fresh instance of it.
-_BINARY_MULTIRETURN: dict = {}
 
 
 def multireturn_of_binary(binary: Optional[str] = None) -> str:
@@ -85,16 +137,9 @@ def multireturn_of_binary(binary: Optional[str] = None) -> str:
     on PATH, the server under test): 'absent', 'new' or 'old'. A server runs with it
     as long as nobody sets the option, and the store does not (test_api checks that
     on a running server)."""
-    binary = os.path.realpath(binary or shutil.which("tarantool") or "tarantool")
-    if binary not in _BINARY_MULTIRETURN:
-        out = subprocess.run([binary, "-e", f"print({MULTIRETURN_PROBE_LUA}) os.exit(0)"],
-                             capture_output=True, text=True, timeout=30)
-        state = out.stdout.strip()
-        assert out.returncode == 0 and state in ("absent", "new", "old"), \
-            f"reply-shape probe of {binary} failed: {out.returncode} {out.stdout!r} " \
-            f"{out.stderr!r}"
-        _BINARY_MULTIRETURN[binary] = state
-    return _BINARY_MULTIRETURN[binary]
+    state = probe_binary(MULTIRETURN_PROBE_LUA, binary)
+    assert state in ("absent", "new", "old"), f"reply-shape probe: {state!r}"
+    return state
 
 
 def set_multireturn(server_key, state: str) -> None:

@@ -24,11 +24,15 @@ import pytest
 
 from admin import AdminConsole, admin_kwargs, admin_socket, remove_socket_dir
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
-                         REQUEST_CONFLICT, message_id_of, messages_of, server_key)
+                         ER_INVALID_MSGPACK, INVALID_MSGPACK_BODY, REQUEST_CONFLICT,
+                         checks_request_extensions, message_id_of, messages_of, server_key)
 from harness import Server
 from iproto_raw import RawConnection
 
-ER_INVALID_MSGPACK = 20  # Tarantool's own check of the request body
+# Whether the server refuses a malformed msgpack extension itself, before the
+# procedure sees the call (README "Errors": 20 on servers that check extensions in
+# requests; the procedure's own 1002 on the others). Probed: see dialogs_api.
+CHECKS_EXTENSIONS = checks_request_extensions()
 
 NEW_SIG = "new_dialog: expected 4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])"
 GET_SIG = "get_dialog: expected 1 or 2 arguments (dialog_id [, opts])"
@@ -450,11 +454,34 @@ LIMITS = {
                          "opts.limit: expected an integer, got float"),
 }
 
+def malformed_extension(value) -> bool:
+    """Whether an argument holds a msgpack extension that a server checking
+    extensions refuses: a uuid (type 2) that is not 16 bytes, or an error (type 3)
+    whose payload does not decode (the tables' only error extension is an empty
+    map, which has no error stack)."""
+    if isinstance(value, msgpack.ExtType):
+        return (value.code == 2 and len(value.data) != 16) or value.code == 3
+    if isinstance(value, list):
+        return any(malformed_extension(v) for v in value)
+    if isinstance(value, dict):
+        return any(malformed_extension(k) or malformed_extension(v) for k, v in value.items())
+    return False
+
+
+def for_this_server(case: Case) -> Case:
+    """The documented reply on this server: a server that checks extensions refuses
+    a malformed one itself, with its own code and message."""
+    if CHECKS_EXTENSIONS and malformed_extension(case.args):
+        assert case.code, "a call with a malformed extension is refused on every server"
+        return refused(case.proc, case.args, ER_INVALID_MSGPACK, INVALID_MSGPACK_BODY)
+    return case
+
+
 ALL_CASES = {}
 for table_name, table in [("arity", ARITY), ("type", TYPE_MATRIX), ("uuid", UUIDS),
                           ("text", TEXTS), ("opts", OPTIONS), ("limit", LIMITS)]:
     for key, case in table.items():
-        ALL_CASES[f"{table_name}:{key}"] = case
+        ALL_CASES[f"{table_name}:{key}"] = for_this_server(case)
 
 
 # --- the server and the checks ----------------------------------------------------------
@@ -522,6 +549,13 @@ def test_every_case_class_is_present():
         for pos in ("dialog_id", "opts"):
             assert f"type:get_dialog-{pos}-{tid}" in ids, (pos, tid)
     assert len(ALL_CASES) > 400
+    # The malformed extensions: refused by the server or by the procedure, never
+    # accepted (18 cases: a 15- and a 17-byte uuid in three positions, an error
+    # extension in twelve).
+    malformed = [c for c in ALL_CASES.values() if malformed_extension(c.args)]
+    assert len(malformed) == 18 and all(c.code for c in malformed)
+    expected = ({ER_INVALID_MSGPACK} if CHECKS_EXTENSIONS else {BAD_TYPE})
+    assert {c.code for c in malformed} == expected
 
 
 # --- 7. a request_id reused with other content, through the table's connection -----------

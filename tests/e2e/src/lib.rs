@@ -81,18 +81,52 @@ pub fn encode(v: &Value) -> Vec<u8> {
 pub fn results_one_value_each() -> bool {
     static STATE: OnceLock<bool> = OnceLock::new();
     *STATE.get_or_init(|| {
-        let out = std::process::Command::new(server::tarantool_binary())
-            .args(["-e", &format!("print({MULTIRETURN_PROBE_LUA}) os.exit(0)")])
-            .output()
-            .expect("run tarantool");
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let state = probe_binary(MULTIRETURN_PROBE_LUA);
         assert!(
-            out.status.success() && ["absent", "new", "old"].contains(&state.as_str()),
-            "reply-shape probe failed: {:?} {state:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            ["absent", "new", "old"].contains(&state.as_str()),
+            "reply-shape probe: {state:?}"
         );
         state == "new"
+    })
+}
+
+/// `tostring()` of a Lua expression evaluated by a fresh instance of the server
+/// binary under test (no `box.cfg`).
+pub fn probe_binary(lua_expr: &str) -> String {
+    let out = std::process::Command::new(server::tarantool_binary())
+        .args(["-e", &format!("print(tostring({lua_expr})) os.exit(0)")])
+        .output()
+        .expect("run tarantool");
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && !value.is_empty(),
+        "probe {lua_expr:?} failed: {:?} {value:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    value
+}
+
+/// Tarantool's own code for a request whose msgpack it refuses (README "Errors").
+pub const ER_INVALID_MSGPACK: u32 = 20;
+/// Its message when the arguments hold a malformed extension.
+pub const INVALID_MSGPACK_BODY: &str = "Invalid MsgPack - packet body";
+
+/// Whether the server checks the msgpack extensions of every request (decimal,
+/// uuid, error, datetime, interval, tuple) before any procedure runs, refusing a
+/// malformed one with [`ER_INVALID_MSGPACK`]. Tarantool began to in 2.10.1
+/// (gh-6857) and has no option or flag that says so, so this asks for what came
+/// in the same release: the module API function `box_tuple_field_by_path`
+/// (gh-7228), exported from 2.10.1 on and never before. Sending a malformed
+/// extension to see what happens would probe the behaviour under test itself.
+pub fn server_checks_request_extensions() -> bool {
+    static STATE: OnceLock<bool> = OnceLock::new();
+    *STATE.get_or_init(|| {
+        probe_binary(
+            "(function() local ffi = require('ffi') \
+             pcall(ffi.cdef, 'void *dlsym(void *handle, const char *symbol);') \
+             return ffi.C.dlsym(nil, 'box_tuple_field_by_path') ~= nil end)()",
+        ) == "true"
     })
 }
 
