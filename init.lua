@@ -17,12 +17,11 @@ local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''
 package.path = fio.pathjoin(here, '?.lua') .. ';' .. fio.pathjoin(here, '?', 'init.lua')
     .. ';' .. package.path
 
-local access = require('dialogs.access')
 local admin = require('dialogs.admin')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
-local schema = require('dialogs.schema')
+local setup = require('dialogs.setup')
 
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
@@ -45,15 +44,8 @@ box.cfg(replication.box_options(r, {
 }))
 
 if not box.info.ro then
-    box.session.su('admin', function()
-        schema.upgrade_system_spaces()
-        schema.migrate()
-        replication.apply_sync_mode(r)
-        schema.register_functions()
-        access.setup_app_user(cfg, config.ENV.user)
-        access.restrict_public_role()
-        access.setup_replication_user(r)
-    end)
+    cfg.user_setting = config.ENV.user
+    setup.writable_instance(cfg)
 end
 
 -- The writable instance of a synchronous replica set owns the synchronous queue
