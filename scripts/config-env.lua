@@ -25,13 +25,14 @@ local role = require('dialogs')
 local ENV = config.ENV
 
 -- Variables whose job the configuration file does on Tarantool 3, and where.
+-- (DIALOGS_REPLICATION_PASSWORD is not among them: config/replicaset-*.yaml read
+-- it, and config/single.yaml has no replication user.)
 local TAKEN_OVER = {
     user = 'the application user is declared in %s (credentials.users and '
         .. 'roles_cfg.dialogs.user)',
     peers = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
     read_only = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
     replication_user = 'the replication user is declared in config/replicaset-*.yaml',
-    replication_password = 'the replication user is declared in config/replicaset-*.yaml',
     sync_quorum = 'replication.synchro_quorum and roles_cfg.dialogs.synchronous in '
         .. 'config/replicaset-*.yaml',
     sync_timeout = 'replication.synchro_timeout in config/replicaset-*.yaml',

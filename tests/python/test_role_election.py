@@ -48,8 +48,8 @@ def test_leader_kill_under_load_loses_nothing_acknowledged(capsys):
             rows = stored(conn, w.dialog)
             ids = [str(t[0]) for t in rows]
             # Every acknowledged message exactly once, and nothing that was not.
-            assert ids == [i for _, i, _ in w.acked], f"{w.name}: stored != acknowledged"
-            assert [t[4] for t in rows] == [f"writer {w.n} seq {s}" for s, _, _ in w.acked]
+            assert ids == [a[1] for a in w.acked], f"{w.name}: stored != acknowledged"
+            assert [t[4] for t in rows] == [f"writer {w.n} seq {a[0]}" for a in w.acked]
             # Ids increase in acknowledgement order, across the failover.
             assert all(x < y for x, y in zip(map(uuid.UUID, ids), map(uuid.UUID, ids[1:])))
         assert sum(w.retries for w in run.writers) > 0  # the kill was felt
@@ -62,7 +62,7 @@ def test_leader_kill_under_load_loses_nothing_acknowledged(capsys):
         oc = old.connect()
         for w in run.writers:
             wait_until(lambda: [str(t[0]) for t in stored(oc, w.dialog)]
-                       == [i for _, i, _ in w.acked], 30, f"{w.name}'s dialog on the old leader")
+                       == [a[1] for a in w.acked], 30, f"{w.name}'s dialog on the old leader")
         with pytest.raises(tarantool.error.DatabaseError) as e:
             new_dialog(oc, None, str(new_user()), str(new_user()), "to the old leader")
         assert e.value.args[0] == READ_ONLY
