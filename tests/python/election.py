@@ -22,7 +22,7 @@ from typing import Optional
 import tarantool
 
 from config_harness import Cluster, ConfigServer
-from dialogs_api import READ_ONLY, derived_dialog_id, new_dialog, new_user
+from dialogs_api import READ_ONLY, derived_dialog_id, new_dialog, new_user, walk_dialog
 from harness import admin_eval, wait_until
 
 CONFIG_FILE = "replicaset-election.yaml"
@@ -179,3 +179,25 @@ def failover_run(cluster: Cluster) -> Failover:
                       acked_before_kill=acked_before)
     result.new_leader = wait_until(lambda: leader_of(servers.values()), 30, "the new leader")
     return result
+
+
+def stored_problems(run: Failover) -> list:
+    """What the new leader stores that differs from what was acknowledged: for each
+    writer, its dialog must hold every acknowledged message exactly once, with its
+    text, in acknowledgement order, ids increasing, and nothing else. Empty: none."""
+    problems = []
+    conn = run.new_leader.connect()
+    try:
+        for w in run.writers:
+            rows = [t for page in walk_dialog(conn, w.dialog, 1000) for t in page]
+            ids = [str(t[0]) for t in rows]
+            if ids != [a[1] for a in w.acked]:
+                problems.append(f"{w.name}: {len(ids)} stored, {len(w.acked)} acknowledged, "
+                                "or not the same ids in the same order")
+            if [t[4] for t in rows] != [f"writer {w.n} seq {a[0]}" for a in w.acked]:
+                problems.append(f"{w.name}: stored texts differ from the acknowledged ones")
+            if not all(x < y for x, y in zip(map(uuid.UUID, ids), map(uuid.UUID, ids[1:]))):
+                problems.append(f"{w.name}: ids do not increase")
+    finally:
+        conn.close()
+    return problems
