@@ -220,3 +220,26 @@ def test_a_missing_password_variable_stops_the_start(clusters):
     out = srv.run_to_exit()
     assert out.returncode != 0
     assert "DIALOGS_PASSWORD" in out.stdout + out.stderr
+
+
+def test_removing_the_role_stops_its_fibers_and_keeps_data_and_functions(clusters):
+    c = clusters("single.yaml")
+    srv = c.server("dialogs").start()
+    conn = srv.connect()
+    a, b = new_user(), new_user()
+    first = new_dialog(conn, None, str(a), str(b), "kept")
+    fibers = ("(function() local n = {} for _, f in pairs(require('fiber').info()) do "
+              "if f.name:find('^dialogs%.') then table.insert(n, f.name) end end "
+              "table.sort(n) return n end)()")
+    assert admin_eval(srv, fibers) == ["dialogs.request_expiry", "dialogs.role"]
+    c.write(c.text.replace("roles: [dialogs]", "roles: []"))
+    reload_config(srv)
+    assert admin_eval(srv, fibers) == []
+    # The store stays as it was: data, functions, grants; the procedures still serve.
+    second = new_dialog(conn, None, str(a), str(b), "after stop")
+    assert [str(t[0]) for t in get_dialog(conn, derived_dialog_id(a, b))] == [first, second]
+    # And the role comes back on the same data.
+    c.write(c.text.replace("roles: []", "roles: [dialogs]"))
+    reload_config(srv)
+    assert admin_eval(srv, fibers) == ["dialogs.request_expiry", "dialogs.role"]
+    assert srv.log_errors() == []
