@@ -58,7 +58,8 @@ impl Reply {
 
 /// Runs one procedure call: `body` reads the msgpack arguments and adds the
 /// results to the [`Reply`]. Errors and panics become the fiber's last error
-/// (after a panic, an open transaction is rolled back); the return value is
+/// (after a panic, what the call wrote is undone: its own transaction, or its
+/// part of a caller's, see [`store::TxnMark`]); the return value is
 /// what Tarantool expects of a C function: 0, or -1 with the error set.
 ///
 /// # Safety
@@ -73,19 +74,22 @@ unsafe fn serve(
     let len = usize::try_from(args_end.offset_from(args)).unwrap_or(0);
     let args = std::slice::from_raw_parts(args.cast::<u8>(), len);
     let mut reply = Reply { ctx };
-    let result = match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
-        Ok(result) => result,
-        Err(payload) => {
-            // A panic may have left the procedure's own transaction open. (An
-            // error has not: Transaction::run rolls back on every error, and a
-            // caller's transaction is the caller's to end.)
-            store::Transaction::rollback();
-            Err(Error::Internal {
-                proc,
-                what: panic_message(payload.as_ref()),
-            })
+    let result = store::TxnMark::take().and_then(|mark| {
+        match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
+            Ok(result) => result,
+            Err(payload) => {
+                // A panic may have left the procedure's writes in place: undo
+                // them, and only them. (An error has not: Transaction::run rolls
+                // back on every error, and a caller's transaction is the
+                // caller's to end.)
+                mark.undo();
+                Err(Error::Internal {
+                    proc,
+                    what: panic_message(payload.as_ref()),
+                })
+            }
         }
-    };
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {

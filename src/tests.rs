@@ -21,9 +21,10 @@ use crate::store::{Store, TimeField, Transaction};
 
 bind_test_suite!();
 
-/// A test-only procedure: stores a message inside a transaction, then panics.
-/// Proves that a panic becomes an error reply, rolls the write back, and leaves
-/// the server serving.
+/// A test-only procedure: stores a message, then panics. The write is in a
+/// transaction of its own, or in the caller's when one is open. Proves that a
+/// panic becomes an error reply, undoes the procedure's write and nothing else,
+/// and leaves the server serving.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.
@@ -36,10 +37,15 @@ pub unsafe extern "C" fn dialogs_test_panic(
     crate::serve("dialogs_test_panic", ctx, args, args_end, |args, _| {
         let request = NewDialog::parse(args)?;
         let store = Store::get()?;
-        Transaction::run(|| {
+        let write_then_panic = || -> crate::error::Result<()> {
             request.apply(&store)?;
             panic!("deliberate panic after a write");
-        })
+        };
+        if tarantool::transaction::is_in_transaction() {
+            write_then_panic()
+        } else {
+            Transaction::run(write_then_panic)
+        }
     })
 }
 
@@ -446,6 +452,40 @@ fn a_panic_becomes_an_error_and_rolls_the_write_back() {
     assert_eq!(page(d, "{}").len(), 1);
 }
 
+#[tarantool::test]
+fn a_panic_inside_the_callers_transaction_undoes_only_the_procedures_write() {
+    let (a, b, d) = (user(), user(), user());
+    lua_exec("box.begin()");
+    let mine = send(Some(d), a, b, "the caller's own write");
+    let refused = call(
+        "dialogs_test_panic",
+        &format!("{{{}, {}, {}, 'lost'}}", q(&d), q(&a), q(&b)),
+    );
+    let open = lua_bool("box.is_in_txn()");
+    let inside = page(d, "{}");
+    if open {
+        lua_exec("box.commit()");
+    }
+    match refused {
+        Outcome::Err(c, m) => assert_eq!(
+            (c, m.as_str()),
+            (
+                code::INTERNAL,
+                "dialogs_test_panic: internal error: deliberate panic after a write"
+            )
+        ),
+        Outcome::Ok(v) => panic!("expected error {}, got {v:?}", code::INTERNAL),
+    }
+    assert!(open, "the panic ended the caller's transaction");
+    assert_eq!(inside, vec![(mine, "the caller's own write".to_owned())]);
+    // Committed by the caller: its write is stored, the procedure's is not.
+    assert_eq!(
+        page(d, "{}"),
+        vec![(mine, "the caller's own write".to_owned())]
+    );
+    assert!(!lua_bool("box.is_in_txn()"));
+}
+
 // --- get_dialog ------------------------------------------------------------
 
 /// A dialog of `n` messages; returns its id and the message ids in order.
@@ -676,8 +716,25 @@ fn a_refused_call_leaves_the_callers_transaction_alone() {
         code::BAD_TEXT,
         "text: must be 1 to 4096 characters, got 0",
     );
+    // With a request_id, new_dialog needs a transaction of its own: Tarantool
+    // refuses to open one inside the caller's, and the caller's stays as it was.
+    let with_request = call(
+        "new_dialog",
+        &format!(
+            "{{{}, {}, {}, 'x', {{request_id = {}}}}}",
+            q(&d),
+            q(&a),
+            q(&b),
+            q(&user())
+        ),
+    );
     let open = lua_bool("box.is_in_txn()");
     lua_exec("box.commit()");
-    assert!(open, "the refusal ended the caller's transaction");
+    assert!(open, "a refusal ended the caller's transaction");
+    assert!(
+        matches!(&with_request, Outcome::Err(79, m)
+            if m.trim_end() == "Operation is not permitted when there is an active transaction"),
+        "{with_request:?}"
+    );
     assert_eq!(page(d, "{}").len(), 1);
 }
