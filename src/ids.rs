@@ -17,6 +17,10 @@ use uuid::Uuid;
 /// Namespace of dialog ids derived from a user pair (README, "Derived dialog ids").
 pub const PAIR_NAMESPACE: Uuid = Uuid::from_u128(0x891430a2_525c_5f8d_a17c_599239615dc5);
 
+/// A stored id stamped further than this ahead of the clock is logged as a warning
+/// (README, "Guarantees"): every later id carries that time until the clock passes it.
+pub const CLOCK_BEHIND_WARNING_MS: u64 = 1000;
+
 const COUNTER_BITS: u32 = 74;
 const COUNTER_MAX: u128 = (1 << COUNTER_BITS) - 1;
 /// A fresh counter keeps its top bit clear (RFC 9562, 6.2: counter rollover guard),
@@ -99,10 +103,23 @@ fn entropy() -> u64 {
     })
 }
 
+/// A new id, and how far ahead of the clock the floor it had to stay above was,
+/// when that is worth a warning (see [`IdGenerator::issue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    pub id: Uuid,
+    /// Set once when the floor is first seen more than
+    /// [`CLOCK_BEHIND_WARNING_MS`] ahead of the clock: the distance in ms.
+    pub floor_ahead_ms: Option<u64>,
+}
+
 /// Issues strictly increasing v7 ids.
 pub struct IdGenerator {
     last: Cell<u128>,
     random: Random,
+    /// A floor far ahead of the clock has been reported and the clock has not
+    /// passed it since.
+    warned: Cell<bool>,
 }
 
 impl IdGenerator {
@@ -110,6 +127,7 @@ impl IdGenerator {
         IdGenerator {
             last: Cell::new(0),
             random: Random::new(),
+            warned: Cell::new(false),
         }
     }
 
@@ -117,7 +135,12 @@ impl IdGenerator {
     /// greatest id already in the space), stamped with `now_millis` unless that
     /// clock reading is not ahead of them. `None` only when ids are exhausted
     /// (year 10889).
-    pub fn issue(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Uuid> {
+    ///
+    /// The first time the floor is more than [`CLOCK_BEHIND_WARNING_MS`] ahead
+    /// of the clock, the result says by how much; not again until the clock has
+    /// passed the floor (so one stored id from the future is reported once, and
+    /// a later one again).
+    pub fn issue(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Issued> {
         let now_millis = now_millis.min(MILLIS_MAX);
         let last = Uuid::from_u128(self.last.get());
         let floor = match stored_max {
@@ -125,6 +148,13 @@ impl IdGenerator {
             _ => last,
         };
         let (floor_millis, floor_counter) = split(floor);
+        let mut floor_ahead_ms = None;
+        if now_millis > floor_millis {
+            self.warned.set(false);
+        } else if floor_millis - now_millis > CLOCK_BEHIND_WARNING_MS && !self.warned.get() {
+            self.warned.set(true);
+            floor_ahead_ms = Some(floor_millis - now_millis);
+        }
         let fresh = |millis| join(millis, self.random.next_u128() & FRESH_COUNTER_MASK);
         let id = if now_millis > floor_millis {
             fresh(now_millis)
@@ -147,7 +177,7 @@ impl IdGenerator {
             return None;
         };
         self.last.set(id.as_u128());
-        Some(id)
+        Some(Issued { id, floor_ahead_ms })
     }
 }
 
@@ -180,7 +210,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn id(g: &IdGenerator, now: u64, stored: Option<Uuid>) -> Uuid {
-        g.issue(now, stored).unwrap()
+        g.issue(now, stored).unwrap().id
     }
 
     #[test]
@@ -253,6 +283,24 @@ mod tests {
         let next = id(&g, NOW, Some(floor));
         assert!(next > floor);
         assert_eq!(next.get_version_num(), 7);
+    }
+
+    #[test]
+    fn a_far_future_floor_is_reported_once_until_the_clock_passes_it() {
+        let g = IdGenerator::new();
+        let future = join(NOW + 5_000, 0);
+        let ahead = |now, stored| g.issue(now, stored).unwrap().floor_ahead_ms;
+        assert_eq!(ahead(NOW, None), None);
+        assert_eq!(ahead(NOW + 1, Some(future)), Some(4_999));
+        assert_eq!(ahead(NOW + 2, Some(future)), None);
+        assert_eq!(ahead(NOW + 3, None), None);
+        // The clock passes it; a new stored id from the future is reported again.
+        assert_eq!(ahead(NOW + 5_001, Some(future)), None);
+        assert_eq!(ahead(NOW + 5_002, Some(join(NOW + 9_000, 0))), Some(3_998));
+        // Near the clock (a failover to a clock a little behind): no report.
+        let g = IdGenerator::new();
+        let near = join(NOW + CLOCK_BEHIND_WARNING_MS, 0);
+        assert_eq!(g.issue(NOW, Some(near)).unwrap().floor_ahead_ms, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::args::{self, Args};
 use crate::error::{Arg, Error, Result, ER_TRANSACTION_CONFLICT, ER_TUPLE_FOUND};
-use crate::ids::{pair_dialog, IdGenerator};
+use crate::ids::{pair_dialog, IdGenerator, Issued};
 use crate::msgpack::Write;
 use crate::store::{Message, Store};
 use crate::Reply;
@@ -72,12 +72,15 @@ impl<'a> NewDialog<'a> {
         // SAFETY: a plain clock read.
         let now_us = unsafe { tarantool::ffi::tarantool::clock_realtime64() } / 1000;
         let stored_max = store.max_id()?;
-        let id = IDS
+        let Issued { id, floor_ahead_ms } = IDS
             .with(|ids| ids.issue(now_us / 1000, stored_max))
             .ok_or_else(|| Error::Internal {
                 proc: "new_dialog",
                 what: "message ids exhausted".into(),
             })?;
+        if let Some(ahead) = floor_ahead_ms {
+            warn_clock_behind(ahead);
+        }
         let message = Message {
             id,
             dialog_id,
@@ -134,6 +137,18 @@ impl<'a> NewDialog<'a> {
         out.put_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         out
     }
+}
+
+/// Says in the log that ids are pinned ahead of this server's clock (README,
+/// "Guarantees": what an operator does about it).
+fn warn_clock_behind(ahead_ms: u64) {
+    tarantool::say_warn!(
+        "dialogs: the greatest stored message id is {:.3} s ahead of this server's clock: \
+         new ids carry that time until the clock passes it (a clock set wrong on the \
+         instance that wrote it, or on this one; see README, Guarantees)",
+        // Milliseconds to seconds for the log line; exact below 2^53 ms.
+        ahead_ms as f64 / 1000.0
+    );
 }
 
 /// The procedure body: parse, apply, encode.

@@ -1,25 +1,31 @@
 """Message ids against a clock that is behind them (README "Guarantees").
 
 Each test runs its own server, so that an id stored from the future pins only that
-server's ids.
+server's ids: the in-Tarantool suite checks ids against the clock strictly, and
+could not if a test there stored one.
 
+- a stored id from the future: later ids sort after it, and the server logs one
+  warning with the distance (per process start, not per call);
 - two writable instances over the same data (a split brain, a mistaken promote)
   with the clock behind their greatest id issue no common id.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import uuid
 
 import pytest
 
-from dialogs_api import derived_dialog_id, new_dialog, new_user
+from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
 from harness import admin_eval, module_built
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
+WARNING = re.compile(r"W> dialogs: the greatest stored message id is ([0-9.]+) s ahead "
+                     r"of this server's clock")
 HOUR_MS = 3_600_000
 
 
@@ -48,6 +54,36 @@ def store_as_admin(srv, msg_id, dialog_id, user_from, user_to, text):
     admin_eval(srv, f"(function() local uuid = require('uuid') "
                     f"box.space.dialogs:insert{{{args}, '{text}', {created_at}}} "
                     f"return true end)()")
+
+
+def warnings(srv) -> list:
+    return [float(m.group(1)) for m in WARNING.finditer(srv.log_of_run())]
+
+
+def test_an_id_from_the_future_pins_later_ids_and_is_logged_once(make_server):
+    srv = with_admin(make_server, "future")
+    conn = srv.connect()
+    a, b = new_user(), new_user()
+    dialog = derived_dialog_id(a, b)
+    first = new_dialog(conn, None, str(a), str(b), "now")
+    assert warnings(srv) == []
+    future = v7_id(int(time.time() * 1000) + HOUR_MS, 0x1234)
+    store_as_admin(srv, future, dialog, a, b, "an hour ahead")
+    later = [new_dialog(conn, None, str(a), str(b), f"after it {i}") for i in range(50)]
+    assert sorted(later) == later and uuid.UUID(later[0]) > future
+    # Every later id carries the future millisecond (the clock is an hour behind).
+    assert {millis_of(i) for i in later} == {millis_of(future)}
+    assert [str(t[0]) for t in get_dialog(conn, dialog)] == [first, str(future), *later]
+    # One warning for 50 calls, with the distance: an hour, less the time taken.
+    [ahead] = warnings(srv)
+    assert HOUR_MS / 1000 - 60 < ahead <= HOUR_MS / 1000
+    # Once per process start: a restarted server warns again at its first write.
+    srv.restart()
+    conn = srv.connect()
+    assert warnings(srv) == []
+    again = [new_dialog(conn, None, str(a), str(b), f"after a restart {i}") for i in range(5)]
+    assert uuid.UUID(again[0]) > uuid.UUID(later[-1])
+    assert len(warnings(srv)) == 1
 
 
 def test_two_masters_over_the_same_data_issue_no_common_id(make_server):
