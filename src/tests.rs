@@ -11,7 +11,6 @@ use std::ffi::{c_char, c_int};
 
 use serde_json::Value as Json;
 use tarantool::ffi::tarantool::BoxFunctionCtx;
-use tarantool_test::bind_test_suite;
 use uuid::Uuid;
 
 use crate::error::code;
@@ -19,7 +18,84 @@ use crate::ids::pair_dialog;
 use crate::new_dialog::NewDialog;
 use crate::store::{Store, TimeField, Transaction};
 
-bind_test_suite!();
+// --- the runner --------------------------------------------------------------
+
+/// A probe of this server: why a test does not apply here (None: it applies).
+type Applies = fn() -> Option<&'static str>;
+
+/// Tests that apply to some servers only: the test's function name and its probe.
+const CONDITIONAL: &[(&str, Applies)] = &[
+    (
+        "created_at_is_a_datetime_where_the_server_has_the_type",
+        || {
+            (!tarantool::ffi::has_datetime())
+                .then_some("this server has no datetime type (Tarantool < 2.10)")
+        },
+    ),
+    (
+        "created_at_is_microseconds_where_the_server_has_no_datetime",
+        || {
+            tarantool::ffi::has_datetime()
+                .then_some("this server has the datetime type: created_at is a datetime")
+        },
+    ),
+];
+
+/// The suite's entry point, called by `tarantool-test` (what
+/// `tarantool_test::bind_test_suite!` generates, plus skips). A test that does not
+/// apply to this server is printed as `SKIPPED <name>: <reason>` and handed to the
+/// runner as ignored, so the runner's own summary counts it:
+/// `test result: ok. N passed; 0 failed; S ignored; 0 measured; 0 filtered out`.
+#[tarantool::proc]
+fn default_test_entrypoint(input: String) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg: tarantool_test::TestsConfig = serde_json::from_str(&input)?;
+    let cfg = tarantool_test::TestsConfig {
+        filter: cfg.filter.filter(|f| !f.is_empty()),
+    };
+    let mut tests = tarantool_test::collect_tests::<()>(cfg);
+    for (name, _) in CONDITIONAL {
+        let known = tarantool::test::test_cases()
+            .iter()
+            .any(|t| t.name().ends_with(&format!("::{name}")));
+        if !known {
+            return Err(format!("CONDITIONAL names no test {name:?}").into());
+        }
+    }
+    for test in &mut tests {
+        let name = test.desc.name.as_slice().to_owned();
+        let reason = CONDITIONAL
+            .iter()
+            .find(|(n, _)| name.ends_with(&format!("::{n}")))
+            .and_then(|(_, probe)| probe());
+        if let Some(reason) = reason {
+            println!("SKIPPED {name}: {reason}");
+            test.desc.ignore = true;
+        }
+    }
+    let opts = tester::TestOpts {
+        list: false,
+        filter: None,
+        filter_exact: false,
+        force_run_in_process: false,
+        exclude_should_panic: false,
+        run_ignored: tester::RunIgnored::No,
+        run_tests: true,
+        bench_benchmarks: false,
+        logfile: None,
+        nocapture: false,
+        color: tester::ColorConfig::AutoColor,
+        format: tester::OutputFormat::Pretty,
+        test_threads: Some(1),
+        skip: vec![],
+        time_options: None,
+        options: tester::Options::new(),
+    };
+    if tester::run_tests_console(&opts, tests)? {
+        Ok(())
+    } else {
+        Err("some tests failed".into())
+    }
+}
 
 /// A test-only procedure: stores a message, then panics. The write is in a
 /// transaction of its own, or in the caller's when one is open. Proves that a
@@ -191,10 +267,16 @@ fn new_dialog_stores_the_message_and_returns_its_id() {
         (t0..=t1).contains(&created),
         "created_at {created} not within the call [{t0}, {t1}]"
     );
-    // The id's timestamp is the same clock in milliseconds, or ahead of it when
-    // an id from the future is stored (another test stores one).
+    // The id's timestamp is the same clock in milliseconds. (No test here stores
+    // an id from the future: tests/python/test_ids.py does, on its own server.)
     let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
-    assert!(secs * 1000 + u64::from(nanos) / 1_000_000 >= t0 / 1000);
+    let id_ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+    assert!(
+        (t0 / 1000..=t1 / 1000).contains(&id_ms),
+        "id timestamp {id_ms} not within the call [{}, {}] ms",
+        t0 / 1000,
+        t1 / 1000
+    );
 }
 
 #[tarantool::test]
@@ -254,28 +336,6 @@ fn ids_follow_insertion_order() {
     let texts: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), ids[..1000]);
     assert_eq!(got.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), texts);
-}
-
-#[tarantool::test]
-fn a_new_id_sorts_after_a_stored_id_from_the_future() {
-    let (a, b, d) = (user(), user(), user());
-    // An id one hour ahead of the clock, stored directly (as after a failover
-    // to a server whose clock is behind).
-    let future_ms = now_us() / 1000 + 3_600_000;
-    let future = Uuid::from_u128(u128::from(future_ms) << 80 | 0x7 << 76 | 0b10 << 62 | 0x1234);
-    lua_exec(&format!(
-        "local u = require('uuid').fromstr
-         box.space.dialogs:insert{{u('{future}'), u('{d}'), u('{a}'), u('{b}'), 'from the future', {}}}",
-        if lua_bool("box.space.dialogs:format()[6].type == 'datetime'") {
-            "require('datetime').now()".to_owned()
-        } else {
-            now_us().to_string()
-        }
-    ));
-    let next = send(Some(d), a, b, "after it");
-    assert!(next > future, "{next} does not sort after {future}");
-    let rows = page(d, "{}");
-    assert_eq!(rows.last().map(|r| r.0), Some(next));
 }
 
 #[tarantool::test]
@@ -690,19 +750,27 @@ fn every_bad_get_dialog_call_is_refused() {
 
 #[tarantool::test]
 fn created_at_is_a_datetime_where_the_server_has_the_type() {
-    let store = Store::get().unwrap();
-    if !tarantool::ffi::has_datetime() {
-        println!("SKIPPED: this server has no datetime type (Tarantool < 2.10): created_at is unsigned microseconds");
-        assert_eq!(store.created_at, TimeField::Micros);
-        return;
-    }
-    assert_eq!(store.created_at, TimeField::Datetime);
+    assert_eq!(Store::get().unwrap().created_at, TimeField::Datetime);
     let (a, b, d) = (user(), user(), user());
     let id = send(Some(d), a, b, "dated");
     let is_dt = lua_bool(&format!(
         "require('datetime').is_datetime(box.space.dialogs:get{{require('uuid').fromstr('{id}')}}[6])"
     ));
     assert!(is_dt);
+}
+
+#[tarantool::test]
+fn created_at_is_microseconds_where_the_server_has_no_datetime() {
+    assert_eq!(Store::get().unwrap().created_at, TimeField::Micros);
+    assert!(lua_bool("box.space.dialogs:format()[6].type == 'unsigned'"));
+    let (a, b, d) = (user(), user(), user());
+    let t0 = now_us();
+    let id = send(Some(d), a, b, "stamped");
+    let t1 = now_us();
+    let stored = lua_u64(&format!(
+        "box.space.dialogs:get{{require('uuid').fromstr('{id}')}}[6]"
+    ));
+    assert!((t0..=t1).contains(&stored), "{stored} not in [{t0}, {t1}]");
 }
 
 #[tarantool::test]
