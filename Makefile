@@ -17,14 +17,14 @@ LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
-.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
-        test-unit test-tarantool test-net test-e2e lint bench bench-smoke deps-postgres clean soak
+.PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run test \
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
-	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make lint   cargo fmt --check, clippy -D warnings, luacheck (make lint-lua)"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make clean  remove build output (data/ is kept)"
@@ -53,7 +53,22 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 
-deps: deps-tarantool deps-runner deps-python
+# Debian's luarocks: tests/python/test_rock.py installs the rock with it.
+deps-luarocks:
+	@command -v luarocks >/dev/null || { \
+	  echo "installing luarocks from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq luarocks; }
+
+
+deps-luacheck:
+	@command -v luacheck >/dev/null || { \
+	  echo "installing luacheck (lua-check) from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
+
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks
 
 # --- build ------------------------------------------------------------------------
 
@@ -66,13 +81,17 @@ build-test: deps-tarantool
 	$(CARGO) build -p dialogs --features test
 	@./scripts/install-lib.sh target/debug/libdialogs.so $(TEST_LIB_DIR) $(PROCS) dialogs_test_panic
 
+# Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
+# 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	tarantool init.lua
+	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
 
 # --- tests ------------------------------------------------------------------------
 
 test: deps build build-test
 	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-lua
+	$(MAKE) --no-print-directory lint-lua
 	$(MAKE) --no-print-directory test-tarantool
 	$(MAKE) --no-print-directory test-net
 	$(MAKE) --no-print-directory test-e2e
@@ -88,6 +107,10 @@ test-unit:
 	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
 	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
+
+# The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.
+test-lua: deps-tarantool
+	tarantool tests/lua/run.lua
 
 test-tarantool:
 	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
@@ -140,7 +163,24 @@ soak: build
 promote:
 	./scripts/promote $(ADMIN_SOCKET)
 
-lint:
+# Every Lua file of the repository: the *.lua files git knows of (tracked, or new
+# and not ignored) and the scripts that run under tarantool (scripts/promote).
+# Settings in .luacheckrc.
+LUA_FILES = $(shell git ls-files --cached --others --exclude-standard '*.lua') \
+            $(shell grep -l '^\#!.*tarantool' scripts/* 2>/dev/null)
+
+lint-lua: deps-luacheck
+	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
+	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
+
+# May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# scripts/rejoin export, then replay).
+.PHONY: rejoin-check
+rejoin-check:
+	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
+lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p dialogs --all-targets --features test -- -D warnings

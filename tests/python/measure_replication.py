@@ -12,7 +12,14 @@ asynchronous and once with DIALOGS_SYNC_QUORUM=2, and for each:
   readable on the replica. Reported as p50/p99/max over all messages.
 - failover: kill -9 the master under the same load, run scripts/promote on a
   replica at once (an operator who reacts instantly), and time from the kill to the
-  first acknowledged write on the new master.
+  first acknowledged write on the new master (only where the survivors still make
+  a quorum).
+- refusal: in a synchronous set, with every replica stopped, one new_dialog: the
+  error code, how long it waited (DIALOGS_SYNC_TIMEOUT, 2 s here), and whether the
+  message was stored anyway (it must not be).
+
+Modes: asynchronous with 3 instances, quorum 2 of 2, 2 of 3 and 3 of 3. The run
+names the server it measured.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (REPO_ROOT, Server, admin_eval, admin_socket,  # noqa: E402
                      module_built, replica_set)
+from synchro import wait_master  # noqa: E402
 
 PROMOTE = REPO_ROOT / "scripts" / "promote"
+SYNC_TIMEOUT_S = 2.0
 
 # Installed on the replica: each applied message's lag in microseconds.
 LAG_TRIGGER = (
@@ -78,10 +87,12 @@ def measure(base: Path, names, sync_quorum, seconds: float, threads: int) -> dic
         return srv
 
     try:
-        servers = replica_set(make, names, sync_quorum=sync_quorum)
+        env = {"DIALOGS_SYNC_TIMEOUT": str(SYNC_TIMEOUT_S)} if sync_quorum else {}
+        servers = replica_set(make, names, sync_quorum=sync_quorum, env=env)
         for s in servers:
             s.start()
         m, r1, r2 = servers[0], servers[1], servers[-1]
+        wait_master(m)
         admin_eval(r2, LAG_TRIGGER)
         acked: list = []
         stop = threading.Event()
@@ -102,7 +113,9 @@ def measure(base: Path, names, sync_quorum, seconds: float, threads: int) -> dic
         }
 
         out["promote_s"] = out["failover_s"] = float("nan")
+        out["refusal"] = ""
         if sync_quorum and len(names) <= sync_quorum:
+            out["refusal"] = refusal(m, servers[1:])
             return out  # one instance down, no quorum: no failover to time
         # Failover under load.
         current = {"srv": m}
@@ -130,6 +143,26 @@ def measure(base: Path, names, sync_quorum, seconds: float, threads: int) -> dic
             s.stop()
 
 
+def refusal(master, replicas) -> str:
+    """Stops the replicas, sends one write: how it was refused, and whether it stayed."""
+    for r in replicas:
+        r.stop()
+    conn = master.connect()
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    t0 = time.monotonic()
+    try:
+        conn.call("new_dialog", [None, a, b, "no quorum"])
+        outcome = "acknowledged (!)"
+    except Exception as e:  # the refusal under test
+        outcome = f"error {getattr(e, 'args', ['?'])[0]}"
+    waited = time.monotonic() - t0
+    stored = admin_eval(master, "box.space.dialogs:len()")
+    kept = admin_eval(master, "(function() local n = 0 for _, t in "
+                              "box.space.dialogs:pairs() do if t[5] == 'no quorum' then "
+                              "n = n + 1 end end return n end)()")
+    return f"{outcome} after {waited:.2f} s, stored {kept} of {stored}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -139,19 +172,22 @@ def main():
         sys.exit("run `make build` first")
     base = Path(tempfile.mkdtemp(prefix="dialogs-repl-measure-"))
     try:
+        version = subprocess.run(["tarantool", "--version"], capture_output=True,
+                                 text=True).stdout.splitlines()[0]
         rows = [measure(base / "async", ["m", "r1", "r2"], None, args.seconds, args.threads),
-                measure(base / "sync2", ["m", "r1"], 2, args.seconds, args.threads),
-                measure(base / "sync3", ["m", "r1", "r2"], 2, args.seconds, args.threads)]
+                measure(base / "sync22", ["m", "r1"], 2, args.seconds, args.threads),
+                measure(base / "sync23", ["m", "r1", "r2"], 2, args.seconds, args.threads),
+                measure(base / "sync33", ["m", "r1", "r2"], 3, args.seconds, args.threads)]
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{args.threads} writer threads, {args.seconds:.0f} s per mode")
+    print(f"{version}; {args.threads} writer threads, {args.seconds:.0f} s per mode")
     print("| mode | writes/s | lag p50 ms | lag p99 ms | lag max ms | samples "
-          "| promote s | kill -9 to first write s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| promote s | kill -9 to first write s | no quorum: a write |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['writes_per_s']:.0f} | {r['lag_p50_ms']:.2f} "
               f"| {r['lag_p99_ms']:.2f} | {r['lag_max_ms']:.2f} | {r['lag_samples']} "
-              f"| {r['promote_s']:.2f} | {r['failover_s']:.2f} |")
+              f"| {r['promote_s']:.2f} | {r['failover_s']:.2f} | {r['refusal']} |")
 
 
 if __name__ == "__main__":

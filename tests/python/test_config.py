@@ -34,6 +34,8 @@ REFUSED = [
     pytest.param({"DIALOGS_LOG_LEVEL": "9"}, "DIALOGS_LOG_LEVEL", id="log-level"),
     pytest.param({"DIALOGS_LIB_DIR": "/nonexistent/dialogs"}, "DIALOGS_LIB_DIR",
                  id="lib-dir-missing"),
+    pytest.param({"DIALOGS_REQUEST_TTL": "0"}, "DIALOGS_REQUEST_TTL", id="request-ttl-zero"),
+    pytest.param({"DIALOGS_REQUEST_TTL": "7d"}, "DIALOGS_REQUEST_TTL", id="request-ttl-unit"),
 ]
 
 

@@ -21,6 +21,7 @@ from dialogs_api import (MAX_PAGE, READ_ONLY, derived_dialog_id, get_dialog, new
                          new_user, walk_dialog)
 from harness import (REPO_ROOT, admin_eval, admin_socket, module_built, replica_set,
                      wait_until)
+from synchro import OWNS_QUEUE_LOG_LINE, queue_needs_owner, queue_owner, wait_master
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
@@ -152,6 +153,7 @@ def test_quorum_write_is_on_the_replica_when_acknowledged(make_server):
                                   env={"DIALOGS_SYNC_TIMEOUT": "2"})
     master.start()
     replica.start()
+    wait_master(master)
     assert admin_eval(replica, "{box.space.dialogs.is_sync, "
                                "box.space.dialogs_requests.is_sync}") == [True, True]
     mc, rc = master.connect(), replica.connect()
@@ -162,21 +164,27 @@ def test_quorum_write_is_on_the_replica_when_acknowledged(make_server):
         ids.append(new_dialog(mc, None, str(a), str(b), f"sync {i}"))
         # No waiting: the reply means the replica has it.
         assert dialog_ids(rc, dialog) == ids
-    # Without the replica no quorum: the write times out and is not stored.
+    # Without the replica no quorum: the write waits DIALOGS_SYNC_TIMEOUT (2 s), is
+    # refused with 216 and rolled back: stored nowhere, then or later.
     replica.stop()
+    started = time.monotonic()
     with pytest.raises(tarantool.error.DatabaseError) as e:
         new_dialog(mc, None, str(a), str(b), "no quorum")
+    waited = time.monotonic() - started
     assert e.value.args[0] == ER_SYNC_QUORUM_TIMEOUT
+    assert 1.5 < waited < 15, waited
     assert dialog_ids(mc, dialog) == ids
     replica.start()
     ids.append(new_dialog(mc, None, str(a), str(b), "quorum again"))
     assert dialog_ids(replica.connect(), dialog) == ids
+    assert "no quorum" not in [t[4] for t in whole_dialog(replica.connect(), dialog)]
 
 
 def test_unsetting_the_quorum_makes_the_spaces_asynchronous_again(make_server):
     master, replica = replica_set(make_server, ["m", "r"], sync_quorum=2)
     master.start()
     replica.start()
+    wait_master(master)
     sync = "{box.space.dialogs.is_sync or false, box.space.dialogs_requests.is_sync or false}"
     assert admin_eval(master, sync) == [True, True]
     master.stop()
@@ -222,6 +230,7 @@ def test_switchover_with_demote_then_promote(make_server):
     master, replica = replica_set(make_server, ["m", "r"], sync_quorum=2)
     master.start()
     replica.start()
+    wait_master(master)
     a, b = new_user(), new_user()
     dialog = derived_dialog_id(a, b)
     ids = [new_dialog(master.connect(), None, str(a), str(b), "before")]
@@ -236,6 +245,44 @@ def test_switchover_with_demote_then_promote(make_server):
     assert ids[1] > ids[0]
     # The old master is a synchronous replica now: the write is on it already.
     assert dialog_ids(master.connect(), dialog) == ids
+
+
+def test_the_writable_instance_owns_the_synchronous_queue_and_replicas_never_try(
+        make_server):
+    master, r1, r2 = replica_set(make_server, ["m", "r1", "r2"], sync_quorum=2)
+    # The master starts alone: no quorum, so it cannot take the queue yet; it says
+    # so and takes it once a replica has joined.
+    master.start()
+    if not queue_needs_owner(master):
+        pytest.skip("this server's synchronous writes need no queue owner "
+                    "(no box.ctl.promote / box.info.synchro.queue)")
+    assert queue_owner(master) == 0
+    assert "the synchronous queue has no owner and 1 of the 2 instances" in \
+        master.log_of_run()
+    r1.start()
+    r2.start()
+    wait_master(master)
+    assert OWNS_QUEUE_LOG_LINE in master.log_of_run()
+    master_id = admin_eval(master, "box.info.id")
+    for r in (r1, r2):
+        wait_until(lambda: queue_owner(r) == master_id, REPLICATION_WAIT_S,
+                   f"{r.name} to see the owner")
+        assert admin_eval(r, "box.info.ro") is True
+        assert OWNS_QUEUE_LOG_LINE not in r.log_of_run()
+        assert "synchronous queue" not in r.log_of_run()
+    a, b = new_user(), new_user()
+    msg = new_dialog(master.connect(), None, str(a), str(b), "first write")
+    wait_replicated(r1.connect(), derived_dialog_id(a, b), [msg])
+    # The ownership is in the data: a restarted master has it before it is ready.
+    master.restart()
+    assert queue_owner(master) == master_id
+    assert admin_eval(master, "box.info.ro") is False
+    ids = [msg, new_dialog(master.connect(), None, str(a), str(b), "after restart")]
+    wait_replicated(r2.connect(), derived_dialog_id(a, b), ids)
+    # A replica restarted as one never takes it.
+    r1.restart()
+    assert queue_owner(r1) == master_id
+    assert "synchronous queue" not in r1.log_of_run()
 
 
 # --- failover under write load -----------------------------------------------------------
@@ -289,6 +336,7 @@ def test_failover_under_write_load_loses_no_acknowledged_message(make_server):
                             env={"DIALOGS_SYNC_TIMEOUT": "5"})
     for s in (m, r1, r2):
         s.start()
+    wait_master(m)
     current = {"master": m}
     stop = threading.Event()
     writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]

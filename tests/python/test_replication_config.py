@@ -1,9 +1,13 @@
 """init.lua refuses a bad replication configuration before touching the database:
-a non-zero exit and a message naming the variable (docs/replication-section.md)."""
+a non-zero exit and a message naming the variable (docs/replication-section.md),
+and its admin socket replaces nothing but a stale socket."""
+
+import socket
+import stat
 
 import pytest
 
-from harness import module_built, run_init_expecting_exit
+from harness import admin_eval, module_built, run_init_expecting_exit
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
@@ -43,3 +47,53 @@ def test_bad_replication_configuration_is_refused(tmp_path, env, variable):
     # The password never appears in what init.lua prints.
     assert "secret" not in output
     assert not (tmp_path / "data").exists()
+
+
+# --- DIALOGS_ADMIN_SOCKET never removes what is not its own ---------------------------
+
+
+def test_admin_socket_over_a_regular_file_stops_the_start_and_keeps_the_file(tmp_path):
+    path = tmp_path / "admin.sock"
+    path.write_text("precious")
+    result = run_init_expecting_exit(tmp_path, {"DIALOGS_ADMIN_SOCKET": str(path)})
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert (f"DIALOGS_ADMIN_SOCKET: {path} exists and is not a unix socket; refusing to "
+            f"replace it") in result.stderr
+    assert path.read_text() == "precious"
+    assert not (tmp_path / "data").exists()
+
+
+def test_admin_socket_of_a_live_listener_stops_the_start_and_keeps_serving(tmp_path):
+    path = tmp_path / "admin.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen(8)
+        result = run_init_expecting_exit(tmp_path, {"DIALOGS_ADMIN_SOCKET": str(path)})
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert (f"DIALOGS_ADMIN_SOCKET: another process is listening on {path}"
+                in result.stderr)
+        # Still the other process's socket: a client reaches it.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(path))
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_second_instance_on_the_same_admin_socket_is_refused(make_server, tmp_path):
+    first = make_server("first", env={"DIALOGS_ADMIN_SOCKET": str(tmp_path / "a.sock")})
+    result = run_init_expecting_exit(tmp_path / "second",
+                                     {"DIALOGS_ADMIN_SOCKET": str(tmp_path / "a.sock")})
+    assert result.returncode != 0
+    assert "another process is listening on" in result.stderr
+    # The first instance's console still answers.
+    assert admin_eval(first, "box.info.ro") is False
+
+
+def test_a_stale_admin_socket_is_replaced(make_server, tmp_path):
+    path = tmp_path / "admin.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: a previous run's
+    assert stat.S_ISSOCK(path.lstat().st_mode)
+    srv = make_server(env={"DIALOGS_ADMIN_SOCKET": str(path)})
+    assert admin_eval(srv, "box.info.ro") is False
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

@@ -1,0 +1,79 @@
+-- dialogs.access: who may do what. The application user may call the two
+-- procedures and nothing else; the built-in 'public' role loses what reaches past
+-- them; the replication user has the 'replication' role only. Changes the
+-- database: call as admin, on the writable instance only.
+
+local log = require('log')
+
+local config = require('dialogs.config')
+
+local M = {}
+
+-- Tarantool's built-in 'public' role, held by guest and every user, carries
+-- grants that reach past the two procedures on some versions: executing the SQL
+-- function LUA() (any Lua text, as the caller) and writing the system spaces
+-- _truncate and _collation. Revoked wherever they exist.
+local PUBLIC_GRANTS_REVOKED = {
+    {'execute', 'function', 'LUA'},
+    {'write', 'space', '_truncate'},
+    {'write', 'space', '_collation'},
+}
+
+function M.restrict_public_role()
+    for _, g in ipairs(PUBLIC_GRANTS_REVOKED) do
+        local privilege, object_type, object_name = unpack(g)
+        local exists = object_type == 'space' and box.space[object_name] ~= nil
+            or object_type == 'function' and box.func[object_name] ~= nil
+        if exists then
+            box.schema.role.revoke('public', privilege, object_type, object_name,
+                {if_exists = true})
+        end
+    end
+end
+
+-- The name of the application user is kept in _schema, so that renaming it
+-- removes the old one instead of leaving it able to log in.
+local APP_USER_KEY = 'dialogs_app_user'
+
+-- Grants `user` execute on the procedures (and nothing else).
+function M.grant_procedures(user)
+    for _, name in ipairs(config.PROCEDURES) do
+        box.schema.user.grant(user, 'execute', 'function', name, {if_not_exists = true})
+    end
+end
+
+-- The application user {user, password}: created or given its password, the
+-- previous one (another name) dropped, execute on the procedures granted.
+-- `user_setting` names the setting in the log line of a rename.
+function M.setup_app_user(s, user_setting)
+    local previous = box.space._schema:get{APP_USER_KEY}
+    previous = previous and previous[2]
+    if previous ~= nil and previous ~= s.user and box.schema.user.exists(previous) then
+        log.warn('dialogs: %s changed from %q to %q: dropping user %q',
+            user_setting or 'the application user', previous, s.user, previous)
+        box.schema.user.drop(previous)
+    end
+    box.space._schema:replace{APP_USER_KEY, s.user}
+    if box.schema.user.exists(s.user) then
+        box.schema.user.passwd(s.user, s.password)
+    else
+        box.schema.user.create(s.user, {password = s.password})
+    end
+    M.grant_procedures(s.user)
+end
+
+-- The user peers log in as ({user, password} of the replication settings): the
+-- 'replication' role and nothing else. Nothing without a password.
+function M.setup_replication_user(r)
+    if r.password == nil then
+        return
+    end
+    if box.schema.user.exists(r.user) then
+        box.schema.user.passwd(r.user, r.password)
+    else
+        box.schema.user.create(r.user, {password = r.password})
+    end
+    box.schema.user.grant(r.user, 'replication', nil, nil, {if_not_exists = true})
+end
+
+return M

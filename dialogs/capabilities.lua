@@ -1,0 +1,33 @@
+-- dialogs.capabilities: what the running server can do, probed (a module, a
+-- function or a field exists), never read from its version string.
+
+local M = {}
+
+-- The `datetime` field type and module arrived together (2.10).
+function M.supports_datetime()
+    return (pcall(require, 'datetime'))
+end
+
+-- `space_object:alter` arrived in 2.7; before it, is_sync lives in _space.flags.
+function M.supports_space_alter()
+    return box.space._space.alter ~= nil
+end
+
+-- On 2.10+ a write to a synchronous space fails (227) until an instance owns
+-- the synchronous queue, which box.ctl.promote() takes; box.info.synchro then
+-- names the owner. 2.6 has neither.
+function M.synchro_queue_needs_owner()
+    if box.ctl.promote == nil then
+        return false
+    end
+    local ok, owner = pcall(function() return box.info.synchro.queue.owner end)
+    return ok and owner ~= nil
+end
+
+-- Whether the server can tell that the data's system spaces are older than it
+-- (box.schema.needs_upgrade: a data directory made by an older Tarantool).
+function M.can_tell_schema_needs_upgrade()
+    return box.schema.needs_upgrade ~= nil
+end
+
+return M
