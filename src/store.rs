@@ -264,6 +264,14 @@ impl Store {
         })
     }
 
+    fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
+        let range = tuple.as_ptr_range();
+        // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
+        check(unsafe {
+            ffi::box_replace(space, range.start.cast(), range.end.cast(), ptr::null_mut())
+        })
+    }
+
     /// Stores one message.
     pub fn insert(&self, m: &Message<'_>) -> Result<()> {
         Self::insert_raw(self.space, &self.encode(m))
@@ -283,11 +291,49 @@ impl Store {
     }
 
     /// The message stored for `request_id`, as the message's own tuple fields
-    /// (dialog, from, to, text) for comparison, with its id.
+    /// (dialog, from, to, text) for comparison, with its id. On Tarantool 2.x
+    /// (no MVCC) this also sees the rows of a try that still waits for its WAL
+    /// write or its quorum: see [`Store::confirm_request`].
     pub fn request(&self, request_id: Uuid) -> Result<Option<StoredRequest>> {
         let Some(req) = self.get_tuple(self.requests, &key(&[request_id]))? else {
             return Ok(None);
         };
+        self.stored_request(req)
+    }
+
+    /// What an earlier try of `request_id` stored, answered only once that try
+    /// is committed. `same` says whether the earlier try stored this call's
+    /// message. If it did not, the answer is given at once and nothing is
+    /// written (the call is refused either way). If it did, the request's row is
+    /// rewritten unchanged in a transaction of its own, which Tarantool commits
+    /// after every transaction before it (the WAL and the synchronous queue keep
+    /// their order) and rolls back with any of them (a failed WAL write or a
+    /// quorum timeout rolls back every later transaction too). So
+    /// `Ok(Some((_, true)))` means the try that stored the row is committed, and
+    /// an error means it may have been rolled back: look again.
+    pub fn confirm_request(
+        &self,
+        request_id: Uuid,
+        same: impl FnOnce(&StoredRequest) -> bool,
+    ) -> Result<Option<(StoredRequest, bool)>> {
+        Transaction::run(|| {
+            let Some(req) = self.get_tuple(self.requests, &key(&[request_id]))? else {
+                return Ok(None);
+            };
+            let Some(stored) = self.stored_request(req)? else {
+                return Ok(None);
+            };
+            if !same(&stored) {
+                return Ok(Some((stored, false)));
+            }
+            let mut row = Vec::new();
+            append_tuple(req, &mut row)?;
+            Self::replace_raw(self.requests, &row)?;
+            Ok(Some((stored, true)))
+        })
+    }
+
+    fn stored_request(&self, req: NonNull<ffi::BoxTuple>) -> Result<Option<StoredRequest>> {
         let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
         let Some(msg) = self.get_tuple(self.space, &key(&[message_id]))? else {
             // The message was deleted since; the request is still answered.
