@@ -92,6 +92,11 @@ impl TupleRef {
     pub fn as_ptr(self) -> *mut ffi::BoxTuple {
         self.0.as_ptr()
     }
+
+    /// Copies the tuple's msgpack (one array) to the end of `out`.
+    pub fn append_to(self, out: &mut Vec<u8>) -> Result<()> {
+        append_tuple(self.0, out)
+    }
 }
 
 /// Owns a box iterator and frees it on every path out.

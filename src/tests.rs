@@ -17,6 +17,7 @@ use crate::error::code;
 use crate::ids::pair_dialog;
 use crate::new_dialog::NewDialog;
 use crate::store::{Store, TimeField, Transaction};
+use crate::Results;
 
 // --- the runner --------------------------------------------------------------
 
@@ -207,10 +208,32 @@ fn send(dialog: Option<Uuid>, from: Uuid, to: Uuid, text: &str) -> Uuid {
     Uuid::parse_str(id).expect("the id is a uuid")
 }
 
+/// get_dialog's message tuples, from what a Lua caller got (README "Reply
+/// shape"): one value, the list of tuples, where the server sends a C function's
+/// results one value each; else one value per tuple. Any other shape fails.
+fn messages(values: Vec<Json>) -> Vec<Json> {
+    let is_tuple = |t: &Json| {
+        t.as_array()
+            .is_some_and(|f| f.len() == 6 && f[0].is_string())
+    };
+    match Results::of_server() {
+        Results::OneEach => {
+            assert_eq!(values.len(), 1, "one return value: {values:?}");
+            let list = values[0].as_array().cloned();
+            let list = list.unwrap_or_else(|| panic!("a list of tuples: {values:?}"));
+            assert!(list.iter().all(is_tuple), "a list of tuples: {list:?}");
+            list
+        }
+        Results::Wrapped => {
+            assert!(values.iter().all(is_tuple), "one tuple each: {values:?}");
+            values
+        }
+    }
+}
+
 /// A page of get_dialog as (id, text) pairs.
 fn page(dialog: Uuid, opts: &str) -> Vec<(Uuid, String)> {
-    call("get_dialog", &format!("{{{}, {opts}}}", q(&dialog)))
-        .ok()
+    messages(call("get_dialog", &format!("{{{}, {opts}}}", q(&dialog))).ok())
         .iter()
         .map(|t| {
             let id = Uuid::parse_str(t[0].as_str().expect("id")).expect("uuid");
@@ -301,7 +324,7 @@ fn uuid_strings_in_either_case_name_the_same_ids() {
         &format!("{{{}, {}, {}, 'upper'}}", upper(&d), upper(&a), upper(&b)),
     )
     .ok();
-    let rows = call("get_dialog", &format!("{{{}}}", q(&d))).ok();
+    let rows = messages(call("get_dialog", &format!("{{{}}}", q(&d))).ok());
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][2], Json::String(a.to_string()));
 }
