@@ -50,6 +50,7 @@ cp target/release/libdialogs.so target/rock/get_dialog.so
             ['dialogs.replication'] = 'dialogs/replication.lua',
             ['dialogs.requests'] = 'dialogs/requests.lua',
             ['dialogs.schema'] = 'dialogs/schema.lua',
+            ['dialogs.setup'] = 'dialogs/setup.lua',
         },
         lib = {
             new_dialog = 'target/rock/new_dialog.so',
