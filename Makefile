@@ -113,7 +113,7 @@ build-test: deps-tarantool
 # Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
 # 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
+	TARANTOOL="$(TARANTOOL)" ./scripts/run
 
 # --- tests ------------------------------------------------------------------------
 
