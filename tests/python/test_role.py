@@ -9,15 +9,16 @@ store's schema. Skipped, with the reason, on a server without the `config` modul
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 
 import pytest
 import tarantool
 
-from config_harness import Cluster, has_config_module, no_config_reason
+from config_harness import TARANTOOL, Cluster, has_config_module, no_config_reason
 from conftest import forget_logs_of, report_logs_of
 from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
-from harness import admin_eval, module_built, wait_until
+from harness import REPO_ROOT, admin_eval, module_built, wait_until
 
 pytestmark = [
     pytest.mark.skipif(not module_built(), reason="run `make build` first"),
@@ -46,6 +47,15 @@ def clusters():
 
 def reload_config(srv) -> None:
     admin_eval(srv, "require('config'):reload()")
+
+
+def console(srv, lua: str) -> str:
+    """scripts/console SOCKET LUA, run by the server under test; its reply."""
+    out = subprocess.run([TARANTOOL, str(REPO_ROOT / "scripts" / "console"), str(srv.console),
+                          lua], capture_output=True, text=True, timeout=90,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, f"scripts/console {lua}: {out.stdout}{out.stderr}"
+    return out.stdout
 
 
 def wait_queue_owner(srv) -> None:
@@ -199,11 +209,12 @@ def test_manual_switchover_as_readme_shows_it(clusters):
     ids = [new_dialog(a_conn, None, str(u1), str(u2), "on a")]
     b = servers["dialogs-b"]
     wait_until(lambda: admin_eval(b, "box.space.dialogs:len()") == 1, 15, "b has it")
-    # README: change leader:, reload every instance, box.ctl.promote() on the new one.
+    # README: change leader:, reload every instance, box.ctl.promote() on the new
+    # one, with scripts/console as README shows it.
     c.write(c.text.replace("leader: dialogs-a", "leader: dialogs-b"))
     for s in servers.values():
-        reload_config(s)
-    admin_eval(b, "box.ctl.promote()")
+        console(s, "require('config'):reload()")
+    console(b, "box.ctl.promote()")
     assert admin_eval(servers["dialogs-a"], "box.info.ro") is True
     assert admin_eval(b, "box.info.ro") is False
     b_conn = b.connect()
