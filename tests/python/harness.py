@@ -37,6 +37,8 @@ from typing import Iterable, Mapping, Optional
 
 import tarantool
 
+from dialogs_api import multireturn_of_binary, set_multireturn
+
 # tests/python/harness.py -> the repository root, wherever the checkout lives.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INIT_LUA = REPO_ROOT / "init.lua"
@@ -221,8 +223,16 @@ class Server:
         env.update({k: v for k, v in self.env.items() if v is not None})
         return env
 
+    def binary(self) -> str:
+        """The Tarantool this server runs: `tarantool` on its environment's PATH."""
+        return shutil.which("tarantool", path=self.child_env().get("PATH")) or "tarantool"
+
     def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> "Server":
-        """Spawn the server; with ``wait``, return once it serves (else ServerError)."""
+        """Spawn the server; with ``wait``, return once it serves (else ServerError).
+
+        Records how the server sends a C function's results (dialogs_api's reply
+        shapes) from the binary it runs."""
+        set_multireturn((self.host, self.port), multireturn_of_binary(self.binary()))
         if self.is_running():
             raise ServerError(f"{self.name}: already running as pid {self.pid}")
         self.starts += 1
