@@ -17,8 +17,26 @@ LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog
 
+# The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
+# (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from
+# apt, which deps-tarantool installs when there is none). Resolved to an absolute
+# path and exported, so the harnesses (tests/python, tests/e2e, bench) and
+# install-lib.sh start that binary; test recipes also run with a directory first on
+# PATH whose `tarantool` is that binary, for what finds it by name (tarantool-test,
+# the `#!/usr/bin/env tarantool` scripts).
+TARANTOOL_GIVEN := $(filter environment environment\ override command\ line,$(origin TARANTOOL))
+TARANTOOL ?= tarantool
+override TARANTOOL := $(or $(abspath $(shell command -v '$(TARANTOOL)' 2>/dev/null)),$(TARANTOOL))
+export TARANTOOL
+TT_PATH_DIR := $(abspath target/tarantool-path/$(subst /,_,$(TARANTOOL)))
+WITH_TT := PATH="$(TT_PATH_DIR):$$PATH"
+# An older server whose data directory the upgrade test opens with TARANTOOL
+# (tests/python/test_upgrade.py; it reports itself skipped when both are one server).
+DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
+export DIALOGS_UPGRADE_FROM
+
 .PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run test \
-        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -31,12 +49,23 @@ help:
 
 # --- installation of what is missing -------------------------------------------
 
+# With TARANTOOL given, that server must exist and run; nothing is installed.
 deps-tarantool:
+ifneq ($(TARANTOOL_GIVEN),)
+	@"$(TARANTOOL)" --version >/dev/null 2>&1 || { \
+	  echo "TARANTOOL=$(TARANTOOL): not a tarantool that runs"; exit 1; }
+else
 	@command -v tarantool >/dev/null && [ -f /usr/include/tarantool/module.h ] || { \
 	  echo "installing tarantool from apt"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tarantool tarantool-dev; }
+endif
+
+# The directory of WITH_TT: one per server, so runs against two servers can share a
+# checkout.
+tarantool-path: deps-tarantool
+	@mkdir -p "$(TT_PATH_DIR)" && ln -sfn "$$(command -v "$(TARANTOOL)")" "$(TT_PATH_DIR)/tarantool"
 
 deps-runner:
 	@command -v tarantool-test >/dev/null || { \
@@ -84,42 +113,40 @@ build-test: deps-tarantool
 # Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
 # 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
+	TARANTOOL="$(TARANTOOL)" ./scripts/run
 
 # --- tests ------------------------------------------------------------------------
 
-test: deps build build-test
-	$(MAKE) --no-print-directory test-unit
-	$(MAKE) --no-print-directory test-lua
-	$(MAKE) --no-print-directory lint-lua
-	$(MAKE) --no-print-directory test-tarantool
-	$(MAKE) --no-print-directory test-net
-	$(MAKE) --no-print-directory test-e2e
-	$(MAKE) --no-print-directory bench-smoke
-	@echo "make test: every suite passed (unit and exports, in-Tarantool, Python network, Rust end-to-end, bench smoke)"
-	@echo "suites: 5 passed, 0 failed"
+# Every suite runs to its end even after one fails; tests/run-suites.sh then adds up
+# the counts the runners printed and ends with one line, `N passed, N failed, N
+# skipped` (what CI reads), and the exit status says whether anything failed.
+SUITES := test-unit test-lua lint-lua test-tarantool test-net test-e2e bench-smoke
+
+test: deps build build-test tarantool-path
+	@MAKE="$(MAKE)" ./tests/run-suites.sh $(SUITES)
 
 # Unit tests, and the release module exports the two procedures and nothing of
 # the test build (no test entry point, no test-only procedure).
 test-unit:
-	$(CARGO) test -p dialogs --lib
+	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
 	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
 	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.
-test-lua: deps-tarantool
-	tarantool tests/lua/run.lua
+test-lua: tarantool-path
+	$(WITH_TT) "$(TARANTOOL)" tests/lua/run.lua
 
-test-tarantool:
-	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
+# tarantool-test starts `tarantool` from PATH.
+test-tarantool: tarantool-path
+	$(WITH_TT) tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
 
-test-net: deps-python
-	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+test-net: deps-python tarantool-path
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
 
-test-e2e:
-	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
+test-e2e: tarantool-path
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
 
 # --- benchmark (bench/, see README "Benchmarks") ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
@@ -140,9 +167,9 @@ bench: build deps-postgres
 	  --lib-dir $(LIB_DIR) --out bench/results
 
 # Every target and workload for about a second each; results go to target/bench-smoke.
-bench-smoke: build deps-postgres
+bench-smoke: build deps-postgres tarantool-path
 	$(CARGO) build --release -p dialogs-bench
-	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \
+	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
 # --- soak (tests/e2e/src/bin/soak.rs; not part of `make test`) ------------------------

@@ -43,17 +43,13 @@ box.cfg(replication.box_options(r, {
     log_level = cfg.log_level,
 }))
 
-if not box.info.ro then
-    cfg.user_setting = config.ENV.user
-    setup.writable_instance(cfg)
-end
-
--- The writable instance of a synchronous replica set owns the synchronous queue
--- before it reports ready, where the server needs an owner and the quorum is
--- there; otherwise it takes it in the background once the peers are (logged).
-if replication.take_queue(r) then
-    replication.wait_queue(r.connect_timeout)
-end
+-- The set-up of the writable instance: now, or, where it must first take the
+-- synchronous queue (a restart on 3.x) and its quorum is not there yet, once
+-- the queue is taken.
+cfg.user_setting = config.ENV.user
+local set_up = setup.once(cfg)
+replication.take_queue(r, set_up)
+set_up()
 
 -- Request ids expire on the writable instance; a replica's pruner waits.
 requests.start_expiry(cfg.request_ttl)

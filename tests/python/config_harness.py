@@ -122,7 +122,7 @@ class ConfigServer(Server):
 class Cluster:
     """A copy of config/<file> with free loopback ports, and its instances."""
 
-    def __init__(self, config_file: str, *, edit=None):
+    def __init__(self, config_file: str, *, edit=None, on_server=None):
         # Short: a unix socket path (the console) holds at most 107 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.text = (CONFIG_DIR / config_file).read_text()
@@ -135,6 +135,7 @@ class Cluster:
         self.path = self.dir / "config.yaml"
         self.write()
         self.servers: dict = {}
+        self.on_server = on_server
 
     def write(self, text: Optional[str] = None) -> None:
         if text is not None:
@@ -161,6 +162,8 @@ class Cluster:
                            command=[TARANTOOL, "--config", str(self.path), "--name", name],
                            cwd=base, console=console, **kwargs)
         self.servers[name] = srv
+        if self.on_server is not None:
+            self.on_server(srv)
         return srv
 
     def has_instance_dirs(self) -> bool:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Server, servers_log_sections
+from harness import Server, server_description, servers_log_sections
 
 # Servers started and not yet torn down, in start order: the ones whose logs a
 # failing test's report shows.
 _LIVE: list = []
+
+
+def pytest_report_header(config):
+    return f"tarantool under test: {server_description()}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,6 +34,18 @@ def pytest_runtest_makereport(item, call):
     if report.failed and _LIVE:
         for title, text in servers_log_sections(_LIVE):
             report.sections.append((title, text))
+
+
+def report_logs_of(srv: Server) -> None:
+    """Attach `srv`'s log to the report of a test that fails while it is registered
+    (servers made outside make_server, e.g. config_harness's)."""
+    _LIVE.append(srv)
+
+
+def forget_logs_of(servers) -> None:
+    for srv in servers:
+        if srv in _LIVE:
+            _LIVE.remove(srv)
 
 
 @pytest.fixture

@@ -21,18 +21,23 @@ and failover tests can build on this. Usable without pytest too::
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 import tarantool
+
+from dialogs_api import multireturn_of_binary, set_multireturn
 
 # tests/python/harness.py -> the repository root, wherever the checkout lives.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +83,45 @@ for _, f in ipairs(files) do
 end
 os.exit(0)
 """
+
+
+def tarantool_binary() -> str:
+    """The Tarantool under test: $TARANTOOL (`make test TARANTOOL=...` sets it to an
+    absolute path), else the `tarantool` first on PATH."""
+    return os.environ.get("TARANTOOL") or shutil.which("tarantool") or "tarantool"
+
+
+def server_description(binary: Optional[str] = None) -> str:
+    """`path (first line of --version)`, as `make test` states the server it tested."""
+    binary = binary or tarantool_binary()
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        version = out.splitlines()[0] if out else "no --version output"
+    except OSError as e:
+        version = f"does not run: {e}"
+    return f"{binary} ({version})"
+
+
+def _tarantool_first_on_path() -> None:
+    """Makes `tarantool` by name mean $TARANTOOL in this process and its children.
+
+    The harness starts servers (and tests run tools such as scripts/rejoin) by the
+    name `tarantool`, so that a test can give one server another binary through its
+    environment's PATH. When $TARANTOOL names another binary than the one first on
+    PATH (pytest run by hand with TARANTOOL=...), a directory holding a `tarantool`
+    link to it goes first on PATH. Under `make test` PATH already says so."""
+    chosen = os.environ.get("TARANTOOL")
+    found = shutil.which("tarantool")
+    if not chosen or (found and os.path.realpath(found) == os.path.realpath(chosen)):
+        return
+    link_dir = Path(tempfile.mkdtemp(prefix="dialogs-tarantool-"))
+    atexit.register(shutil.rmtree, link_dir, True)
+    (link_dir / "tarantool").symlink_to(os.path.realpath(chosen))
+    os.environ["PATH"] = f"{link_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_tarantool_first_on_path()
 
 
 class ServerError(RuntimeError):
@@ -179,8 +223,16 @@ class Server:
         env.update({k: v for k, v in self.env.items() if v is not None})
         return env
 
+    def binary(self) -> str:
+        """The Tarantool this server runs: `tarantool` on its environment's PATH."""
+        return shutil.which("tarantool", path=self.child_env().get("PATH")) or "tarantool"
+
     def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> "Server":
-        """Spawn the server; with ``wait``, return once it serves (else ServerError)."""
+        """Spawn the server; with ``wait``, return once it serves (else ServerError).
+
+        Records how the server sends a C function's results (dialogs_api's reply
+        shapes) from the binary it runs."""
+        set_multireturn((self.host, self.port), multireturn_of_binary(self.binary()))
         if self.is_running():
             raise ServerError(f"{self.name}: already running as pid {self.pid}")
         self.starts += 1
