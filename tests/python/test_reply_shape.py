@@ -79,8 +79,11 @@ def test_an_operator_setting_the_option_to_old_gets_the_2x_shapes(srv):
     if admin_eval(srv, HAS_OPTION) is not True:
         pytest.skip("this server has no compat option c_func_iproto_multireturn: it always "
                     "wraps a C function's results (the shapes of the test above)")
-    # The module probes the option once per load: set it, then reload the
-    # procedures, as README says.
-    admin_eval(srv, f"(function() {OPTION} = 'old' box.schema.func.reload('new_dialog') "
-                    "box.schema.func.reload('get_dialog') return true end)()")
+    # The module probes the option once per load, at its first call: set before
+    # any call, it decides the shapes.
+    admin_eval(srv, f"(function() {OPTION} = 'old' return true end)()")
     check_shapes(srv, one_each=False)
+    # Changed later, it takes effect once the procedures are reloaded.
+    admin_eval(srv, f"(function() {OPTION} = 'new' box.schema.func.reload('new_dialog') "
+                    "box.schema.func.reload('get_dialog') return true end)()")
+    check_shapes(srv, one_each=True)
