@@ -133,10 +133,13 @@ unsafe fn serve(
                 // back on every error, and a caller's transaction is the
                 // caller's to end.)
                 mark.undo();
-                Err(Error::Internal {
-                    proc,
-                    what: panic_message(payload.as_ref()),
-                })
+                let what = panic_message(payload.as_ref());
+                // Once per panic, in Tarantool's log (the client gets 1008).
+                tarantool::say_error!(
+                    "dialogs: {proc} panicked: {what}; its writes were undone, the call \
+                     was refused with error 1008, and the server goes on"
+                );
+                Err(Error::Internal { proc, what })
             }
         }
     });

@@ -79,8 +79,14 @@ def test_an_operator_setting_the_option_to_old_gets_the_2x_shapes(srv):
     if admin_eval(srv, HAS_OPTION) is not True:
         pytest.skip("this server has no compat option c_func_iproto_multireturn: it always "
                     "wraps a C function's results (the shapes of the test above)")
-    # The module probes the option once per load: set it, then reload the
-    # procedures, as README says.
-    admin_eval(srv, f"(function() {OPTION} = 'old' box.schema.func.reload('new_dialog') "
-                    "box.schema.func.reload('get_dialog') return true end)()")
-    check_shapes(srv, one_each=False)
+    # The module probes the option once per load, at its first call (made here,
+    # if the harness's readiness probe has not made it already): a change takes
+    # effect once the procedures are reloaded.
+    conn = srv.connect()
+    conn.call("new_dialog", [None, str(new_user()), str(new_user()), "load"])
+    conn.call("get_dialog", [str(uuid.uuid4())])
+    for value, one_each in (("old", False), ("new", True)):
+        admin_eval(srv, f"(function() {OPTION} = '{value}' "
+                        "box.schema.func.reload('new_dialog') "
+                        "box.schema.func.reload('get_dialog') return true end)()")
+        check_shapes(srv, one_each)
