@@ -160,7 +160,8 @@ deps-postgres:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 
 # The full matrix: about 6 minutes on 2 cores (118 cells of 2.5 s, data loading,
-# the in-process and memory measurements); writes bench/results/latest.{md,json,svg}.
+# the in-process and memory measurements); writes bench/results/tarantool-<version>.{md,json,svg}
+# for the server it ran against (`make bench TARANTOOL=/path/to/tarantool`).
 bench: build deps-postgres
 	$(CARGO) build --release -p dialogs-bench
 	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \

@@ -1,6 +1,7 @@
 //! `dialogs-bench`: the native procedures against the report's Lua functions,
 //! plain IPROTO requests, an empty call and PostgreSQL, in one run on one
-//! machine. Writes bench/results/latest.{md,json,svg}. See README.md, "Benchmarks".
+//! machine. Writes bench/results/tarantool-<version>.{md,json,svg}, one set per
+//! server version (report::stem_of). See README.md, "Benchmarks".
 
 mod chart;
 mod cpu;
@@ -45,7 +46,7 @@ struct Args {
     /// Where new_dialog.so and get_dialog.so are.
     #[arg(long, default_value = "target/dialogs")]
     lib_dir: PathBuf,
-    /// Where latest.md, latest.json and latest.svg go.
+    /// Where tarantool-<version>.md, .json and .svg go (the version the server reports).
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
     /// Measured seconds per cell.
@@ -57,7 +58,7 @@ struct Args {
     /// Connection counts of the `conns` mode, comma-separated.
     #[arg(long, value_delimiter = ',')]
     conns: Option<Vec<usize>>,
-    /// Requests in flight of the `pipelined` mode, comma-separated.
+    /// Requests in flight of the `pipelined` mode, comma-separated (0: none).
     #[arg(long, value_delimiter = ',')]
     pipelined: Option<Vec<usize>>,
     /// Only these targets (native, lua, raw, noop, pg), comma-separated.
@@ -72,7 +73,11 @@ struct Args {
     /// Skip PostgreSQL (for a machine without it).
     #[arg(long)]
     no_pg: bool,
-    /// Only redraw latest.md and latest.svg from the latest.json in --out.
+    /// Skip the in-process micro-benchmark and the memory measurement (for a
+    /// slice of the matrix).
+    #[arg(long)]
+    cells_only: bool,
+    /// Only redraw the .md and .svg of every tarantool-*.json in --out.
     #[arg(long)]
     replot: bool,
     /// Worker threads of the load generator.
@@ -135,7 +140,13 @@ impl Plan {
                 durable
             },
             conns,
-            pipelined: a.pipelined.clone().unwrap_or(pipelined),
+            pipelined: a
+                .pipelined
+                .clone()
+                .unwrap_or(pipelined)
+                .into_iter()
+                .filter(|&c| c > 0)
+                .collect(),
             read_dialogs: read,
             page_dialog_len: page,
             micro_calls: micro,
@@ -475,21 +486,23 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     )
     .await;
 
-    eprintln!(
-        "in-process micro-benchmark ({} calls each)",
-        plan.micro_calls
-    );
-    let m = tt::micro(&admin, &ds, plan.micro_calls).await?;
-    report.micro = Some(Micro::from_value(&m)?);
-    eprintln!(
-        "memory: {} messages of {} characters",
-        plan.memory_messages,
-        data::TEXT_CHARS
-    );
-    let mem = tt::memory(&admin, &ds, plan.memory_messages).await?;
-    report.tt_memory = Some(TtMemory::from_value(&mem)?);
-    if let Some((_, setup)) = &pg {
-        report.pg_memory = Some(pg::memory(setup, &ds, plan.memory_messages).await?);
+    if !args.cells_only {
+        eprintln!(
+            "in-process micro-benchmark ({} calls each)",
+            plan.micro_calls
+        );
+        let m = tt::micro(&admin, &ds, plan.micro_calls).await?;
+        report.micro = Some(Micro::from_value(&m)?);
+        eprintln!(
+            "memory: {} messages of {} characters",
+            plan.memory_messages,
+            data::TEXT_CHARS
+        );
+        let mem = tt::memory(&admin, &ds, plan.memory_messages).await?;
+        report.tt_memory = Some(TtMemory::from_value(&mem)?);
+        if let Some((_, setup)) = &pg {
+            report.pg_memory = Some(pg::memory(setup, &ds, plan.memory_messages).await?);
+        }
     }
     pools.native.clear();
     pools.bench.clear();
@@ -546,7 +559,25 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let out = args.out.clone();
     if args.replot {
-        return Report::read(&out)?.write(&out);
+        let mut n = 0;
+        for e in std::fs::read_dir(&out).with_context(|| format!("{}", out.display()))? {
+            let path = e?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with("tarantool-") && name.ends_with(".json") {
+                let md = Report::read(&path)
+                    .with_context(|| format!("{}", path.display()))?
+                    .write(&out)?;
+                eprintln!("redrew {}", md.display());
+                n += 1;
+            }
+        }
+        if n == 0 {
+            bail!("no tarantool-*.json in {}", out.display());
+        }
+        return Ok(());
     }
     let threads = args.client_threads.max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -567,15 +598,15 @@ fn main() -> Result<()> {
     // Servers still running after an error are stopped by their Drop; this
     // catches any a failed start left behind.
     let report = report?;
-    report.write(&out)?;
+    let md = report.write(&out)?;
     let failed: u64 = report.cells.iter().map(|c| c.errors).sum();
     let failed_cells = report.cells.iter().filter(|c| c.errors > 0).count();
     eprintln!(
-        "done in {:.0}s: {} cells, {} errors; wrote {}/latest.md",
+        "done in {:.0}s: {} cells, {} errors; wrote {}",
         report.wall_seconds,
         report.cells.len(),
         failed,
-        out.display()
+        md.display()
     );
     // The count `make test` adds up: a cell passes when none of its requests failed.
     eprintln!(
@@ -584,7 +615,7 @@ fn main() -> Result<()> {
         failed_cells
     );
     if failed > 0 {
-        bail!("{failed} requests failed (see latest.md)");
+        bail!("{failed} requests failed (see {})", md.display());
     }
     Ok(())
 }

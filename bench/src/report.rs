@@ -1,5 +1,6 @@
-//! The results: bench/results/latest.md (tables and the issue's targets with
-//! the measured ratios), latest.json (everything), latest.svg (the chart).
+//! The results, one set per server version: bench/results/tarantool-<version>.md
+//! (tables and the issue's targets with the measured ratios), .json (everything),
+//! .svg (the chart), e.g. tarantool-2.6.0.md and tarantool-3.8.0.md side by side.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,23 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
+/// `tarantool-<release>` from a version string such as `3.8.0-0-gdce7be8a79`:
+/// what precedes the first `-`, keeping only file-name-safe characters.
+pub fn stem_of(version: &str) -> String {
+    let release: String = version
+        .split('-')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+        .collect();
+    if release.is_empty() {
+        "tarantool-unknown".into()
+    } else {
+        format!("tarantool-{release}")
+    }
+}
+
 /// The concurrency at which the issue states its single-number targets (the
 /// report's 50 threads).
 const TARGET_C: usize = 50;
@@ -242,18 +260,29 @@ impl Report {
     }
 
     /// Reads a report written by `write` (to redraw it with `--replot`).
-    pub fn read(dir: &Path) -> Result<Report> {
-        Ok(serde_json::from_str(&fs::read_to_string(
-            dir.join("latest.json"),
-        )?)?)
+    pub fn read(json: &Path) -> Result<Report> {
+        Ok(serde_json::from_str(&fs::read_to_string(json)?)?)
     }
 
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// The name of this server's result files, without extension: `tarantool-`
+    /// and the release of the version the server reported (`2.6.0` of
+    /// `2.6.0-0-g47aa4e01e`), so runs against different servers sit side by side.
+    pub fn stem(&self) -> String {
+        stem_of(&self.tarantool_version)
+    }
+
+    /// Writes `<stem>.json`, `.md` and `.svg` into `dir`; returns the `.md` path.
+    pub fn write(&self, dir: &Path) -> Result<std::path::PathBuf> {
         fs::create_dir_all(dir)?;
-        fs::write(dir.join("latest.json"), serde_json::to_string_pretty(self)?)?;
-        fs::write(dir.join("latest.md"), self.markdown())?;
-        chart::write_svg(self, &dir.join("latest.svg"))?;
-        Ok(())
+        let stem = self.stem();
+        fs::write(
+            dir.join(format!("{stem}.json")),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        let md = dir.join(format!("{stem}.md"));
+        fs::write(&md, self.markdown())?;
+        chart::write_svg(self, &dir.join(format!("{stem}.svg")))?;
+        Ok(md)
     }
 
     fn ratio(
@@ -534,13 +563,14 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "![throughput and p99 against connections](latest.svg)\n\n\
+            "![throughput and p99 against connections]({}.svg)\n\n\
              Server CPU per call is the CPU time of the server's processes (Tarantool: \
              all its threads; PostgreSQL: the postmaster and every backend) over the \
              measured window, divided by the requests completed in it. `conns`: C \
              connections with one request outstanding each; `pipelined`: one connection \
              with C requests in flight. `noop` is the same empty call in every workload, \
-             measured once per C.\n"
+             measured once per C.\n",
+            self.stem()
         );
         let _ = writeln!(o, "## The issue's targets\n");
         self.targets_table(&mut o);
@@ -666,5 +696,19 @@ impl Report {
             o.push('\n');
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stem_of;
+
+    #[test]
+    fn result_files_are_named_by_release() {
+        assert_eq!(stem_of("2.6.0-0-g47aa4e01e"), "tarantool-2.6.0");
+        assert_eq!(stem_of("3.8.0-0-gdce7be8a79"), "tarantool-3.8.0");
+        assert_eq!(stem_of("3.8.0"), "tarantool-3.8.0");
+        assert_eq!(stem_of("../x"), "tarantool-..x");
+        assert_eq!(stem_of(""), "tarantool-unknown");
     }
 }
