@@ -80,6 +80,11 @@ struct Args {
     /// Only redraw the .md and .svg of every tarantool-*.json in --out.
     #[arg(long)]
     replot: bool,
+    /// Run the main cells this many times, round after round (an A/B comparison
+    /// on a noisy machine); the report's single figures take, for each cell, the
+    /// round with the median server CPU per call.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -393,9 +398,12 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
                 .as_ref()
                 .is_none_or(|w| w.iter().any(|w| w == c.workload.name()))
     };
-    let main: Vec<Cell> = main_cells(&plan, use_pg)
+    let one_round: Vec<Cell> = main_cells(&plan, use_pg)
         .into_iter()
         .filter(wanted)
+        .collect();
+    let main: Vec<Cell> = (0..args.rounds.max(1))
+        .flat_map(|_| one_round.iter().copied())
         .collect();
     let durable: Vec<Cell> = if args.no_durable {
         Vec::new()

@@ -240,13 +240,21 @@ impl Report {
     ) -> Option<&CellResult> {
         // noop is measured once per C (filed under `read`): the same empty call.
         let w = if t == Target::Noop { Workload::Read } else { w };
-        self.cells.iter().find(|r| {
-            r.cell.target == t
-                && r.cell.workload == w
-                && r.cell.mode == m
-                && r.cell.durability == d
-                && r.cell.concurrency == c
-        })
+        // A run of several rounds (--rounds) has one result per round: the round
+        // with the median server CPU per call stands for the cell.
+        let mut rounds: Vec<&CellResult> = self
+            .cells
+            .iter()
+            .filter(|r| {
+                r.cell.target == t
+                    && r.cell.workload == w
+                    && r.cell.mode == m
+                    && r.cell.durability == d
+                    && r.cell.concurrency == c
+            })
+            .collect();
+        rounds.sort_by(|a, b| a.server_cpu_us.total_cmp(&b.server_cpu_us));
+        rounds.get(rounds.len() / 2).copied()
     }
 
     /// The C at which single-number targets are read: 50, or the nearest run.
