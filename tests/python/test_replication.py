@@ -322,8 +322,11 @@ class Writer(threading.Thread):
                                         {"request_id": request_id})
                     self.acked.append((seq, msg_id))
                     break
+                # AttributeError: the harness closed this connection while a call
+                # was in flight (kill() closes every connection to the killed
+                # server), and the connector then reads from a socket it dropped.
                 except (tarantool.error.NetworkError, tarantool.error.DatabaseError,
-                        OSError) as e:
+                        OSError, AttributeError) as e:
                     code = getattr(e, "args", [None])[0]
                     if isinstance(e, tarantool.error.DatabaseError) and not isinstance(
                             e, tarantool.error.NetworkError) and code not in (
