@@ -152,6 +152,14 @@ local function main(config_path, instance)
         set('TT_ROLES_CFG', json.encode(roles_cfg))
     end
 
+    -- The library on package.cpath from the process's start: the instance listens
+    -- (and a restarted one serves its recovered functions) before the role has
+    -- run, and a call then would not find the module (138).
+    local lib_dir = role.settings({lib_dir = src.get('lib_dir')}, repo).lib_dir
+    if lib_dir ~= nil then
+        set('LUA_CPATH', fio.pathjoin(lib_dir, '?.so') .. ';' .. (env.LUA_CPATH or ';'))
+    end
+
     local data_dir = src.get('data_dir') ~= nil and s.data_dir or fio.pathjoin(repo, 'data')
     if unnamed_data(data_dir) then
         local f = assert(io.open(config_path))

@@ -16,7 +16,8 @@ from config_harness import Cluster, has_config_module, no_config_reason
 from conftest import forget_logs_of, report_logs_of
 from dialogs_api import READ_ONLY, get_dialog, new_dialog, new_user, walk_dialog
 from election import CONFIG_FILE, SET_UP_LINE, failover_run, leader_of, stored_problems
-from harness import admin_eval, module_built, wait_until
+from harness import (DEFAULT_PASSWORD, REPLICATION_PASSWORD, admin_eval, module_built,
+                     wait_until)
 
 pytestmark = [
     pytest.mark.skipif(not module_built(), reason="run `make build` first"),
@@ -67,6 +68,10 @@ def test_leader_kill_under_load_loses_nothing_acknowledged(capsys):
                    "reverse": True})] == [last], 30, "a new write on the old leader")
         # No set-up ran on it while it followed.
         assert SET_UP_LINE not in old.log_of_run()
+        # Neither password reached a log (peers are logged as user@host).
+        for s in run.servers.values():
+            assert DEFAULT_PASSWORD not in s.log_text()
+            assert REPLICATION_PASSWORD not in s.log_text()
         with capsys.disabled():
             print(f"\nelection failover: kill -9 -> first acknowledged write "
                   f"{run.first_ack_after_kill:.2f} s; {sum(len(w.acked) for w in run.writers)}"
