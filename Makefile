@@ -113,7 +113,7 @@ build-test: deps-tarantool
 # Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
 # 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
+	TARANTOOL="$(TARANTOOL)" ./scripts/run
 
 # --- tests ------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ test: deps build build-test tarantool-path
 # Unit tests, and the release module exports the two procedures and nothing of
 # the test build (no test entry point, no test-only procedure).
 test-unit:
-	$(CARGO) test -p dialogs --lib
+	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
 	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
 	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
@@ -143,10 +143,10 @@ test-tarantool: tarantool-path
 	$(WITH_TT) tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
 
 test-net: deps-python tarantool-path
-	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
 
 test-e2e: tarantool-path
-	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
 
 # --- benchmark (bench/, see README "Benchmarks") ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on

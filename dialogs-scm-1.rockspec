@@ -39,22 +39,11 @@ mkdir -p target/rock &&
 cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so
 ]],
-    install = {
-        lua = {
-            ['dialogs.init'] = 'dialogs/init.lua',
-            ['dialogs.access'] = 'dialogs/access.lua',
-            ['dialogs.admin'] = 'dialogs/admin.lua',
-            ['dialogs.background'] = 'dialogs/background.lua',
-            ['dialogs.capabilities'] = 'dialogs/capabilities.lua',
-            ['dialogs.config'] = 'dialogs/config.lua',
-            ['dialogs.replication'] = 'dialogs/replication.lua',
-            ['dialogs.requests'] = 'dialogs/requests.lua',
-            ['dialogs.schema'] = 'dialogs/schema.lua',
-            ['dialogs.setup'] = 'dialogs/setup.lua',
-        },
-        lib = {
-            new_dialog = 'target/rock/new_dialog.so',
-            get_dialog = 'target/rock/get_dialog.so',
-        },
-    },
+    -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
+    -- modules the store grows, and the two libraries.
+    install_command = [[
+mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
+cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
+cp target/rock/new_dialog.so target/rock/get_dialog.so "$(LIBDIR)/"
+]],
 }
