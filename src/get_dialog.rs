@@ -54,7 +54,7 @@ impl GetDialog {
         Ok(req)
     }
 
-    /// Adds the page's tuples to `reply`, one return value each.
+    /// Adds the page's messages to `reply`, one return value each.
     pub fn apply(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
         store.page(
             self.dialog_id,
@@ -62,7 +62,7 @@ impl GetDialog {
             self.before,
             self.reverse,
             self.limit,
-            |tuple| reply.tuple(tuple),
+            |tuple| reply.message(tuple),
         )
     }
 }

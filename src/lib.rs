@@ -14,6 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 use tarantool::ffi::tarantool::{box_return_mp, box_return_tuple, BoxFunctionCtx};
 
 pub mod args;
+pub mod bucket;
 pub mod error;
 pub mod get_dialog;
 pub mod ids;
@@ -32,6 +33,8 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 /// Where a procedure puts its results: each call adds one return value.
 pub struct Reply {
     ctx: *mut BoxFunctionCtx,
+    /// Reused for each message of a page (no allocation per message).
+    scratch: Vec<u8>,
 }
 
 impl Reply {
@@ -54,6 +57,13 @@ impl Reply {
         }
         Ok(())
     }
+
+    /// Returns one stored message as clients see it: its six fields, without
+    /// the store's `bucket_id`.
+    pub fn message(&mut self, tuple: store::TupleRef) -> Result<()> {
+        let client = tuple.client_form(&mut self.scratch)?;
+        self.tuple(client)
+    }
 }
 
 /// Runs one procedure call: `body` reads the msgpack arguments and adds the
@@ -72,7 +82,10 @@ unsafe fn serve(
 ) -> c_int {
     let len = usize::try_from(args_end.offset_from(args)).unwrap_or(0);
     let args = std::slice::from_raw_parts(args.cast::<u8>(), len);
-    let mut reply = Reply { ctx };
+    let mut reply = Reply {
+        ctx,
+        scratch: Vec::new(),
+    };
     let result = match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
         Ok(result) => result,
         Err(payload) => {
