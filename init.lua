@@ -19,6 +19,7 @@ package.path = fio.pathjoin(here, '?.lua') .. ';' .. fio.pathjoin(here, '?', 'in
 
 local access = require('dialogs.access')
 local admin = require('dialogs.admin')
+local bucket = require('dialogs.bucket')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
@@ -47,6 +48,7 @@ box.cfg(replication.box_options(r, {
 if not box.info.ro then
     box.session.su('admin', function()
         schema.upgrade_system_spaces()
+        bucket.store_count(cfg.bucket_count, config.ENV.bucket_count)
         schema.migrate()
         replication.apply_sync_mode(r)
         schema.register_functions()
@@ -54,6 +56,8 @@ if not box.info.ro then
         access.restrict_public_role()
         access.setup_replication_user(r)
     end)
+else
+    bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
 end
 
 -- The writable instance of a synchronous replica set owns the synchronous queue

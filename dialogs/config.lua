@@ -61,6 +61,7 @@ M.ENV = {
     sync_timeout = 'DIALOGS_SYNC_TIMEOUT',
     connect_timeout = 'DIALOGS_REPLICATION_CONNECT_TIMEOUT',
     admin_socket = 'DIALOGS_ADMIN_SOCKET',
+    bucket_count = 'DIALOGS_BUCKET_COUNT',
 }
 
 ------------------------------------------------------------------------------
@@ -364,6 +365,14 @@ function M.read_replication(src, app_user)
     return r
 end
 
+-- How many vshard buckets the data is spread over (dialogs.bucket): the same on
+-- every instance of a cluster, fixed for the life of the data.
+function M.read_bucket_count(src)
+    local bucket = require('dialogs.bucket')
+    return M.parse_int(src.name('bucket_count'),
+        get_or(src, 'bucket_count', bucket.DEFAULT_COUNT), 1, bucket.MAX_COUNT)
+end
+
 -- Every setting init.lua reads, from a source (in practice env_source), in one
 -- table: the server's box.cfg options, the application's, and `replication`.
 function M.read(src, base_dir)
@@ -372,6 +381,7 @@ function M.read(src, base_dir)
     s.password = M.read_password(src, s.listen)
     s.lib_dir = M.read_lib_dir(src, base_dir)
     s.request_ttl = M.read_request_ttl(src)
+    s.bucket_count = M.read_bucket_count(src)
     s.replication = M.read_replication(src, s.user)
     return s
 end
