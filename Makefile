@@ -12,10 +12,11 @@ TARANTOOL_TEST_VERSION := 0.7.0
 
 # The release module and the directory init.lua loads it from: one real file,
 # replaced atomically on each build (a running server keeps its mapping and can
-# reload), and one symlink per procedure name.
+# reload), and one symlink per procedure name (dialogs_route: the vshard router's
+# check of a call, README "Sharding by dialog_id with vshard").
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
-PROCS := new_dialog get_dialog
+PROCS := new_dialog get_dialog dialogs_route
 
 .PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
         test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
@@ -81,13 +82,13 @@ test: deps build build-test
 	@echo "make test: every suite passed (unit and exports, in-Tarantool, Python network, Rust end-to-end, bench smoke)"
 	@echo "suites: 5 passed, 0 failed"
 
-# Unit tests, and the release module exports the two procedures and nothing of
-# the test build (no test entry point, no test-only procedure).
+# Unit tests, and the release module exports the two procedures and the router's
+# check and nothing of the test build (no test entry point, no test-only procedure).
 test-unit:
 	$(CARGO) test -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
-	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
-	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
+	  if [ "$$exported" != "dialogs_route get_dialog new_dialog " ]; then \
+	    echo "release module exports [$$exported], expected [dialogs_route get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.

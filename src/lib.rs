@@ -1,7 +1,9 @@
 //! dialogs: direct-message storage inside Tarantool.
 //!
 //! This library is loaded by Tarantool as the C functions `new_dialog` and
-//! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`). A call
+//! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`), and on a
+//! vshard router as `dialogs_route`, the check of a call before it is routed
+//! ([`route`]). A call
 //! enters at the `extern "C"` functions below, is parsed and validated into a
 //! typed request ([`new_dialog::NewDialog`], [`get_dialog::GetDialog`]), applied
 //! to the [`store::Store`] (the only code that touches spaces), and the reply is
@@ -20,6 +22,7 @@ pub mod get_dialog;
 pub mod ids;
 pub mod msgpack;
 pub mod new_dialog;
+pub mod route;
 pub mod store;
 
 #[cfg(feature = "test")]
@@ -143,4 +146,19 @@ pub unsafe extern "C" fn get_dialog(
     args_end: *const c_char,
 ) -> c_int {
     serve("get_dialog", ctx, args, args_end, get_dialog::call)
+}
+
+/// `dialogs_route(bucket_count, proc, args)` → the bucket of a valid call of
+/// `proc` with `args`; a bad call gets the procedure's own error. Used by the
+/// vshard router (README, "Sharding by dialog_id with vshard"); not for clients.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_route(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve("dialogs_route", ctx, args, args_end, route::call)
 }

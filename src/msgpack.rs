@@ -68,6 +68,11 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    /// The bytes not read yet (the values that follow, still encoded).
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if n > self.buf.len() {
             return Err(Malformed);
