@@ -24,9 +24,18 @@ local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
 local schema = require('dialogs.schema')
+local sharding = require('dialogs.sharding')
 
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
+-- Sharded (DIALOGS_SHARDING): a router, or a storage (README, "Sharding by
+-- dialog_id with vshard"); otherwise a store of its own.
+local sh = cfg.sharding
+local is_router = sh ~= nil and sh.router
+local is_storage = sh ~= nil and not sh.router
+if sh ~= nil then
+    sharding.load_vshard(os.getenv('VSHARD_DIR'), config.ENV.sharding)
+end
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
 -- Refused before the database is touched: a path that is not ours to replace.
@@ -34,8 +43,7 @@ if r.admin_socket ~= nil then
     admin.check(r.admin_socket, config.ENV.admin_socket)
 end
 
-fio.mktree(cfg.data_dir)
-box.cfg(replication.box_options(r, {
+local box_opts = replication.box_options(r, {
     listen = cfg.listen,
     memtx_dir = cfg.data_dir,
     wal_dir = cfg.data_dir,
@@ -43,38 +51,67 @@ box.cfg(replication.box_options(r, {
     memtx_memory = cfg.memtx_memory,
     wal_mode = cfg.wal_mode,
     log_level = cfg.log_level,
-}))
+})
+if is_storage then
+    -- vshard knows the storages by these uuids, derived from the topology.
+    for k, v in pairs(require('dialogs.storage').box_identity(cfg)) do
+        box_opts[k] = v
+    end
+end
+fio.mktree(cfg.data_dir)
+box.cfg(box_opts)
 
-if not box.info.ro then
-    box.session.su('admin', function()
-        schema.upgrade_system_spaces()
-        bucket.store_count(cfg.bucket_count, config.ENV.bucket_count)
-        schema.migrate()
-        replication.apply_sync_mode(r)
-        schema.register_functions()
-        access.setup_app_user(cfg, config.ENV.user)
-        access.restrict_public_role()
-        access.setup_replication_user(r)
-    end)
+if is_router then
+    local router = require('dialogs.router')
+    box.session.su('admin', router.setup, cfg, config.ENV.user)
+    router.start(cfg)
 else
-    bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
-end
+    if not box.info.ro then
+        box.session.su('admin', function()
+            schema.upgrade_system_spaces()
+            bucket.store_count(cfg.bucket_count, config.ENV.bucket_count)
+            schema.migrate()
+            replication.apply_sync_mode(r)
+            schema.register_functions()
+            if is_storage then
+                access.drop_app_user()
+            else
+                access.setup_app_user(cfg, config.ENV.user)
+            end
+            access.restrict_public_role()
+            access.setup_replication_user(r)
+        end)
+    else
+        bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
+    end
+    if is_storage then
+        require('dialogs.storage').start(cfg)
+    end
 
--- The writable instance of a synchronous replica set owns the synchronous queue
--- before it reports ready, where the server needs an owner and the quorum is
--- there; otherwise it takes it in the background once the peers are (logged).
-if replication.take_queue(r) then
-    replication.wait_queue(r.connect_timeout)
-end
+    -- The writable instance of a synchronous replica set owns the synchronous
+    -- queue before it reports ready, where the server needs an owner and the
+    -- quorum is there; otherwise it takes it in the background once the peers are
+    -- (logged).
+    if replication.take_queue(r) then
+        replication.wait_queue(r.connect_timeout)
+    end
 
--- Request ids expire on the writable instance; a replica's pruner waits.
-requests.start_expiry(cfg.request_ttl)
+    -- Request ids expire on the writable instance; a replica's pruner waits.
+    requests.start_expiry(cfg.request_ttl)
+end
 
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)
 end
 log.info('dialogs: replication: %s', replication.describe(r))
-log.info('dialogs: listening on %s as user %q (data in %s)', cfg.listen, cfg.user, cfg.data_dir)
+if is_storage then
+    -- Clients call the routers; routers and peers log in as the replication user.
+    log.info('dialogs: storage of replica set %s listening on %s (data in %s)',
+        sh.replicaset.name, cfg.listen, cfg.data_dir)
+    return
+end
+log.info('dialogs: listening on %s as user %q (data in %s)%s', cfg.listen, cfg.user,
+    cfg.data_dir, is_router and ', a router of the sharded store' or '')
 if cfg.password == config.DEV_PASSWORD then
     log.info('dialogs: connect as %s, password %q (the loopback development default): '
         .. "require('net.box').connect('%s:%s@%s'), then call new_dialog / get_dialog",
