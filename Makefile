@@ -18,11 +18,12 @@ LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog dialogs_route
 
-.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run test \
+.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run run-sharded test \
         test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
+	@echo "make run-sharded  two storage replica sets and a router on 127.0.0.1:3301 (needs vshard: VSHARD_DIR=...)"
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
@@ -69,6 +70,11 @@ build-test: deps-tarantool
 
 run: build
 	tarantool init.lua
+
+# A local sharded store (scripts/run-sharded): two storage replica sets and a router
+# on DIALOGS_LISTEN. Needs vshard: VSHARD_DIR=/path/to/vshard or the Lua path.
+run-sharded: build
+	VSHARD_DIR="$(VSHARD_DIR)" ./scripts/run-sharded
 
 # --- tests ------------------------------------------------------------------------
 
