@@ -18,7 +18,7 @@ LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog dialogs_route
 
-.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run run-sharded test \
+.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run run-sharded test test-sharded \
         test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
 
 help:
@@ -106,6 +106,13 @@ test-tarantool:
 
 test-net: deps-python
 	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+
+# The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
+# the Lua path, and report themselves skipped without it. make test runs them too
+# when VSHARD_DIR is set.
+test-sharded: build deps-python
+	VSHARD_DIR="$(VSHARD_DIR)" DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest \
+	  -q -rsx -p no:cacheprovider tests/python/test_bucket.py tests/python/test_sharded*.py
 
 test-e2e:
 	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
