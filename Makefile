@@ -18,27 +18,56 @@ LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog dialogs_route
 
-.PHONY: help deps deps-tarantool deps-runner deps-python build build-test run run-sharded test test-sharded \
-        test-unit test-tarantool test-net test-e2e test-lua lint bench bench-smoke deps-postgres clean soak
+# The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
+# (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from
+# apt, which deps-tarantool installs when there is none). Resolved to an absolute
+# path and exported, so the harnesses (tests/python, tests/e2e, bench) and
+# install-lib.sh start that binary; test recipes also run with a directory first on
+# PATH whose `tarantool` is that binary, for what finds it by name (tarantool-test,
+# the `#!/usr/bin/env tarantool` scripts).
+TARANTOOL_GIVEN := $(filter environment environment\ override command\ line,$(origin TARANTOOL))
+TARANTOOL ?= tarantool
+override TARANTOOL := $(or $(abspath $(shell command -v '$(TARANTOOL)' 2>/dev/null)),$(TARANTOOL))
+export TARANTOOL
+TT_PATH_DIR := $(abspath target/tarantool-path/$(subst /,_,$(TARANTOOL)))
+WITH_TT := PATH="$(TT_PATH_DIR):$$PATH"
+# An older server whose data directory the upgrade test opens with TARANTOOL
+# (tests/python/test_upgrade.py; it reports itself skipped when both are one server).
+DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
+export DIALOGS_UPGRADE_FROM
+
+.PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run run-sharded test test-sharded \
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
 	@echo "make run-sharded  two storage replica sets and a router on 127.0.0.1:3301 (needs vshard: VSHARD_DIR=...)"
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
-	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make lint   cargo fmt --check, clippy -D warnings, luacheck (make lint-lua)"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make clean  remove build output (data/ is kept)"
 
 # --- installation of what is missing -------------------------------------------
 
+# With TARANTOOL given, that server must exist and run; nothing is installed.
 deps-tarantool:
+ifneq ($(TARANTOOL_GIVEN),)
+	@"$(TARANTOOL)" --version >/dev/null 2>&1 || { \
+	  echo "TARANTOOL=$(TARANTOOL): not a tarantool that runs"; exit 1; }
+else
 	@command -v tarantool >/dev/null && [ -f /usr/include/tarantool/module.h ] || { \
 	  echo "installing tarantool from apt"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tarantool tarantool-dev; }
+endif
+
+# The directory of WITH_TT: one per server, so runs against two servers can share a
+# checkout.
+tarantool-path: deps-tarantool
+	@mkdir -p "$(TT_PATH_DIR)" && ln -sfn "$$(command -v "$(TARANTOOL)")" "$(TT_PATH_DIR)/tarantool"
 
 deps-runner:
 	@command -v tarantool-test >/dev/null || { \
@@ -55,7 +84,22 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 
-deps: deps-tarantool deps-runner deps-python
+# Debian's luarocks: tests/python/test_rock.py installs the rock with it.
+deps-luarocks:
+	@command -v luarocks >/dev/null || { \
+	  echo "installing luarocks from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq luarocks; }
+
+
+deps-luacheck:
+	@command -v luacheck >/dev/null || { \
+	  echo "installing luacheck (lua-check) from apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
+
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks
 
 # --- build ------------------------------------------------------------------------
 
@@ -68,8 +112,10 @@ build-test: deps-tarantool
 	$(CARGO) build -p dialogs --features test
 	@./scripts/install-lib.sh target/debug/libdialogs.so $(TEST_LIB_DIR) $(PROCS) dialogs_test_panic
 
+# Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
+# 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	tarantool init.lua
+	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
 
 # A local sharded store (scripts/run-sharded): two storage replica sets and a router
 # on DIALOGS_LISTEN. Needs vshard: VSHARD_DIR=/path/to/vshard or the Lua path.
@@ -78,15 +124,13 @@ run-sharded: build
 
 # --- tests ------------------------------------------------------------------------
 
-test: deps build build-test
-	$(MAKE) --no-print-directory test-unit
-	$(MAKE) --no-print-directory test-lua
-	$(MAKE) --no-print-directory test-tarantool
-	$(MAKE) --no-print-directory test-net
-	$(MAKE) --no-print-directory test-e2e
-	$(MAKE) --no-print-directory bench-smoke
-	@echo "make test: every suite passed (unit and exports, in-Tarantool, Python network, Rust end-to-end, bench smoke)"
-	@echo "suites: 5 passed, 0 failed"
+# Every suite runs to its end even after one fails; tests/run-suites.sh then adds up
+# the counts the runners printed and ends with one line, `N passed, N failed, N
+# skipped` (what CI reads), and the exit status says whether anything failed.
+SUITES := test-unit test-lua lint-lua test-tarantool test-net test-e2e bench-smoke
+
+test: deps build build-test tarantool-path
+	@MAKE="$(MAKE)" ./tests/run-suites.sh $(SUITES)
 
 # Unit tests, and the release module exports the two procedures and the router's
 # check and nothing of the test build (no test entry point, no test-only procedure).
@@ -98,24 +142,26 @@ test-unit:
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.
-test-lua: deps-tarantool
-	tarantool tests/lua/run.lua
+test-lua: tarantool-path
+	$(WITH_TT) "$(TARANTOOL)" tests/lua/run.lua
 
-test-tarantool:
-	tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
+# tarantool-test starts `tarantool` from PATH.
+test-tarantool: tarantool-path
+	$(WITH_TT) tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
 
-test-net: deps-python
-	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+test-net: deps-python tarantool-path
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
 
 # The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
 # the Lua path, and report themselves skipped without it. make test runs them too
 # when VSHARD_DIR is set.
-test-sharded: build deps-python
-	VSHARD_DIR="$(VSHARD_DIR)" DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest \
-	  -q -rsx -p no:cacheprovider tests/python/test_bucket.py tests/python/test_sharded*.py
+test-sharded: build deps-python tarantool-path
+	$(WITH_TT) VSHARD_DIR="$(VSHARD_DIR)" DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
+	  $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider \
+	  tests/python/test_bucket.py tests/python/test_sharded*.py
 
-test-e2e:
-	DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
+test-e2e: tarantool-path
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
 
 # --- benchmark (bench/, see README "Benchmarks") ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
@@ -136,9 +182,9 @@ bench: build deps-postgres
 	  --lib-dir $(LIB_DIR) --out bench/results
 
 # Every target and workload for about a second each; results go to target/bench-smoke.
-bench-smoke: build deps-postgres
+bench-smoke: build deps-postgres tarantool-path
 	$(CARGO) build --release -p dialogs-bench
-	ulimit -n $$(ulimit -Hn); $(CARGO) run --release -q -p dialogs-bench -- \
+	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
 # --- soak (tests/e2e/src/bin/soak.rs; not part of `make test`) ------------------------
@@ -159,7 +205,24 @@ soak: build
 promote:
 	./scripts/promote $(ADMIN_SOCKET)
 
-lint:
+# Every Lua file of the repository: the *.lua files git knows of (tracked, or new
+# and not ignored) and the scripts that run under tarantool (scripts/promote).
+# Settings in .luacheckrc.
+LUA_FILES = $(shell git ls-files --cached --others --exclude-standard '*.lua') \
+            $(shell grep -l '^\#!.*tarantool' scripts/* 2>/dev/null)
+
+lint-lua: deps-luacheck
+	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
+	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
+
+# May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# scripts/rejoin export, then replay).
+.PHONY: rejoin-check
+rejoin-check:
+	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
+lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p dialogs --all-targets --features test -- -D warnings

@@ -17,13 +17,12 @@ local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''
 package.path = fio.pathjoin(here, '?.lua') .. ';' .. fio.pathjoin(here, '?', 'init.lua')
     .. ';' .. package.path
 
-local access = require('dialogs.access')
 local admin = require('dialogs.admin')
 local bucket = require('dialogs.bucket')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
-local schema = require('dialogs.schema')
+local setup = require('dialogs.setup')
 local sharding = require('dialogs.sharding')
 
 local cfg = config.from_env(os.environ(), here)
@@ -67,20 +66,11 @@ if is_router then
     router.start(cfg)
 else
     if not box.info.ro then
-        box.session.su('admin', function()
-            schema.upgrade_system_spaces()
-            bucket.store_count(cfg.bucket_count, config.ENV.bucket_count)
-            schema.migrate()
-            replication.apply_sync_mode(r)
-            schema.register_functions()
-            if is_storage then
-                access.drop_app_user()
-            else
-                access.setup_app_user(cfg, config.ENV.user)
-            end
-            access.restrict_public_role()
-            access.setup_replication_user(r)
-        end)
+        cfg.user_setting = config.ENV.user
+        cfg.bucket_count_setting = config.ENV.bucket_count
+        -- A storage takes calls from routers only.
+        cfg.takes_clients = not is_storage
+        setup.writable_instance(cfg)
     else
         bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
     end

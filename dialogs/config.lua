@@ -211,13 +211,12 @@ end
 -- Replication peers: HOST:PORT or unix/:PATH, comma-separated (or a list), no
 -- credentials (those come from the replication user and password settings).
 function M.parse_peers(name, value, credentials_hint)
-    local items = {}
     if type(value) == 'table' then
+        local items = {}
         for i, item in ipairs(value) do
             items[i] = tostring(item)
         end
         value = table.concat(items, ',')
-        items = {}
     end
     if type(value) ~= 'string' then
         M.error(name, 'expected HOST:PORT,HOST:PORT,..., got %s', show(value))

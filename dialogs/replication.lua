@@ -150,6 +150,11 @@ function M.take_queue(r)
     return true
 end
 
+-- Stops a queue taker that take_queue started, if one still runs.
+function M.stop_take_queue()
+    background.stop('queue')
+end
+
 -- Waits up to `timeout` seconds for this instance to own the queue; true if it does.
 function M.wait_queue(timeout)
     local deadline = clock.monotonic() + timeout

@@ -110,8 +110,12 @@ local migrations = {
     -- whose message is gone takes its own id's, so that it is still sharded).
     -- Existing rows get theirs in batches; the format and the index follow.
     {batched = true, run = function()
+        -- Set from the configuration before the migrations run (setup.lua);
+        -- the default where nothing did.
+        if bucket.stored_count() == nil then
+            bucket.store_count(bucket.DEFAULT_COUNT, 'bucket_count')
+        end
         local count = bucket.stored_count()
-            or error('dialogs: schema v3 needs the bucket count: bucket.store_count first', 0)
         local messages, requests = box.space.dialogs, box.space.dialogs_requests
         local filled = fill_field(messages, 7, 1, function(t)
             return bucket.of(t[2], count)

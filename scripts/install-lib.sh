@@ -13,7 +13,8 @@ trap 'rm -f "$tmp"' EXIT
 cp "$so" "$tmp"
 chmod 755 "$tmp"
 # A server that reloads a file it cannot load dies, so every procedure symbol is
-# loaded once in a throwaway Tarantool before the file takes the installed name.
+# loaded once in a throwaway Tarantool ($TARANTOOL, else `tarantool` from PATH: the
+# server that will load it) before the file takes the installed name.
 check=$(mktemp)
 trap 'rm -f "$tmp" "$check"' EXIT
 cat > "$check" <<'LUA'
@@ -27,7 +28,7 @@ for i = 2, #arg do
 end
 os.exit(0)
 LUA
-if ! tarantool "$check" "$tmp" "$@" </dev/null; then
+if ! "${TARANTOOL:-tarantool}" "$check" "$tmp" "$@" </dev/null; then
   echo "install-lib: $so does not load; $dir/libdialogs.so left as it was" >&2
   exit 1
 fi

@@ -67,7 +67,8 @@ function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
             while next_call < total do
                 local i = next_call
                 next_call = i + 1
-                local ok, err = pcall(f.call, f, {dialogs[i % #dialogs + 1], user_from, user_to, text})
+                local args = {dialogs[i % #dialogs + 1], user_from, user_to, text}
+                local ok, err = pcall(f.call, f, args)
                 if not ok then
                     failed = failed + 1
                     first_error = first_error or tostring(err)

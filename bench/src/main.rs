@@ -569,12 +569,19 @@ fn main() -> Result<()> {
     let report = report?;
     report.write(&out)?;
     let failed: u64 = report.cells.iter().map(|c| c.errors).sum();
+    let failed_cells = report.cells.iter().filter(|c| c.errors > 0).count();
     eprintln!(
         "done in {:.0}s: {} cells, {} errors; wrote {}/latest.md",
         report.wall_seconds,
         report.cells.len(),
         failed,
         out.display()
+    );
+    // The count `make test` adds up: a cell passes when none of its requests failed.
+    eprintln!(
+        "bench: {} passed, {} failed",
+        report.cells.len() - failed_cells,
+        failed_cells
     );
     if failed > 0 {
         bail!("{failed} requests failed (see latest.md)");

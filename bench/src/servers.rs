@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use crate::model::Durability;
 
+/// The Tarantool to run: `$TARANTOOL` (`make bench TARANTOOL=...` sets it), else
+/// `tarantool` from PATH.
+pub fn tarantool_binary() -> std::ffi::OsString {
+    std::env::var_os("TARANTOOL")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "tarantool".into())
+}
+
 /// How long a server may take to come up before the run is abandoned.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server may take to stop after SIGTERM before it gets SIGKILL.
@@ -145,7 +153,7 @@ impl Tarantool {
             Durability::Write => "write",
             Durability::Fsync => "fsync",
         };
-        let child = Command::new("tarantool")
+        let child = Command::new(tarantool_binary())
             .arg(&script)
             .current_dir(&dir)
             .env("DIALOGS_LISTEN", format!("127.0.0.1:{port}"))

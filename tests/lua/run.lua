@@ -10,7 +10,8 @@ local fio = require('fio')
 
 local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''))))
 local repo = fio.dirname(fio.dirname(here))
-package.path = fio.pathjoin(repo, '?.lua') .. ';' .. fio.pathjoin(here, '?.lua') .. ';'
+package.path = fio.pathjoin(repo, '?.lua') .. ';' .. fio.pathjoin(repo, '?', 'init.lua') .. ';'
+    .. fio.pathjoin(here, '?.lua') .. ';'
     .. package.path
 
 local files = {}

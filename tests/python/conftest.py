@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Server, servers_log_sections
+from harness import Server, server_description, servers_log_sections
 
 # Servers started and not yet torn down, in start order: the ones whose logs a
 # failing test's report shows.
 _LIVE: list = []
+
+
+def pytest_report_header(config):
+    return f"tarantool under test: {server_description()}"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -21,12 +21,15 @@ and failover tests can build on this. Usable without pytest too::
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -78,6 +81,45 @@ for _, f in ipairs(files) do
 end
 os.exit(0)
 """
+
+
+def tarantool_binary() -> str:
+    """The Tarantool under test: $TARANTOOL (`make test TARANTOOL=...` sets it to an
+    absolute path), else the `tarantool` first on PATH."""
+    return os.environ.get("TARANTOOL") or shutil.which("tarantool") or "tarantool"
+
+
+def server_description(binary: Optional[str] = None) -> str:
+    """`path (first line of --version)`, as `make test` states the server it tested."""
+    binary = binary or tarantool_binary()
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        version = out.splitlines()[0] if out else "no --version output"
+    except OSError as e:
+        version = f"does not run: {e}"
+    return f"{binary} ({version})"
+
+
+def _tarantool_first_on_path() -> None:
+    """Makes `tarantool` by name mean $TARANTOOL in this process and its children.
+
+    The harness starts servers (and tests run tools such as scripts/rejoin) by the
+    name `tarantool`, so that a test can give one server another binary through its
+    environment's PATH. When $TARANTOOL names another binary than the one first on
+    PATH (pytest run by hand with TARANTOOL=...), a directory holding a `tarantool`
+    link to it goes first on PATH. Under `make test` PATH already says so."""
+    chosen = os.environ.get("TARANTOOL")
+    found = shutil.which("tarantool")
+    if not chosen or (found and os.path.realpath(found) == os.path.realpath(chosen)):
+        return
+    link_dir = Path(tempfile.mkdtemp(prefix="dialogs-tarantool-"))
+    atexit.register(shutil.rmtree, link_dir, True)
+    (link_dir / "tarantool").symlink_to(os.path.realpath(chosen))
+    os.environ["PATH"] = f"{link_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_tarantool_first_on_path()
 
 
 class ServerError(RuntimeError):

@@ -27,7 +27,8 @@ import pytest
 import tarantool
 
 from admin import reconnect_admin, remove_socket_dir, start_admin_server
-from dialogs_api import CREATED_AT, DIALOG_ID, ID, TEXT, USER_FROM, USER_TO, walk_dialog
+from dialogs_api import (CREATED_AT, DIALOG_ID, ID, TEXT, USER_FROM, USER_TO,
+                         tarantool_supports_datetime, walk_dialog)
 
 WRITERS = 8
 LOAD_SECONDS = 1.5
@@ -35,11 +36,18 @@ READ_EVERY = 25  # a writer reads its dialog back after this many writes
 CLOCK_SLACK_US = 2_000_000
 
 
+# A fresh data directory: created_at is a datetime where the server has the type,
+# unsigned microseconds where it has not (README "Data model").
+HAS_DATETIME = tarantool_supports_datetime()
+
+
 def micros(value) -> int:
-    """created_at as microseconds: unsigned on 2.6, a datetime where the server has it."""
-    if isinstance(value, int):
-        return value
-    return int(value.timestamp * 1_000_000)  # tarantool.Datetime
+    """created_at as microseconds, of exactly the type this server stores."""
+    if HAS_DATETIME:
+        assert isinstance(value, tarantool.Datetime), repr(value)
+        return int(value.timestamp * 1_000_000)
+    assert isinstance(value, int), repr(value)
+    return value
 
 
 class Writer(threading.Thread):

@@ -4,8 +4,9 @@ Writers and readers keep calls in flight (wal_mode fsync, so a new_dialog spends
 time suspended inside the module, waiting for the disk) while an operator installs a
 new build with scripts/install-lib.sh and runs box.schema.func.reload for both
 procedures, several times over. Not one call may fail; ids stay strictly increasing;
-every acknowledged message is stored; and the process really maps the new file
-afterwards (so the reload reloaded something).
+every acknowledged message is stored; and after each reload the process maps the new
+build and, once the calls that were running in the old code have returned, no longer
+the old one (README: the old copy is unloaded after its last call).
 
 The "new build" is the built module with n + 1 zero bytes appended: another file,
 as loadable as the original (the dynamic loader ignores trailing bytes), whose size
@@ -28,12 +29,16 @@ import tarantool
 
 from admin import remove_socket_dir, start_admin_server
 from dialogs_api import ID, walk_dialog
-from harness import REPO_ROOT, lib_dir
+from harness import REPO_ROOT, lib_dir, wait_until
 
 INSTALL = REPO_ROOT / "scripts" / "install-lib.sh"
 RELOADS = 8
 WRITERS = 6
 READERS = 2
+# How long the old build may stay mapped after a reload: until the calls running
+# in it return (a write waiting for its fsync: milliseconds; generous for CI).
+UNLOAD_TIMEOUT_S = 10.0
+PROCS = ("new_dialog", "get_dialog")
 
 
 def install(build: Path, into: Path) -> None:
@@ -120,9 +125,15 @@ def test_reload_under_load_fails_no_call(make_server, tmp_path):
         reply = admin.run("box.schema.func.reload('new_dialog') "
                           "box.schema.func.reload('get_dialog') return 'reloaded'")
         assert "reloaded" in reply and "error" not in reply, reply
+        old_size, new_size = base_size + n, base_size + n + 1
         mapped = mapped_module_sizes(srv.pid)
-        for proc in ("new_dialog", "get_dialog"):
-            assert base_size + n + 1 in mapped.get(proc, ()), (n, mapped)
+        for proc in PROCS:
+            assert new_size in mapped.get(proc, ()), (n, mapped)
+        # The old build goes away: each procedure maps exactly the new one.
+        only_new = {proc: {new_size} for proc in PROCS}
+        wait_until(lambda: mapped_module_sizes(srv.pid) == only_new, UNLOAD_TIMEOUT_S,
+                   f"reload {n}: only the new build ({new_size} bytes) mapped, "
+                   f"the old one ({old_size} bytes) gone")
         time.sleep(0.15)
         in_flight_at_reload.append(sum(t.calls for t in load) - calls_before)
     stop.set()
@@ -132,6 +143,8 @@ def test_reload_under_load_fails_no_call(make_server, tmp_path):
     assert failures == [], failures[:5]
     assert all(n > 0 for n in in_flight_at_reload), in_flight_at_reload
     assert srv.is_running()
+    last = {proc: {base_size + RELOADS} for proc in PROCS}
+    assert mapped_module_sizes(srv.pid) == last, (mapped_module_sizes(srv.pid), last)
 
     conn = srv.connect()
     for t in load:

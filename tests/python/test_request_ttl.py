@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
+from dialogs_api import MAX_PAGE, derived_dialog_id, new_dialog, new_user, walk_dialog
 from harness import REPO_ROOT, admin_eval, admin_socket, module_built, replica_set, wait_until
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
@@ -27,6 +27,10 @@ def ttl_server(make_server, ttl: float, **kwargs):
     return srv.start()
 
 
+def whole_dialog(conn, dialog) -> list:
+    return [t for page in walk_dialog(conn, dialog, MAX_PAGE) for t in page]
+
+
 def send(conn, a, b, texts, request_ids):
     return [new_dialog(conn, None, str(a), str(b), t, {"request_id": r})
             for t, r in zip(texts, request_ids)]
@@ -37,26 +41,26 @@ def test_request_ids_expire_and_a_retry_after_expiry_stores_anew(make_server):
     conn = srv.connect()
     a, b = new_user(), new_user()
     dialog = derived_dialog_id(a, b)
-    old_rids = [str(uuid.uuid4()) for _ in range(250)]  # several batches of 100
-    old = send(conn, a, b, [f"old {i}" for i in range(250)], old_rids)
+    old_rids = [str(uuid.uuid4()) for _ in range(1100)]  # three batches of 500
+    old = send(conn, a, b, [f"old {i}" for i in range(1100)], old_rids)
     # Within the TTL a retry is answered from the stored request.
     assert send(conn, a, b, ["old 7"], [old_rids[7]]) == [old[7]]
     time.sleep(2.0)
     young_rids = [str(uuid.uuid4()) for _ in range(20)]
     young = send(conn, a, b, [f"young {i}" for i in range(20)], young_rids)
-    assert admin_eval(srv, REQUESTS) == 270
+    assert admin_eval(srv, REQUESTS) == 1120
     # The old ones go, the young ones stay (they are 2 s younger).
     wait_until(lambda: admin_eval(srv, REQUESTS) == 20, 10, "the old request ids to expire")
     assert admin_eval(srv, REQUESTS) == 20
     assert send(conn, a, b, ["young 3"], [young_rids[3]]) == [young[3]]
     # Messages never expire.
-    assert [str(t[0]) for t in get_dialog(conn, dialog)] == old + young
+    assert [str(t[0]) for t in whole_dialog(conn, dialog)] == old + young
     # A retry of an expired request stores the message again, under a new id.
     again = send(conn, a, b, ["old 7"], [old_rids[7]])
     assert again != [old[7]]
-    assert [t[4] for t in get_dialog(conn, dialog)].count("old 7") == 2
+    assert [t[4] for t in whole_dialog(conn, dialog)].count("old 7") == 2
     wait_until(lambda: admin_eval(srv, REQUESTS) == 0, 15, "every request id to expire")
-    assert admin_eval(srv, MESSAGES) == 271
+    assert admin_eval(srv, MESSAGES) == 1121
     assert srv.log_errors() == []
 
 
@@ -94,7 +98,7 @@ def test_a_replica_never_expires_request_ids_until_it_is_promoted(make_server):
     assert admin_eval(replica, MESSAGES) == 150
     # The deletions replicate: the old master, now a replica, has none left either.
     wait_until(lambda: admin_eval(master, REQUESTS) == 0, 10, "deletions on the old master")
-    assert [str(t[0]) for t in get_dialog(replica.connect(), derived_dialog_id(a, b))] == ids
+    assert [str(t[0]) for t in whole_dialog(replica.connect(), derived_dialog_id(a, b))] == ids
 
 
 def subprocess_run(argv):

@@ -59,6 +59,14 @@ pub fn lib_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/dialogs"))
 }
 
+/// The Tarantool under test: `$TARANTOOL` (`make test TARANTOOL=...` sets it to an
+/// absolute path), else `tarantool` from PATH.
+pub fn tarantool_binary() -> std::ffi::OsString {
+    std::env::var_os("TARANTOOL")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "tarantool".into())
+}
+
 /// A TCP port on 127.0.0.1 that nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -194,7 +202,7 @@ impl Server {
             .open(&self.log_path)
             .expect("server log");
         self.run_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new("tarantool");
+        let mut cmd = Command::new(tarantool_binary());
         cmd.arg(&self.script)
             .current_dir(self.dir())
             .stdin(Stdio::null())

@@ -82,7 +82,7 @@ fn now_micros() -> i64 {
 /// Whether the Tarantool the harness runs has the datetime module (2.10+): asked of
 /// the binary, not read from a version string.
 fn tarantool_supports_datetime() -> bool {
-    let status = std::process::Command::new("tarantool")
+    let status = std::process::Command::new(dialogs_e2e::server::tarantool_binary())
         .args(["-e", "os.exit(pcall(require, 'datetime') and 0 or 3)"])
         .status()
         .expect("run tarantool");

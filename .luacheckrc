@@ -1,0 +1,12 @@
+-- luacheck configuration: every Lua file of the repository (make lint-lua).
+-- Tarantool runs LuaJIT; it adds the global `box` and two functions to `os`.
+std = 'luajit'
+read_globals = {'box', os = {fields = {'environ', 'setenv'}}}
+max_line_length = 100
+exclude_files = {'target/', '.venv/'}
+
+-- Functions the benchmark's load generator and the in-Tarantool test runner call
+-- by name are globals by design.
+files['bench/lua/bench.lua'] = {globals = {'bench_info', 'bench_fill', 'bench_micro',
+    'bench_memory', 'bench_noop'}}
+files['bench/lua/baseline.lua'] = {globals = {'lua_new_dialog', 'lua_get_dialog'}}

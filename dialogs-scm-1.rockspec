@@ -1,0 +1,66 @@
+-- The dialogs store as a rock: the native procedures (built with cargo), the Lua
+-- modules init.lua and the Tarantool 3 role use, and the role itself.
+--
+--   luarocks make                       (Debian's luarocks: into its tree)
+--   luarocks make --tree DIR            (a tree of your own; then
+--                                        eval "$(luarocks path --tree DIR)")
+--   tt rocks make                       (the application's .rocks/, found by
+--                                        Tarantool without any path)
+--
+-- The library lands in the tree's lib directory as new_dialog.so and
+-- get_dialog.so, where box.schema.func.create looks the C functions up
+-- (package.cpath, or .rocks/lib/tarantool); the modules in its Lua directory,
+-- with the role as the module `dialogs`. README, "Install".
+rockspec_format = '3.0'
+package = 'dialogs'
+version = 'scm-1'
+source = {
+    -- Built from the checkout `luarocks make` runs in.
+    url = 'git+file://.',
+}
+description = {
+    summary = 'Direct-message storage inside Tarantool, with native procedures',
+    detailed = [[
+Messages in a memtx space; new_dialog and get_dialog are setuid C functions
+written in Rust. Runs from init.lua on Tarantool 2.x and as the `dialogs` role
+of a Tarantool 3 configuration.]],
+    license = 'BSD-2-Clause',
+}
+dependencies = {
+    'lua >= 5.1',
+}
+build = {
+    type = 'command',
+    -- One library, installed under each procedure's name (Tarantool looks the C
+    -- function `f` up as the symbol f in f.so).
+    build_command = [[
+cargo build --release -p dialogs &&
+mkdir -p target/rock &&
+cp target/release/libdialogs.so target/rock/new_dialog.so &&
+cp target/release/libdialogs.so target/rock/get_dialog.so &&
+cp target/release/libdialogs.so target/rock/dialogs_route.so
+]],
+    install = {
+        lua = {
+            ['dialogs.init'] = 'dialogs/init.lua',
+            ['dialogs.access'] = 'dialogs/access.lua',
+            ['dialogs.admin'] = 'dialogs/admin.lua',
+            ['dialogs.background'] = 'dialogs/background.lua',
+            ['dialogs.bucket'] = 'dialogs/bucket.lua',
+            ['dialogs.capabilities'] = 'dialogs/capabilities.lua',
+            ['dialogs.config'] = 'dialogs/config.lua',
+            ['dialogs.replication'] = 'dialogs/replication.lua',
+            ['dialogs.requests'] = 'dialogs/requests.lua',
+            ['dialogs.router'] = 'dialogs/router.lua',
+            ['dialogs.schema'] = 'dialogs/schema.lua',
+            ['dialogs.setup'] = 'dialogs/setup.lua',
+            ['dialogs.sharding'] = 'dialogs/sharding.lua',
+            ['dialogs.storage'] = 'dialogs/storage.lua',
+        },
+        lib = {
+            new_dialog = 'target/rock/new_dialog.so',
+            get_dialog = 'target/rock/get_dialog.so',
+            dialogs_route = 'target/rock/dialogs_route.so',
+        },
+    },
+}

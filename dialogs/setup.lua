@@ -1,0 +1,53 @@
+-- dialogs.setup: what the writable instance does on every start (or every apply
+-- of a role), in order, as admin. Idempotent: on a current schema it changes
+-- nothing but the passwords it is given.
+
+local access = require('dialogs.access')
+local bucket = require('dialogs.bucket')
+local replication = require('dialogs.replication')
+local schema = require('dialogs.schema')
+
+local M = {}
+
+-- Settings (dialogs.config's shape):
+--   user, password      the application user; without a password the user is not
+--                       managed here (a role whose credentials declare it), and
+--                       only granted execute on the procedures if it exists;
+--   user_setting        how log lines name the user setting (e.g. DIALOGS_USER);
+--   replication         the replication settings, or nil when replication is
+--                       configured elsewhere (the synchronous mode and the
+--                       replication user are then left alone);
+--   bucket_count        the vshard bucket count the data is spread over, stored
+--                       with the data at its first start and refused if it
+--                       differs later (nil: whatever is stored, else the default);
+--   bucket_count_setting  how that refusal names the setting;
+--   takes_clients       false on a storage of a sharded store: routers call it,
+--                       clients do not, so it has no application user (one left
+--                       by an earlier configuration is dropped).
+function M.writable_instance(s)
+    box.session.su('admin', function()
+        -- Before any other write: an older server's system spaces refuse them.
+        schema.upgrade_system_spaces()
+        if s.bucket_count ~= nil then
+            bucket.store_count(s.bucket_count, s.bucket_count_setting or 'bucket_count')
+        end
+        schema.migrate()
+        if s.replication ~= nil then
+            replication.apply_sync_mode(s.replication)
+        end
+        schema.register_functions()
+        if s.takes_clients == false then
+            access.drop_app_user()
+        elseif s.password ~= nil then
+            access.setup_app_user(s, s.user_setting)
+        elseif s.user ~= nil and box.schema.user.exists(s.user) then
+            access.grant_procedures(s.user)
+        end
+        access.restrict_public_role()
+        if s.replication ~= nil then
+            access.setup_replication_user(s.replication)
+        end
+    end)
+end
+
+return M

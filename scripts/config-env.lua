@@ -1,0 +1,119 @@
+-- scripts/config-env.lua CONFIG: the environment that `tarantool --config CONFIG`
+-- gets from the DIALOGS_* variables when `make run` starts a Tarantool 3 server
+-- (scripts/run). Prints NAME=VALUE lines for scripts/run to export; prints
+-- nothing else and exits 1 with a message naming the variable when one is bad.
+--
+-- Each variable is checked by the parser init.lua uses for it and becomes the
+-- configuration option that does the same job (Tarantool's own TT_* variables,
+-- which take precedence over the file). The few that only describe a 2.x set-up
+-- are refused with where their job moved. A password never passes through here,
+-- except the documented loopback development default when DIALOGS_PASSWORD is
+-- unset (the role refuses that one beyond loopback, as init.lua does).
+
+local fio = require('fio')
+local json = require('json')
+local yaml = require('yaml')
+
+local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''))))
+local repo = fio.dirname(here)
+package.path = fio.pathjoin(repo, '?.lua') .. ';' .. fio.pathjoin(repo, '?', 'init.lua')
+    .. ';' .. package.path
+
+local config = require('dialogs.config')
+local role = require('dialogs')
+
+local ENV = config.ENV
+
+-- Variables whose job the configuration file does on Tarantool 3, and where.
+local TAKEN_OVER = {
+    user = 'the application user is declared in %s (credentials.users and '
+        .. 'roles_cfg.dialogs.user)',
+    peers = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
+    read_only = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
+    replication_user = 'the replication user is declared in config/replicaset-*.yaml',
+    replication_password = 'the replication user is declared in config/replicaset-*.yaml',
+    sync_quorum = 'replication.synchro_quorum and roles_cfg.dialogs.synchronous in '
+        .. 'config/replicaset-*.yaml',
+    sync_timeout = 'replication.synchro_timeout in config/replicaset-*.yaml',
+    connect_timeout = 'replication.connect_timeout in config/replicaset-*.yaml',
+}
+
+local function main(config_path)
+    local env = os.environ()
+    local src = config.env_source(env)
+    for key, where in pairs(TAKEN_OVER) do
+        if src.get(key) ~= nil then
+            config.error(ENV[key], 'not read on Tarantool 3: ' .. where, config_path)
+        end
+    end
+
+    local out = {}
+    local function set(name, value)
+        value = tostring(value)
+        if value:find('[\r\n]') then
+            config.error(name, 'contains a line break')
+        end
+        table.insert(out, name .. '=' .. value)
+    end
+
+    -- The same defaults as init.lua: checked whether set or not, exported when set.
+    local s = config.read_server(src, repo)
+    if src.get('listen') ~= nil then
+        set('TT_IPROTO_LISTEN', json.encode({{uri = s.listen}}))
+    end
+    if src.get('data_dir') ~= nil then
+        for _, opt in ipairs({'TT_SNAPSHOT_DIR', 'TT_WAL_DIR', 'TT_VINYL_DIR'}) do
+            set(opt, s.data_dir)
+        end
+        set('TT_PROCESS_PID_FILE', fio.pathjoin(s.data_dir, 'tarantool.pid'))
+        set('TT_CONSOLE_SOCKET', fio.pathjoin(s.data_dir, 'tarantool.control'))
+    end
+    if src.get('admin_socket') ~= nil then
+        set('TT_CONSOLE_SOCKET', config.parse_socket_path(ENV.admin_socket,
+            src.get('admin_socket')))
+    end
+    if src.get('memtx_memory') ~= nil then
+        set('TT_MEMTX_MEMORY', s.memtx_memory)
+    end
+    if src.get('wal_mode') ~= nil then
+        set('TT_WAL_MODE', s.wal_mode)
+    end
+    if src.get('log_level') ~= nil then
+        set('TT_LOG_LEVEL', s.log_level)
+    end
+
+    -- The role's settings: the file's roles_cfg.dialogs with the variables over it.
+    if src.get('lib_dir') ~= nil or src.get('request_ttl') ~= nil then
+        local f = assert(io.open(config_path))
+        local file = yaml.decode(f:read('*a'))
+        f:close()
+        local roles_cfg = file.roles_cfg or {}
+        local mine = roles_cfg[role.NAME] or {}
+        if src.get('lib_dir') ~= nil then
+            mine.lib_dir = config.read_lib_dir(src, repo)
+        end
+        if src.get('request_ttl') ~= nil then
+            mine.request_ttl = config.read_request_ttl(src)
+        end
+        roles_cfg[role.NAME] = mine
+        set('TT_ROLES_CFG', json.encode(roles_cfg))
+    end
+
+    if src.get('password') == nil then
+        -- The development default on loopback; refused (naming the variables) beyond.
+        set(ENV.password, config.read_password(src, s.listen))
+    else
+        config.read_password(src, s.listen)
+    end
+    return out
+end
+
+local ok, res = pcall(main, arg[1])
+if not ok then
+    io.stderr:write(tostring(res), '\n')
+    os.exit(1)
+end
+for _, line in ipairs(res) do
+    print(line)
+end
+os.exit(0)
