@@ -29,6 +29,8 @@ pub struct ServerInfo {
     pub created_at_is_datetime: bool,
     pub dialogs_space: i32,
     pub dialog_id_k: i32,
+    /// The bucket count the data is spread over (for the `raw` target's tuples).
+    pub bucket_count: u32,
     pub version: String,
 }
 
@@ -106,7 +108,7 @@ pub fn request(
     match (target, op) {
         (Target::Noop, _) => (call("bench_noop", array(0)), Expect::Any),
         (Target::Raw, Op::Write { dialog, from, to }) => {
-            let mut t = array(6);
+            let mut t = array(7);
             put_uuid(&mut t, &Uuid::now_v7());
             put_uuid(&mut t, dialog);
             put_uuid(&mut t, from);
@@ -123,6 +125,9 @@ pub fn request(
             } else {
                 let _ = encode::write_uint(&mut t, now.as_micros() as u64);
             }
+            // The seventh field, as new_dialog writes it: the dialog's bucket.
+            let bucket = dialogs::bucket::bucket_id(*dialog, info.bucket_count);
+            let _ = encode::write_uint(&mut t, u64::from(bucket));
             let p = CommandPacket {
                 code: Code::INSERT,
                 internal_fields: vec![(Key::SPACE, rmpv::Value::from(info.dialogs_space))],
@@ -273,6 +278,7 @@ pub async fn server_info(admin: &Client) -> Result<ServerInfo> {
         created_at_is_datetime: get(&v, "created_at")?.as_str() == Some("datetime"),
         dialogs_space: get_f64(&v, "dialogs_space")? as i32,
         dialog_id_k: get_f64(&v, "dialog_id_k")? as i32,
+        bucket_count: get_f64(&v, "bucket_count")? as u32,
         version: get(&v, "version")?.as_str().unwrap_or("?").to_owned(),
     })
 }
