@@ -65,6 +65,7 @@ M.ENV = {
     sharding = 'DIALOGS_SHARDING',
     router = 'DIALOGS_ROUTER',
     router_timeout = 'DIALOGS_ROUTER_TIMEOUT',
+    rebalancer_max_sending = 'DIALOGS_REBALANCER_MAX_SENDING',
 }
 
 ------------------------------------------------------------------------------
@@ -378,7 +379,8 @@ end
 
 -- The sharding settings (README, "Sharding by dialog_id with vshard"), or nil for
 -- a store that is not sharded: {replicasets (dialogs.sharding's topology),
--- router (true on a router), replicaset (a storage's own), call_timeout}. Reads
+-- router (true on a router), replicaset (a storage's own), call_timeout,
+-- rebalancer_max_sending}. Reads
 -- the server settings `s` (listen, replication) and, on a storage, makes its
 -- replica set's members its replication peers.
 function M.read_sharding(src, s)
@@ -400,6 +402,9 @@ function M.read_sharding(src, s)
     end)
     sh.call_timeout = M.parse_seconds(name('router_timeout'),
         get_or(src, 'router_timeout', sharding.DEFAULT_CALL_TIMEOUT_S))
+    sh.rebalancer_max_sending = M.parse_int(name('rebalancer_max_sending'),
+        get_or(src, 'rebalancer_max_sending', sharding.DEFAULT_REBALANCER_MAX_SENDING),
+        1, sharding.MAX_REBALANCER_MAX_SENDING)
     local r = s.replication
     if r.password == nil then
         M.error(name('replication_password'), 'must be set when %s is set (routers and '

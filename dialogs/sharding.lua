@@ -25,6 +25,9 @@ M.NAMESPACE = '79666864-243c-4ee5-9b00-0d947a8f563f'
 -- Seconds a router waits for one call before it answers with an error
 -- (retries of a bucket in transit included).
 M.DEFAULT_CALL_TIMEOUT_S = 2
+-- Buckets a storage sends at once while rebalancing (vshard's default and limit).
+M.DEFAULT_REBALANCER_MAX_SENDING = 1
+M.MAX_REBALANCER_MAX_SENDING = 15
 
 local function uuid_bytes(s)
     local hex = s:gsub('-', '')

@@ -73,7 +73,7 @@ end
 function M.vshard_cfg(s, topology)
     local r = s.replication
     return sharding.vshard_cfg(topology or s.sharding.replicasets, r.user, r.password,
-        s.bucket_count)
+        s.bucket_count, {rebalancer_max_sending = s.sharding.rebalancer_max_sending})
 end
 
 -- The identity box.cfg gives this instance (before its first start, and the
