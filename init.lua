@@ -56,6 +56,10 @@ if is_storage then
     for k, v in pairs(require('dialogs.storage').box_identity(cfg)) do
         box_opts[k] = v
     end
+elseif is_router then
+    -- A router listens once its functions exist: a client that connects while it
+    -- restarts is refused and reconnects, rather than calling what is not there.
+    box_opts.listen = nil
 end
 fio.mktree(cfg.data_dir)
 box.cfg(box_opts)
@@ -64,6 +68,7 @@ if is_router then
     local router = require('dialogs.router')
     box.session.su('admin', router.setup, cfg, config.ENV.user)
     router.start(cfg)
+    box.cfg({listen = cfg.listen})
 else
     if not box.info.ro then
         cfg.user_setting = config.ENV.user
