@@ -114,6 +114,9 @@ function M.raise_routed_error(proc, err)
     raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
 end
 
+-- (vshard's return_raw, which would pass a page on undecoded, is not used: in
+-- 0.1.42 it hands a bucket's WRONG_BUCKET or BUCKET_IS_LOCKED back as a result
+-- instead of retrying.)
 local function routed(proc, call, args)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
@@ -137,11 +140,9 @@ function M.get_dialog(...)
     return routed('get_dialog', state.callbro, {...})
 end
 
--- The router's own database: the check function (not granted to anyone: the
--- router's functions run as their owner), the two client functions as setuid Lua
--- functions, the application user with execute on them and nothing else.
--- Writable (every router is), as admin.
-function M.setup(s, user_setting)
+-- The check function (not granted to anyone: the router's functions run as their
+-- owner) and the two client functions as setuid Lua functions. As admin.
+function M.register_functions()
     box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
     for _, name in ipairs(config.PROCEDURES) do
         local f = box.func[name]
@@ -151,6 +152,13 @@ function M.setup(s, user_setting)
         end
         box.schema.func.create(name, {setuid = true, if_not_exists = true})
     end
+end
+
+-- The router's own database (2.x): the functions, the application user with
+-- execute on the client functions and nothing else. Writable (every router is),
+-- as admin.
+function M.setup(s, user_setting)
+    M.register_functions()
     access.setup_app_user(s, user_setting)
     access.restrict_public_role()
 end
@@ -185,22 +193,29 @@ local function bootstrap_loop()
     log.info('dialogs: the cluster\'s buckets are in place (%d known)', state.bucket_count)
 end
 
--- Starts vshard's router (box is configured) and publishes the client functions.
-function M.start(s)
-    state.settings = s
-    state.bucket_count = s.bucket_count
-    state.call_timeout = s.sharding.call_timeout
+-- Serves clients through vshard's (configured) static router: `bucket_count`,
+-- `call_timeout` seconds per call. Publishes the client functions and creates
+-- the buckets once every storage answers.
+local function serve(bucket_count, call_timeout)
+    state.bucket_count = bucket_count
+    state.call_timeout = call_timeout
     state.wrap_id = not capabilities.c_results_one_each()
     local vshard = require('vshard')
     rawset(_G, 'vshard', vshard)
-    local r = s.replication
-    vshard.router.cfg(sharding.vshard_cfg(s.sharding.replicasets, r.user, r.password,
-        s.bucket_count))
     state.callrw = vshard.router.callrw
     state.callbro = vshard.router.callbro
     rawset(_G, 'new_dialog', M.new_dialog)
     rawset(_G, 'get_dialog', M.get_dialog)
-    fiber.create(bootstrap_loop)
+    require('dialogs.background').start('router_bootstrap', bootstrap_loop)
+end
+
+-- Starts vshard's router (box is configured) and publishes the client functions.
+function M.start(s)
+    state.settings = s
+    local r = s.replication
+    require('vshard').router.cfg(sharding.vshard_cfg(s.sharding.replicasets, r.user,
+        r.password, s.bucket_count))
+    serve(s.bucket_count, s.sharding.call_timeout)
     log.info('dialogs: vshard router over %s (%d buckets)',
         sharding.describe(s.sharding.replicasets), s.bucket_count)
 end
@@ -220,6 +235,54 @@ function M.reconfigure(topology)
         s.bucket_count))
     s.sharding.replicasets = replicasets
     log.info('dialogs: router reconfigured: cluster %s', sharding.describe(replicasets))
+end
+
+------------------------------------------------------------------------------
+-- Tarantool 3: the role `dialogs.router` (README, "Sharding on Tarantool 3").
+-- The configuration's sharding section makes the instance a vshard router
+-- (`sharding: {roles: [router]}`) and its credentials declare the application
+-- user with execute on new_dialog and get_dialog; this role defines those two
+-- functions and the check they run.
+--
+--   roles: [dialogs.router]
+--   roles_cfg:
+--     dialogs.router:
+--       lib_dir: target/dialogs   # where dialogs_route.so is (default as dialogs)
+--       call_timeout: 2           # seconds per call, retries included
+------------------------------------------------------------------------------
+
+M.ROLE = 'dialogs.router'
+M.ROLE_KEYS = {'lib_dir', 'call_timeout'}
+
+local function role_settings(cfg)
+    local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
+    s.call_timeout = config.parse_seconds(s.src.name('call_timeout'),
+        s.src.get('call_timeout') or sharding.DEFAULT_CALL_TIMEOUT_S)
+    s.bucket_count = sharding.config_bucket_count()
+    return s
+end
+
+-- roles: refuses bad roles_cfg['dialogs.router'], naming the key.
+function M.validate(cfg)
+    role_settings(cfg)
+end
+
+function M.apply(cfg)
+    local s = role_settings(cfg)
+    require('dialogs').use_lib_dir(s.lib_dir)
+    box.session.su('admin', function()
+        M.register_functions()
+        access.restrict_public_role()
+    end)
+    serve(s.bucket_count, s.call_timeout)
+    log.info('dialogs: router of the sharded store (%d buckets)', s.bucket_count)
+end
+
+-- roles: stops the bootstrap fiber and withdraws the client functions.
+function M.stop()
+    require('dialogs.background').stop('router_bootstrap')
+    rawset(_G, 'new_dialog', nil)
+    rawset(_G, 'get_dialog', nil)
 end
 
 return M

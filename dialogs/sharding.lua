@@ -1,6 +1,6 @@
 -- dialogs.sharding: the cluster of a sharded store, as vshard sees it.
 --
--- Pure functions: nothing here touches box, and nothing runs at load time.
+-- Pure functions (nothing here touches box) and nothing runs at load time.
 --
 -- A topology lists the storage replica sets, each a name and its members'
 -- addresses (the master is whichever member is writable: vshard finds it, so a
@@ -16,6 +16,7 @@
 -- data directory.
 
 local digest = require('digest')
+local fio = require('fio')
 
 local M = {}
 
@@ -125,6 +126,47 @@ function M.load_vshard(dir, setting)
             .. '(%s): %s', setting, tostring(vshard):match('^[^\n]*'), M.INSTALL_HINT), 0)
     end
     return vshard
+end
+
+-- Tarantool 3 roles (dialogs.storage, dialogs.router): their roles_cfg map
+-- `cfg` (nil: every default), checked to hold only `keys`, as a settings source
+-- whose messages name roles_cfg.<role>.<key>; `lib_dir` resolved as the
+-- dialogs role resolves it (the checkout's target/dialogs, else package.cpath).
+-- Returns {src, lib_dir}.
+function M.role_settings(role, cfg, keys)
+    local config = require('dialogs.config')
+    local name = function(key)
+        return 'roles_cfg.' .. role .. '.' .. key
+    end
+    if cfg == nil then
+        cfg = {}
+    end
+    if type(cfg) ~= 'table' then
+        config.error('roles_cfg.' .. role, 'expected a map of settings (%s), got %s',
+            table.concat(keys, ', '), type(cfg))
+    end
+    for key in pairs(cfg) do
+        local known = false
+        for _, k in ipairs(keys) do
+            known = known or k == key
+        end
+        if not known then
+            config.error(name(tostring(key)), 'unknown setting (known: %s)',
+                table.concat(keys, ', '))
+        end
+    end
+    local src = config.source(function(key) return cfg[key] end, name)
+    local base = fio.dirname(fio.dirname(fio.abspath(
+        (debug.getinfo(1, 'S').source:gsub('^@', '')))))
+    return {src = src, lib_dir = require('dialogs').read_lib_dir(src, base)}
+end
+
+-- The cluster configuration's bucket count (sharding.bucket_count), where a
+-- Tarantool 3 configuration says; vshard's default otherwise.
+function M.config_bucket_count()
+    local get = require('dialogs').cluster_get()
+    local n = get and get('sharding.bucket_count')
+    return n or require('dialogs.bucket').DEFAULT_COUNT
 end
 
 -- The replica set and position of the member listening on `listen`, or nil.

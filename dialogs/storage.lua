@@ -13,6 +13,7 @@
 -- procedure's error as a second value {type = 'dialogs', code, message}, which
 -- the router raises again unchanged.
 
+local fiber = require('fiber')
 local log = require('log')
 
 local sharding = require('dialogs.sharding')
@@ -88,9 +89,14 @@ end
 
 -- Starts vshard's storage on a configured box, as admin, after the store's own
 -- set-up (schema, procedures, the replication user vshard also logs in as).
+-- The functions routers call, published as the global dialogs_storage.
+local function publish()
+    rawset(_G, 'dialogs_storage', api)
+end
+
 function M.start(s)
     settings = s
-    rawset(_G, 'dialogs_storage', api)
+    publish()
     local vshard = require('vshard')
     -- vshard's functions in _func are named vshard.storage.*: it must be global.
     rawset(_G, 'vshard', vshard)
@@ -118,6 +124,99 @@ function M.reconfigure(topology)
     require('vshard').storage.cfg(M.vshard_cfg(s, replicasets), M.box_identity(s).instance_uuid)
     s.sharding.replicasets = replicasets
     log.info('dialogs: storage reconfigured: cluster %s', sharding.describe(replicasets))
+end
+
+------------------------------------------------------------------------------
+-- Tarantool 3: the role `dialogs.storage` (README, "Sharding on Tarantool 3").
+-- The configuration's sharding section makes the instance a vshard storage
+-- (`sharding: {roles: [storage]}`); this role makes it the store's: on the
+-- writable instance the schema, the procedures and the bucket count
+-- (sharding.bucket_count), no application user; everywhere the functions routers
+-- call and the expiry of request ids.
+--
+--   roles: [dialogs.storage]
+--   roles_cfg:
+--     dialogs.storage:
+--       lib_dir: target/dialogs   # default: the checkout's, else package.cpath
+--       request_ttl: 604800
+------------------------------------------------------------------------------
+
+M.ROLE = 'dialogs.storage'
+M.ROLE_KEYS = {'lib_dir', 'request_ttl'}
+-- The role's fiber (dialogs.background: one per instance across reloads).
+local FIBER = 'storage_role'
+-- How long one wait for a read-only change lasts, and the pause after a failed
+-- set-up, seconds.
+local WAIT_STEP_S = 1
+local SETUP_RETRY_S = 5
+
+local function role_settings(cfg)
+    local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
+    s.request_ttl = require('dialogs.config').read_request_ttl(s.src)
+    s.bucket_count = sharding.config_bucket_count()
+    return s
+end
+
+local function set_up_writable(s)
+    require('dialogs.setup').writable_instance({
+        bucket_count = s.bucket_count,
+        bucket_count_setting = 'sharding.bucket_count',
+        takes_clients = false,
+    })
+    log.info('dialogs: storage set up as the writable instance (%d buckets)', s.bucket_count)
+end
+
+-- Sets the store up whenever this instance is (or becomes) writable.
+local function watch(s, done)
+    while true do
+        fiber.testcancel()
+        if done then
+            pcall(box.ctl.wait_ro, WAIT_STEP_S)
+            done = not box.info.ro
+        else
+            pcall(box.ctl.wait_rw, WAIT_STEP_S)
+            fiber.testcancel()
+            if not box.info.ro then
+                local ok, err = pcall(set_up_writable, s)
+                if ok then
+                    done = true
+                else
+                    log.error('dialogs: setting up the storage failed: %s; retrying in %d s',
+                        tostring(err), SETUP_RETRY_S)
+                    fiber.sleep(SETUP_RETRY_S)
+                end
+            end
+        end
+    end
+end
+
+-- roles: refuses bad roles_cfg['dialogs.storage'], naming the key.
+function M.validate(cfg)
+    role_settings(cfg)
+end
+
+function M.apply(cfg)
+    local s = role_settings(cfg)
+    require('dialogs').use_lib_dir(s.lib_dir)
+    publish()
+    local background = require('dialogs.background')
+    background.stop(FIBER)
+    if not box.info.ro then
+        set_up_writable(s)
+    else
+        require('dialogs.bucket').check_count(s.bucket_count, 'sharding.bucket_count')
+    end
+    background.start(FIBER, watch, s, not box.info.ro)
+    require('dialogs.requests').start_expiry(s.request_ttl)
+    log.info('dialogs: storage role applied (%s, %d buckets)',
+        box.info.ro and 'read-only' or 'writable', s.bucket_count)
+end
+
+-- roles: stops the fibers and withdraws the functions routers call; the data stays.
+function M.stop()
+    require('dialogs.background').stop(FIBER)
+    require('dialogs.requests').stop_expiry()
+    rawset(_G, 'dialogs_storage', nil)
 end
 
 return M
