@@ -317,6 +317,43 @@ pub async fn fill(admin: &Client, function: &str, ds: &Dataset, page: bool) -> R
     Ok(())
 }
 
+/// Preloads the read dialogs and the long page dialog through `client`'s
+/// new_dialog (a router: the data lands in each dialog's bucket), `in_flight`
+/// calls at a time on the one pipelined connection.
+pub async fn fill_by_calls(client: &Client, ds: &Dataset, in_flight: usize) -> Result<()> {
+    let mut dialogs: Vec<Uuid> = Vec::new();
+    for d in &ds.read_dialogs {
+        dialogs.extend(std::iter::repeat_n(*d, READ_DIALOG_LEN));
+    }
+    dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    let dialogs = std::sync::Arc::new(dialogs);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight.max(1) {
+        let (client, dialogs, next) = (client.clone(), dialogs.clone(), next.clone());
+        let (from, to, text) = (ds.fill_from, ds.fill_to, ds.text.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(dialog) = dialogs.get(i) else {
+                    return Ok::<(), String>(());
+                };
+                let mut a = array(4);
+                put_uuid_str(&mut a, dialog);
+                put_uuid_str(&mut a, &from);
+                put_uuid_str(&mut a, &to);
+                put_str(&mut a, &text);
+                execute(&client, call("new_dialog", a), Expect::Id).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?
+            .map_err(|e| anyhow!("filling through new_dialog: {e}"))?;
+    }
+    Ok(())
+}
+
 /// ns per call inside the server (see `bench_micro` in bench/lua/bench.lua).
 pub async fn micro(admin: &Client, ds: &Dataset, calls: usize) -> Result<rmpv::Value> {
     let args = rmpv::Value::Array(vec![

@@ -38,6 +38,23 @@ DIALOGS_PER_WRITER = 3
 # DIALOGS_REBALANCE_MAX_SENDING=1).
 BUCKETS = int(os.environ.get("DIALOGS_REBALANCE_BUCKETS") or 300)
 MAX_SENDING = int(os.environ.get("DIALOGS_REBALANCE_MAX_SENDING") or 15)
+# Messages stored before the load starts (0 unless measuring how fast buckets
+# full of messages move: DIALOGS_REBALANCE_PRELOAD=200000), through new_dialog on
+# the storage itself, 100-character texts in 1000 dialogs.
+PRELOAD = int(os.environ.get("DIALOGS_REBALANCE_PRELOAD") or 0)
+PRELOAD_LUA = """(function(n)
+    local uuid, f = require('uuid'), box.func.new_dialog
+    local text = string.rep('x', 100)
+    local dialogs = {}
+    for i = 1, 1000 do dialogs[i] = uuid.str() end
+    local a, b = uuid.str(), uuid.str()
+    for i = 1, n, 1000 do
+        box.begin()
+        for j = i, math.min(n, i + 999) do f:call({dialogs[j % 1000 + 1], a, b, text}) end
+        box.commit()
+    end
+    return box.space.dialogs:len()
+end)(PRELOAD_N)"""
 LOAD_BEFORE_S = 3.0
 LOAD_AFTER_S = 2.0
 MOVE_TIMEOUT_S = 300.0
@@ -150,6 +167,10 @@ class Load:
 def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
     cluster = make_cluster({"s1": 1}, bucket_count=BUCKETS,
                            env={"DIALOGS_REBALANCER_MAX_SENDING": str(MAX_SENDING)})
+    if PRELOAD:
+        cluster.eval(cluster.master("s1"),
+                     " ".join(PRELOAD_LUA.replace("PRELOAD_N", str(PRELOAD)).split()),
+                     timeout=600)
     load = Load(cluster)
     load.start()
     time.sleep(LOAD_BEFORE_S)
@@ -197,6 +218,7 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
 
     report = {
         "buckets": BUCKETS,
+        "preloaded_messages": PRELOAD,
         "buckets_moved": len(moved),
         "rebalancer_max_sending": MAX_SENDING,
         "move_seconds": round(move_s, 2),
