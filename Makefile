@@ -187,6 +187,12 @@ bench-smoke: build deps-postgres tarantool-path
 	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
+# README "Sizing": the sizing table of a sharded store from the measured figures
+# (bench/results/sharded/latest.json, bench/results/rebalance.json).
+.PHONY: sizing
+sizing:
+	$(PYTHON) bench/sizing.py
+
 # --- soak (tests/e2e/src/bin/soak.rs; not part of `make test`) ------------------------
 # Its own server on 127.0.0.1; 1000 client connections for 60 s of mixed
 # new_dialog/get_dialog, then 15 s read-only; fails on any error or on memory that
