@@ -115,7 +115,7 @@ build-test: deps-tarantool
 # Tarantool 3 (a `config` module): config/single.yaml with the dialogs role;
 # 2.x: init.lua. Probed by scripts/run on the server $(TARANTOOL) names.
 run: build
-	TARANTOOL="$(or $(TARANTOOL),tarantool)" ./scripts/run
+	TARANTOOL="$(TARANTOOL)" ./scripts/run
 
 # A local sharded store (scripts/run-sharded): two storage replica sets and a router
 # on DIALOGS_LISTEN. Needs vshard: VSHARD_DIR=/path/to/vshard or the Lua path.
@@ -135,7 +135,7 @@ test: deps build build-test tarantool-path
 # Unit tests, and the release module exports the two procedures and the router's
 # check and nothing of the test build (no test entry point, no test-only procedure).
 test-unit:
-	$(CARGO) test -p dialogs --lib
+	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
 	  if [ "$$exported" != "dialogs_route get_dialog new_dialog " ]; then \
 	    echo "release module exports [$$exported], expected [dialogs_route get_dialog new_dialog]"; exit 1; fi; \
@@ -150,7 +150,7 @@ test-tarantool: tarantool-path
 	$(WITH_TT) tarantool-test -p $(TEST_LIB_DIR)/libdialogs.so -- -i tests/init.lua
 
 test-net: deps-python tarantool-path
-	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider tests/python
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
 
 # The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
 # the Lua path, and report themselves skipped without it. make test runs them too
@@ -161,7 +161,7 @@ test-sharded: build deps-python tarantool-path
 	  tests/python/test_bucket.py tests/python/test_sharded*.py
 
 test-e2e: tarantool-path
-	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test -p dialogs-e2e
+	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
 
 # --- benchmark (bench/, see README "Benchmarks") ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on

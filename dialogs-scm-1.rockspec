@@ -40,27 +40,12 @@ cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so &&
 cp target/release/libdialogs.so target/rock/dialogs_route.so
 ]],
-    install = {
-        lua = {
-            ['dialogs.init'] = 'dialogs/init.lua',
-            ['dialogs.access'] = 'dialogs/access.lua',
-            ['dialogs.admin'] = 'dialogs/admin.lua',
-            ['dialogs.background'] = 'dialogs/background.lua',
-            ['dialogs.bucket'] = 'dialogs/bucket.lua',
-            ['dialogs.capabilities'] = 'dialogs/capabilities.lua',
-            ['dialogs.config'] = 'dialogs/config.lua',
-            ['dialogs.replication'] = 'dialogs/replication.lua',
-            ['dialogs.requests'] = 'dialogs/requests.lua',
-            ['dialogs.router'] = 'dialogs/router.lua',
-            ['dialogs.schema'] = 'dialogs/schema.lua',
-            ['dialogs.setup'] = 'dialogs/setup.lua',
-            ['dialogs.sharding'] = 'dialogs/sharding.lua',
-            ['dialogs.storage'] = 'dialogs/storage.lua',
-        },
-        lib = {
-            new_dialog = 'target/rock/new_dialog.so',
-            get_dialog = 'target/rock/get_dialog.so',
-            dialogs_route = 'target/rock/dialogs_route.so',
-        },
-    },
+    -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
+    -- modules the store grows, and the libraries (dialogs_route.so: the check a
+    -- vshard router runs).
+    install_command = [[
+mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
+cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so "$(LIBDIR)/"
+]],
 }

@@ -70,25 +70,21 @@ if is_router then
     router.start(cfg)
     box.cfg({listen = cfg.listen})
 else
-    if not box.info.ro then
-        cfg.user_setting = config.ENV.user
-        cfg.bucket_count_setting = config.ENV.bucket_count
-        -- A storage takes calls from routers only.
-        cfg.takes_clients = not is_storage
-        setup.writable_instance(cfg)
-    else
+    -- The set-up of the writable instance: now, or, where it must first take the
+    -- synchronous queue (a restart on 3.x) and its quorum is not there yet, once
+    -- the queue is taken.
+    cfg.user_setting = config.ENV.user
+    cfg.bucket_count_setting = config.ENV.bucket_count
+    -- A storage takes calls from routers only.
+    cfg.takes_clients = not is_storage
+    local set_up = setup.once(cfg)
+    replication.take_queue(r, set_up)
+    set_up()
+    if box.info.ro then
         bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
     end
     if is_storage then
         require('dialogs.storage').start(cfg)
-    end
-
-    -- The writable instance of a synchronous replica set owns the synchronous
-    -- queue before it reports ready, where the server needs an owner and the
-    -- quorum is there; otherwise it takes it in the background once the peers are
-    -- (logged).
-    if replication.take_queue(r) then
-        replication.wait_queue(r.connect_timeout)
     end
 
     -- Request ids expire on the writable instance; a replica's pruner waits.

@@ -24,12 +24,12 @@ local fio = require('fio')
 local fiber = require('fiber')
 local log = require('log')
 
-local access = require('dialogs.access')
 local background = require('dialogs.background')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
 local schema = require('dialogs.schema')
+local setup = require('dialogs.setup')
 
 local M = {}
 
@@ -248,20 +248,17 @@ local function replication_settings(s)
     return {peers = {}, read_only = box.cfg.read_only, sync_quorum = quorum}
 end
 
--- Everything only the writable instance does, as admin; each step is
--- idempotent, so running it again (a reload, a new leader) changes nothing that
--- is already right. Where the configuration elects no leader (failover manual or
--- off) a synchronous store's writable instance also takes the synchronous queue;
--- under election the elected leader owns it already.
+-- Everything only the writable instance does: init.lua's set-up sequence
+-- (dialogs.setup), with the users left to `credentials` (no password given: the
+-- application user, once declared, is only granted execute on the procedures)
+-- and replication configured by the file (the replication user is not touched).
+-- Where the configuration elects no leader (failover manual or off) a
+-- synchronous store's writable instance also takes the synchronous queue; under
+-- election the elected leader owns it already. Idempotent: running it again (a
+-- reload, a new leader) changes nothing that is already right.
 local function set_up_writable(s)
     local r = replication_settings(s)
-    box.session.su('admin', function()
-        schema.upgrade_system_spaces()
-        schema.migrate()
-        replication.apply_sync_mode(r)
-        schema.register_functions()
-        access.restrict_public_role()
-    end)
+    setup.writable_instance({user = s.user, replication = r})
     if (box.cfg.election_mode or 'off') == 'off' then
         replication.take_queue(r)
     end

@@ -57,8 +57,8 @@ end
 -- Makes the message spaces synchronous exactly when a quorum is set. is_sync is
 -- stored in the schema and replicated, so the writable instance's settings
 -- decide for the whole replica set, on every start: setting the quorum turns it
--- on, unsetting it turns it off again (back to asynchronous). Writable instance
--- only, as admin.
+-- on, unsetting it turns it off again (back to asynchronous, and the queue is
+-- given up). Writable instance only, as admin.
 function M.apply_sync_mode(r)
     local on = r.sync_quorum ~= nil
     for _, name in ipairs(M.SYNC_SPACES) do
@@ -67,6 +67,9 @@ function M.apply_sync_mode(r)
             set_space_sync(space, on)
             log.info('dialogs: space %s is now %s', name, on and 'synchronous' or 'asynchronous')
         end
+    end
+    if not on then
+        M.release_queue()
     end
 end
 
@@ -79,6 +82,18 @@ local PROMOTE_WARN_EVERY = 10
 
 local function queue_owner()
     return box.info.synchro.queue.owner
+end
+
+-- This instance owns the queue and may write: after a restart it still owns it
+-- in the data, but the server (3.x) wants a new promote before it writes again.
+local function queue_is_mine()
+    return queue_owner() == box.info.id and not box.info.ro
+end
+
+-- How many instances, this one included, must vote for a promote.
+local function election_quorum()
+    local ok, q = pcall(function() return box.info.synchro.quorum end)
+    return ok and type(q) == 'number' and q or 1
 end
 
 -- Peers this instance both follows and feeds: the ones whose votes can reach it.
@@ -94,60 +109,84 @@ local function connected_peers()
 end
 
 -- The fiber that takes the synchronous queue: waits until enough peers are
--- connected for a quorum, then box.ctl.promote(), retried until this instance
--- owns the queue. Stops when someone else takes it, or when the instance is
--- configured read-only (scripts/promote --demote).
-local function take_queue_loop(quorum)
+-- connected for a quorum of votes, then box.ctl.promote(), retried until the
+-- queue is this instance's; then on_taken(). Stops when another instance takes
+-- it, or when the instance is configured read-only (scripts/promote --demote).
+local function take_queue_loop(on_taken)
     local attempts = 0
-    while queue_owner() == 0 and not box.cfg.read_only do
-        if connected_peers() + 1 < quorum then
+    while not box.cfg.read_only and not queue_is_mine() do
+        local owner = queue_owner()
+        if owner ~= 0 and owner ~= box.info.id then
+            log.warn('dialogs: instance %d took the synchronous queue: not taking it', owner)
+            return
+        end
+        if connected_peers() + 1 < election_quorum() then
             fiber.sleep(PEER_POLL_S)
         else
             attempts = attempts + 1
             local ok, err = pcall(box.ctl.promote)
-            if ok and queue_owner() == box.info.id then
-                break
-            end
-            if attempts % PROMOTE_WARN_EVERY == 1 then
+            if not ok and attempts % PROMOTE_WARN_EVERY == 1 then
                 log.warn('dialogs: box.ctl.promote() failed (%s); retrying', tostring(err))
             end
-            fiber.sleep(PROMOTE_RETRY_S)
+            if not queue_is_mine() then
+                fiber.sleep(PROMOTE_RETRY_S)
+            end
         end
     end
-    if queue_owner() == box.info.id then
+    if queue_is_mine() then
         log.info('dialogs: this instance owns the synchronous queue')
+        if on_taken ~= nil then
+            local ok, err = pcall(on_taken)
+            if not ok then
+                log.error('dialogs: after taking the synchronous queue: %s', tostring(err))
+            end
+        end
     end
 end
 
--- On a server where synchronous writes need an owner of the queue (2.10+), the
--- writable instance of a synchronous replica set (a quorum set, read_only not)
--- takes it: at once if nobody owns it and the quorum is connected, else in a
--- background fiber as soon as enough peers are (logged). A queue that another
--- instance owns is never taken here: that is scripts/promote's job. Replicas and
--- asynchronous sets do nothing. Returns true when the queue is this instance's
--- or about to be (the quorum is connected): then wait_queue is worth a wait.
-function M.take_queue(r)
-    if r.sync_quorum == nil or r.read_only or not capabilities.synchro_queue_needs_owner() then
+-- On a server where the synchronous queue has an owner (2.10+: box.ctl.promote
+-- and box.info.synchro.queue exist), the instance configured writable takes it:
+-- when a quorum is set and nobody owns the queue yet, and after every restart of
+-- the instance that owned it (Tarantool 3 then wants a new promote before the
+-- owner writes anything, synchronous or not). It takes it with
+-- box.ctl.promote(), which needs the votes of a quorum: waits up to
+-- r.connect_timeout seconds (none if nil) for enough peers, and otherwise goes on
+-- in a background fiber (logged)
+-- that takes the queue once they have joined and then calls on_taken() (e.g. the
+-- set-up that a read-only instance skipped). A queue that another instance owns
+-- is never taken here: that is scripts/promote's job. Replicas, asynchronous
+-- sets nobody owns, and 2.6 do nothing. Returns true when the queue is this
+-- instance's and it may write.
+function M.take_queue(r, on_taken)
+    if r.read_only or not capabilities.synchro_queue_needs_owner() then
         return false
     end
     local owner = queue_owner()
-    if owner == box.info.id then
+    if owner ~= 0 and owner ~= box.info.id then
+        log.warn('dialogs: the synchronous queue belongs to instance %d: this instance takes '
+            .. 'no write until it is promoted (scripts/promote)', owner)
+        return false
+    end
+    if owner == 0 and r.sync_quorum == nil then
+        return false
+    end
+    if queue_is_mine() then
         return true
     end
-    if owner ~= 0 then
-        log.warn('dialogs: the synchronous queue belongs to instance %d: this instance takes '
-            .. 'no synchronous write until it is promoted (scripts/promote)', owner)
-        return false
+    background.start('queue', take_queue_loop, on_taken)
+    local deadline = clock.monotonic() + (r.connect_timeout or 0)
+    while not queue_is_mine() and clock.monotonic() < deadline
+            and background.get('queue') ~= nil do
+        fiber.sleep(PEER_POLL_S)
     end
-    background.start('queue', take_queue_loop, r.sync_quorum)
-    local connected = connected_peers() + 1
-    if connected < r.sync_quorum then
-        log.warn('dialogs: the synchronous queue has no owner and %d of the %d instances of '
-            .. 'the quorum are connected: new_dialog is refused until enough peers join, '
-            .. 'then this instance takes the queue', connected, r.sync_quorum)
-        return false
+    if not queue_is_mine() then
+        log.warn('dialogs: the synchronous queue %s and %d of the %d instances of the quorum '
+            .. 'are connected: new_dialog is refused until enough peers join, then this '
+            .. 'instance takes the queue', owner == 0 and 'has no owner'
+            or 'is this instance\'s from before the restart (it must be taken again)',
+            connected_peers() + 1, election_quorum())
     end
-    return true
+    return queue_is_mine()
 end
 
 -- Stops a queue taker that take_queue started, if one still runs.
@@ -155,13 +194,16 @@ function M.stop_take_queue()
     background.stop('queue')
 end
 
--- Waits up to `timeout` seconds for this instance to own the queue; true if it does.
-function M.wait_queue(timeout)
-    local deadline = clock.monotonic() + timeout
-    while queue_owner() ~= box.info.id and clock.monotonic() < deadline do
-        fiber.sleep(PEER_POLL_S)
+-- An asynchronous replica set needs no owner of the queue; one left from when
+-- the set was synchronous would make every restart of the master wait for a
+-- quorum of votes. The writable instance gives it up (box.ctl.demote), logged.
+function M.release_queue()
+    if not capabilities.synchro_queue_needs_owner() or box.ctl.demote == nil
+            or not queue_is_mine() then
+        return
     end
-    return queue_owner() == box.info.id
+    box.ctl.demote()
+    log.info('dialogs: asynchronous: this instance gave up the synchronous queue')
 end
 
 -- One line for the log: the role and the mode.

@@ -2,6 +2,8 @@
 -- of a role), in order, as admin. Idempotent: on a current schema it changes
 -- nothing but the passwords it is given.
 
+local fiber = require('fiber')
+
 local access = require('dialogs.access')
 local bucket = require('dialogs.bucket')
 local replication = require('dialogs.replication')
@@ -48,6 +50,29 @@ function M.writable_instance(s)
             access.setup_replication_user(s.replication)
         end
     end)
+end
+
+-- A function that runs writable_instance(s) once, when the instance is
+-- writable, whoever calls it first (the start-up, or the fiber that takes the
+-- synchronous queue later); a second caller waits until the first is done. An
+-- error is raised to the caller that ran it.
+function M.once(s)
+    local state = 'todo'
+    local done = fiber.cond()
+    return function()
+        if state == 'todo' and not box.info.ro then
+            state = 'running'
+            local ok, err = pcall(M.writable_instance, s)
+            state = 'done'
+            done:broadcast()
+            if not ok then
+                error(err, 0)
+            end
+        end
+        while state == 'running' do
+            done:wait()
+        end
+    end
 end
 
 return M

@@ -4,11 +4,14 @@ use uuid::Uuid;
 
 use crate::args::{self, Args};
 use crate::error::{Arg, Result};
-use crate::store::Store;
-use crate::Reply;
+use crate::store::{Store, TupleRef};
+use crate::{Reply, Results};
 
 /// No call returns more messages than this.
 pub const MAX_PAGE: u32 = 1000;
+
+/// Initial size of a page built as one array: a 20-message dialog of short texts.
+const PAGE_BUF_START: usize = 4096;
 
 const SIGNATURE: &str = "1 or 2 arguments (dialog_id [, opts])";
 const OPTIONS: &[&str] = &["limit", "after", "before", "reverse"];
@@ -54,15 +57,39 @@ impl GetDialog {
         Ok(req)
     }
 
-    /// Adds the page's messages to `reply`, one return value each.
+    /// Adds the page to `reply` in the shape that gives a connector the list of
+    /// messages as `data[0]` ([`Results`], README "Reply shape"): on a server
+    /// that wraps a C function's results in one array, each message is one
+    /// return value; on one that sends them one value each, the page is one
+    /// return value, an array of the messages. A message is its six fields, as
+    /// clients know it (the stored `bucket_id` stays in the store).
     pub fn apply(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
+        match Results::of_server() {
+            Results::Wrapped => self.walk(store, |tuple| reply.message(tuple)),
+            Results::OneEach => {
+                // An array32 header whose count is filled in after the walk: a
+                // fixed width, so the tuples are copied once, in place.
+                let mut out = Vec::with_capacity(PAGE_BUF_START);
+                out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
+                let count = self.walk(store, |tuple| tuple.append_client_to(&mut out))?;
+                if let Some(len) = out.get_mut(1..5) {
+                    len.copy_from_slice(&count.to_be_bytes());
+                }
+                reply.mp(&out)?;
+                Ok(count)
+            }
+        }
+    }
+
+    /// Passes the page's tuples to `emit`, in page order; returns how many.
+    fn walk(&self, store: &Store, emit: impl FnMut(TupleRef) -> Result<()>) -> Result<u32> {
         store.page(
             self.dialog_id,
             self.after,
             self.before,
             self.reverse,
             self.limit,
-            |tuple| reply.message(tuple),
+            emit,
         )
     }
 }

@@ -3,9 +3,12 @@
 //! A message id is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the version,
 //! 12 bits `rand_a`, the variant, 62 bits `rand_b`. Tarantool orders uuid values
 //! as big-endian bytes, so in a TREE index these ids sort by time. To make them
-//! strictly increasing, `rand_a ‖ rand_b` is read as one 74-bit counter: a new id
-//! takes the clock and fresh random bits, unless that would not be above `floor`
-//! (the greatest id issued or stored); then it is `floor` plus one.
+//! strictly increasing, `rand_a ‖ rand_b` is read as one 74-bit counter (RFC 9562,
+//! section 6.2, method 2: a monotonic random counter). When the clock is ahead of
+//! `floor` (the greatest id issued or stored), a new id takes the clock and a
+//! fresh random counter; otherwise it is `floor` plus a random increment. Two
+//! instances that hold the same greatest id (two writable masters over the same
+//! data) therefore walk apart instead of issuing the same ids.
 
 use std::cell::Cell;
 
@@ -14,8 +17,19 @@ use uuid::Uuid;
 /// Namespace of dialog ids derived from a user pair (README, "Derived dialog ids").
 pub const PAIR_NAMESPACE: Uuid = Uuid::from_u128(0x891430a2_525c_5f8d_a17c_599239615dc5);
 
+/// A stored id stamped further than this ahead of the clock is logged as a warning
+/// (README, "Guarantees"): every later id carries that time until the clock passes it.
+pub const CLOCK_BEHIND_WARNING_MS: u64 = 1000;
+
 const COUNTER_BITS: u32 = 74;
 const COUNTER_MAX: u128 = (1 << COUNTER_BITS) - 1;
+/// A fresh counter keeps its top bit clear (RFC 9562, 6.2: counter rollover guard),
+/// leaving 2^73 of room for the increments within one millisecond.
+const FRESH_COUNTER_MASK: u128 = COUNTER_MAX >> 1;
+/// Increments are drawn from `1..=2^INCREMENT_BITS`: large enough that two walks
+/// from the same floor share an id with probability about 2^-47 per id, small
+/// enough that one millisecond holds about 2^26 increments before carrying.
+const INCREMENT_BITS: u32 = 48;
 const MILLIS_MAX: u64 = (1 << 48) - 1;
 const VERSION_7: u128 = 0x7 << 76;
 const VARIANT_RFC: u128 = 0b10 << 62;
@@ -37,32 +51,27 @@ fn join(millis: u64, counter: u128) -> Uuid {
     )
 }
 
-/// The smallest v7 id above `floor`: the counter plus one, carrying into the
-/// timestamp. `None` only past the year 10889.
-fn successor(floor: Uuid) -> Option<Uuid> {
-    let (millis, counter) = split(floor);
-    if counter < COUNTER_MAX {
-        Some(join(millis, counter + 1))
-    } else if millis < MILLIS_MAX {
-        Some(join(millis + 1, 0))
-    } else {
-        None
-    }
-}
-
-/// A fast non-cryptographic generator (wyrand) for the random bits of ids.
+/// A fast non-cryptographic generator (wyrand) for the random bits of ids,
+/// seeded from the operating system's entropy source once per process.
 pub struct Random {
     state: Cell<u64>,
+    seeded: Cell<bool>,
 }
 
 impl Random {
-    pub const fn new(seed: u64) -> Self {
+    /// An unseeded generator: it seeds itself on first use.
+    pub const fn new() -> Self {
         Random {
-            state: Cell::new(seed),
+            state: Cell::new(0),
+            seeded: Cell::new(false),
         }
     }
 
     pub fn next_u64(&self) -> u64 {
+        if !self.seeded.get() {
+            self.state.set(entropy());
+            self.seeded.set(true);
+        }
         let s = self.state.get().wrapping_add(0xa076_1d64_78bd_642f);
         self.state.set(s);
         let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
@@ -70,53 +79,105 @@ impl Random {
         ((t >> 64) as u64) ^ (t as u64)
     }
 
-    /// Seeds from the clock and the address space layout once per process.
-    pub fn reseed(&self, extra: u64) {
+    fn next_u128(&self) -> u128 {
+        u128::from(self.next_u64()) << 64 | u128::from(self.next_u64())
+    }
+}
+
+impl Default for Random {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// 64 bits from the kernel's entropy source (getrandom(2)). Should it ever fail,
+/// the clock and the address space layout still differ between processes.
+fn entropy() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
         let local = 0u8;
         let addr = std::ptr::addr_of!(local) as u64;
-        self.state
-            .set(self.state.get() ^ extra ^ addr.rotate_left(32));
-    }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        now ^ addr.rotate_left(32) ^ u64::from(std::process::id()).rotate_left(17)
+    })
+}
+
+/// A new id, and how far ahead of the clock the floor it had to stay above was,
+/// when that is worth a warning (see [`IdGenerator::issue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    pub id: Uuid,
+    /// Set once when the floor is first seen more than
+    /// [`CLOCK_BEHIND_WARNING_MS`] ahead of the clock: the distance in ms.
+    pub floor_ahead_ms: Option<u64>,
 }
 
 /// Issues strictly increasing v7 ids.
 pub struct IdGenerator {
     last: Cell<u128>,
     random: Random,
-    seeded: Cell<bool>,
+    /// A floor far ahead of the clock has been reported and the clock has not
+    /// passed it since.
+    warned: Cell<bool>,
 }
 
 impl IdGenerator {
     pub const fn new() -> Self {
         IdGenerator {
             last: Cell::new(0),
-            random: Random::new(0x2545_f491_4f6c_dd1d),
-            seeded: Cell::new(false),
+            random: Random::new(),
+            warned: Cell::new(false),
         }
     }
 
     /// A new id above every id this generator issued and above `stored_max` (the
     /// greatest id already in the space), stamped with `now_millis` unless that
-    /// clock reading is behind them. `None` only when ids are exhausted (year 10889).
-    pub fn issue(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Uuid> {
-        if !self.seeded.get() {
-            self.random.reseed(now_millis);
-            self.seeded.set(true);
-        }
+    /// clock reading is not ahead of them. `None` only when ids are exhausted
+    /// (year 10889).
+    ///
+    /// The first time the floor is more than [`CLOCK_BEHIND_WARNING_MS`] ahead
+    /// of the clock, the result says by how much; not again until the clock has
+    /// passed the floor (so one stored id from the future is reported once, and
+    /// a later one again).
+    pub fn issue(&self, now_millis: u64, stored_max: Option<Uuid>) -> Option<Issued> {
+        let now_millis = now_millis.min(MILLIS_MAX);
         let last = Uuid::from_u128(self.last.get());
         let floor = match stored_max {
             Some(m) if m > last => m,
             _ => last,
         };
-        let fresh = u128::from(self.random.next_u64()) << 64 | u128::from(self.random.next_u64());
-        let candidate = join(now_millis.min(MILLIS_MAX), fresh & COUNTER_MAX);
-        let id = if candidate > floor {
-            candidate
+        let (floor_millis, floor_counter) = split(floor);
+        let mut floor_ahead_ms = None;
+        if now_millis > floor_millis {
+            self.warned.set(false);
+        } else if floor_millis - now_millis > CLOCK_BEHIND_WARNING_MS && !self.warned.get() {
+            self.warned.set(true);
+            floor_ahead_ms = Some(floor_millis - now_millis);
+        }
+        let fresh = |millis| join(millis, self.random.next_u128() & FRESH_COUNTER_MASK);
+        let id = if now_millis > floor_millis {
+            fresh(now_millis)
         } else {
-            successor(floor)?
+            let increment = 1 + (self.random.next_u128() & ((1 << INCREMENT_BITS) - 1));
+            match floor_counter.checked_add(increment) {
+                Some(counter) if counter <= COUNTER_MAX => join(floor_millis, counter),
+                // The millisecond is full: carry into the next one.
+                _ if floor_millis < MILLIS_MAX => fresh(floor_millis + 1),
+                _ => return None,
+            }
+        };
+        // A floor that is no v7 id (an operator's insert) may have version bits
+        // above 7: then the next millisecond is the first v7 id above it.
+        let id = if id > floor {
+            id
+        } else if floor_millis < MILLIS_MAX {
+            fresh(floor_millis + 1)
+        } else {
+            return None;
         };
         self.last.set(id.as_u128());
-        Some(id)
+        Some(Issued { id, floor_ahead_ms })
     }
 }
 
@@ -142,36 +203,104 @@ pub fn pair_dialog(a: Uuid, b: Uuid) -> Uuid {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn id(g: &IdGenerator, now: u64, stored: Option<Uuid>) -> Uuid {
+        g.issue(now, stored).unwrap().id
+    }
 
     #[test]
     fn ids_are_v7_and_increase_under_a_stuck_clock() {
         let g = IdGenerator::new();
-        let mut prev = g.issue(1_700_000_000_000, None).unwrap();
+        let mut prev = id(&g, NOW, None);
         for _ in 0..10_000 {
-            let id = g.issue(1_700_000_000_000, None).unwrap();
-            assert!(id > prev);
-            assert_eq!(id.get_version_num(), 7);
-            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-            prev = id;
+            let next = id(&g, NOW, None);
+            assert!(next > prev);
+            assert_eq!(next.get_version_num(), 7);
+            assert_eq!(next.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(split(next).0, NOW, "10,000 ids fit in one millisecond");
+            prev = next;
         }
+    }
+
+    #[test]
+    fn ids_take_the_clock_when_it_is_ahead() {
+        let g = IdGenerator::new();
+        let first = id(&g, NOW, None);
+        let second = id(&g, NOW + 5, None);
+        assert_eq!(split(first).0, NOW);
+        assert_eq!(split(second).0, NOW + 5);
+        assert!(split(second).1 <= FRESH_COUNTER_MASK);
     }
 
     #[test]
     fn ids_stay_above_a_future_stored_id() {
         let g = IdGenerator::new();
-        let future = join(1_700_000_000_000 + 3_600_000, 5);
-        let id = g.issue(1_700_000_000_000, Some(future)).unwrap();
-        assert_eq!(id, join(1_700_000_000_000 + 3_600_000, 6));
-        let next = g.issue(1_700_000_000_000, None).unwrap();
-        assert!(next > id);
+        let future = join(NOW + 3_600_000, 5);
+        let first = id(&g, NOW, Some(future));
+        assert!(first > future);
+        assert_eq!(split(first).0, NOW + 3_600_000);
+        let next = id(&g, NOW, None);
+        assert!(next > first);
+    }
+
+    /// Two masters over the same data (a split brain): the same greatest stored
+    /// id, a clock that is not ahead of it, 100,000 ids each.
+    #[test]
+    fn two_generators_from_the_same_floor_share_no_id() {
+        let floor = join(NOW + 10_000, 0x1234_5678);
+        let (g1, g2) = (IdGenerator::new(), IdGenerator::new());
+        let mut seen = HashSet::new();
+        for g in [&g1, &g2] {
+            let mut prev = floor;
+            for i in 0..100_000u64 {
+                let next = id(g, NOW + i / 100, Some(floor));
+                assert!(next > prev, "not increasing at {i}");
+                assert!(seen.insert(next), "id {next} issued twice");
+                prev = next;
+            }
+        }
+        assert_eq!(seen.len(), 200_000);
     }
 
     #[test]
-    fn counter_overflow_carries_into_the_clock() {
+    fn a_full_millisecond_carries_into_the_next() {
+        let g = IdGenerator::new();
         let floor = join(42, COUNTER_MAX);
-        assert_eq!(successor(floor), Some(join(43, 0)));
-        assert_eq!(successor(join(MILLIS_MAX, COUNTER_MAX)), None);
+        let next = id(&g, 0, Some(floor));
+        assert_eq!(split(next).0, 43);
+        assert!(g.issue(0, Some(join(MILLIS_MAX, COUNTER_MAX))).is_none());
+    }
+
+    #[test]
+    fn a_floor_that_is_no_v7_id_is_still_exceeded() {
+        let g = IdGenerator::new();
+        let floor = Uuid::from_u128(u128::from(NOW) << 80 | 0xf << 76 | u128::from(u64::MAX));
+        let next = id(&g, NOW, Some(floor));
+        assert!(next > floor);
+        assert_eq!(next.get_version_num(), 7);
+    }
+
+    #[test]
+    fn a_far_future_floor_is_reported_once_until_the_clock_passes_it() {
+        let g = IdGenerator::new();
+        let future = join(NOW + 5_000, 0);
+        let ahead = |now, stored| g.issue(now, stored).unwrap().floor_ahead_ms;
+        assert_eq!(ahead(NOW, None), None);
+        assert_eq!(ahead(NOW + 1, Some(future)), Some(4_999));
+        assert_eq!(ahead(NOW + 2, Some(future)), None);
+        assert_eq!(ahead(NOW + 3, None), None);
+        // The clock passes it; a new stored id from the future is reported again.
+        assert_eq!(ahead(NOW + 5_001, Some(future)), None);
+        assert_eq!(ahead(NOW + 5_002, Some(join(NOW + 9_000, 0))), Some(3_998));
+        // Near the clock (a failover to a clock a little behind): no report.
+        let g = IdGenerator::new();
+        let near = join(NOW + CLOCK_BEHIND_WARNING_MS, 0);
+        assert_eq!(g.issue(NOW, Some(near)).unwrap().floor_ahead_ms, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::ffi::{c_char, c_int};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tarantool::ffi::tarantool::{box_return_mp, box_return_tuple, BoxFunctionCtx};
 
@@ -32,6 +33,55 @@ use error::{Error, Result};
 
 /// The longest message text, in characters (Unicode scalar values).
 pub const MAX_TEXT_CHARS: usize = 4096;
+
+/// How the server sends a C function's results to a caller over IPROTO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Results {
+    /// All wrapped in one array: Tarantool 2.x, and 3.x with the compat option
+    /// `c_func_iproto_multireturn` set to `'old'`.
+    Wrapped,
+    /// One value each: 3.x's default (`c_func_iproto_multireturn = 'new'`).
+    OneEach,
+}
+
+/// The server's [`Results`], probed once per loaded module: 0 not yet, 1
+/// [`Results::Wrapped`], 2 [`Results::OneEach`]. An atomic, not a value with a
+/// destructor, so that the module stays unloadable on reload.
+static RESULTS: AtomicU8 = AtomicU8::new(0);
+
+/// True where the compat option exists and is `'new'`. The option's accessor
+/// raises for an option the server does not know (2.11), and the module does not
+/// exist before 2.11: both mean wrapped results.
+const RESULTS_PROBE: &str = "
+    local ok, compat = pcall(require, 'compat')
+    if not ok then return false end
+    local known, option = pcall(function() return compat.c_func_iproto_multireturn end)
+    return known and option ~= nil and option:is_new() or false
+";
+
+impl Results {
+    /// This server's behaviour: asked of the server (its `compat` module) at the
+    /// first call, never inferred from a version string. A later change of the
+    /// option by an operator takes effect with the next start of the process (or a
+    /// `box.schema.func.reload` of the procedure).
+    pub fn of_server() -> Results {
+        match RESULTS.load(Ordering::Relaxed) {
+            1 => Results::Wrapped,
+            2 => Results::OneEach,
+            _ => {
+                let one_each = tarantool::lua_state()
+                    .eval::<bool>(RESULTS_PROBE)
+                    .unwrap_or(false);
+                RESULTS.store(if one_each { 2 } else { 1 }, Ordering::Relaxed);
+                if one_each {
+                    Results::OneEach
+                } else {
+                    Results::Wrapped
+                }
+            }
+        }
+    }
+}
 
 /// Where a procedure puts its results: each call adds one return value.
 pub struct Reply {
@@ -71,7 +121,8 @@ impl Reply {
 
 /// Runs one procedure call: `body` reads the msgpack arguments and adds the
 /// results to the [`Reply`]. Errors and panics become the fiber's last error
-/// (after a panic, an open transaction is rolled back); the return value is
+/// (after a panic, what the call wrote is undone: its own transaction, or its
+/// part of a caller's, see [`store::TxnMark`]); the return value is
 /// what Tarantool expects of a C function: 0, or -1 with the error set.
 ///
 /// # Safety
@@ -89,19 +140,25 @@ unsafe fn serve(
         ctx,
         scratch: Vec::new(),
     };
-    let result = match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
-        Ok(result) => result,
-        Err(payload) => {
-            // A panic may have left the procedure's own transaction open. (An
-            // error has not: Transaction::run rolls back on every error, and a
-            // caller's transaction is the caller's to end.)
-            store::Transaction::rollback();
-            Err(Error::Internal {
-                proc,
-                what: panic_message(payload.as_ref()),
-            })
+    let result = store::TxnMark::take().and_then(|mark| {
+        match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
+            Ok(result) => result,
+            Err(payload) => {
+                // A panic may have left the procedure's writes in place: undo
+                // them, and only them. (An error has not: Transaction::run rolls
+                // back on every error, and a caller's transaction is the
+                // caller's to end.)
+                mark.undo();
+                let what = panic_message(payload.as_ref());
+                // Once per panic, in Tarantool's log (the client gets 1008).
+                tarantool::say_error!(
+                    "dialogs: {proc} panicked: {what}; its writes were undone, the call \
+                     was refused with error 1008, and the server goes on"
+                );
+                Err(Error::Internal { proc, what })
+            }
         }
-    };
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -135,7 +192,10 @@ pub unsafe extern "C" fn new_dialog(
     serve("new_dialog", ctx, args, args_end, new_dialog::call)
 }
 
-/// `get_dialog(dialog_id [, opts])` → the page's message tuples, one return value each.
+/// `get_dialog(dialog_id [, opts])` → the page's message tuples: one return value
+/// (an array of them) where the server sends results one value each, else one
+/// return value per tuple (which the server wraps in one array). Either way a
+/// connector's `data[0]` is the list of messages.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.

@@ -5,13 +5,18 @@ use uuid::Uuid;
 
 use crate::args::{self, Args};
 use crate::error::{Arg, Error, Result, ER_TRANSACTION_CONFLICT, ER_TUPLE_FOUND};
-use crate::ids::{pair_dialog, IdGenerator};
+use crate::ids::{pair_dialog, IdGenerator, Issued};
 use crate::msgpack::Write;
-use crate::store::{Message, Store};
+use crate::store::{Message, Store, StoredContent, StoredRequest};
 use crate::Reply;
 
 const SIGNATURE: &str = "4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])";
 const OPTIONS: &[&str] = &["request_id"];
+/// How many times a call with a `request_id` looks for an earlier try and
+/// stores anew before it gives up with the last error. A round repeats only
+/// when an earlier try was rolled back or another try got in first, which
+/// settles within two rounds.
+const REQUEST_ROUNDS: usize = 3;
 
 thread_local! {
     // Cells only: no destructor, so the module stays unloadable on reload.
@@ -62,70 +67,99 @@ impl<'a> NewDialog<'a> {
 
     /// Stores the message (or finds the one a previous try with the same
     /// `request_id` stored) and returns its id.
+    ///
+    /// With a `request_id`, an earlier try is trusted only once it is committed
+    /// ([`Store::confirm_request`]): a retry that arrives while the first try
+    /// still waits for its WAL write or its quorum waits for that outcome. If the
+    /// first try commits, the retry returns its id; if it is rolled back, the
+    /// retry stores the message itself. Two tries that arrive together end the
+    /// same way: the second finds the first's row (or collides with it on
+    /// insert) and waits for it.
     pub fn apply(&self, store: &Store) -> Result<Uuid> {
         let dialog_id = self.dialog();
-        if let Some(request_id) = self.request_id {
-            if let Some(id) = self.earlier_try(store, request_id, dialog_id)? {
-                return Ok(id);
+        let Some(request_id) = self.request_id else {
+            return self.store(store, dialog_id, self.text, None);
+        };
+        // The arguments live in Tarantool's input buffer, which is reused once
+        // the fiber yields (waiting for an earlier try does): keep a copy.
+        let text = self.text.to_owned();
+        let mine = StoredContent {
+            dialog_id,
+            user_from: self.user_from,
+            user_to: self.user_to,
+            text,
+        };
+        let mut last_error = None;
+        for _ in 0..REQUEST_ROUNDS {
+            // Same content, or the message was deleted since: the same request.
+            let same = |done: &StoredRequest| done.content.as_ref().is_none_or(|c| *c == mine);
+            match store.confirm_request(request_id, same) {
+                Ok(Some((done, true))) => return Ok(done.message_id),
+                Ok(Some((done, false))) => {
+                    return Err(Error::RequestConflict {
+                        message_id: done.message_id,
+                    })
+                }
+                Ok(None) => {}
+                // The confirming write failed: if the earlier try's row is gone,
+                // that try was rolled back and this one stores the message; if
+                // not, the earlier try's outcome is still unknown here.
+                Err(e) => {
+                    if store.request(request_id)?.is_some() {
+                        return Err(e);
+                    }
+                    last_error = Some(e);
+                    continue;
+                }
+            }
+            match self.store(store, dialog_id, &mine.text, Some(request_id)) {
+                // Another try of the same request stored it first (a duplicate
+                // key, or a conflict under memtx MVCC): confirm that one.
+                Err(e) if matches!(e.code(), ER_TUPLE_FOUND | ER_TRANSACTION_CONFLICT) => {
+                    last_error = Some(e);
+                }
+                stored => return stored,
             }
         }
+        Err(last_error.unwrap_or_else(|| Error::Internal {
+            proc: "new_dialog",
+            what: "opts.request_id: no outcome".into(),
+        }))
+    }
+
+    /// Stores the message under a new id (with its `request_id` record, if any).
+    fn store(
+        &self,
+        store: &Store,
+        dialog_id: Uuid,
+        text: &str,
+        request_id: Option<Uuid>,
+    ) -> Result<Uuid> {
         // SAFETY: a plain clock read.
         let now_us = unsafe { tarantool::ffi::tarantool::clock_realtime64() } / 1000;
         let stored_max = store.max_id()?;
-        let id = IDS
+        let Issued { id, floor_ahead_ms } = IDS
             .with(|ids| ids.issue(now_us / 1000, stored_max))
             .ok_or_else(|| Error::Internal {
                 proc: "new_dialog",
                 what: "message ids exhausted".into(),
             })?;
+        if let Some(ahead) = floor_ahead_ms {
+            warn_clock_behind(ahead);
+        }
         let message = Message {
             id,
             dialog_id,
             user_from: self.user_from,
             user_to: self.user_to,
-            text: self.text,
+            text,
             created_at_us: now_us,
         };
-        match self.request_id {
+        match request_id {
             None => store.insert(&message)?,
-            Some(request_id) => match store.insert_with_request(&message, request_id) {
-                Ok(()) => {}
-                // Another try of the same request got there first (a duplicate key,
-                // or a conflict under memtx MVCC): answer as that try did.
-                Err(e) if matches!(e.code(), ER_TUPLE_FOUND | ER_TRANSACTION_CONFLICT) => {
-                    return self.earlier_try(store, request_id, dialog_id)?.ok_or(e);
-                }
-                Err(e) => return Err(e),
-            },
+            Some(request_id) => store.insert_with_request(&message, request_id)?,
         }
         Ok(id)
-    }
-
-    /// The id an earlier try of `request_id` stored, if there was one; an error if
-    /// that try stored other content.
-    fn earlier_try(
-        &self,
-        store: &Store,
-        request_id: Uuid,
-        dialog_id: Uuid,
-    ) -> Result<Option<Uuid>> {
-        let Some(done) = store.request(request_id)? else {
-            return Ok(None);
-        };
-        match done.content {
-            Some(c)
-                if c.dialog_id != dialog_id
-                    || c.user_from != self.user_from
-                    || c.user_to != self.user_to
-                    || c.text != self.text =>
-            {
-                Err(Error::RequestConflict {
-                    message_id: done.message_id,
-                })
-            }
-            // Same content, or the message was deleted since: the same answer.
-            _ => Ok(Some(done.message_id)),
-        }
     }
 
     /// The reply: the id as a canonical lowercase string.
@@ -134,6 +168,18 @@ impl<'a> NewDialog<'a> {
         out.put_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         out
     }
+}
+
+/// Says in the log that ids are pinned ahead of this server's clock (README,
+/// "Guarantees": what an operator does about it).
+fn warn_clock_behind(ahead_ms: u64) {
+    tarantool::say_warn!(
+        "dialogs: the greatest stored message id is {:.3} s ahead of this server's clock: \
+         new ids carry that time until the clock passes it (a clock set wrong on the \
+         instance that wrote it, or on this one; see README, Guarantees)",
+        // Milliseconds to seconds for the log line; exact below 2^53 ms.
+        ahead_ms as f64 / 1000.0
+    );
 }
 
 /// The procedure body: parse, apply, encode.

@@ -107,19 +107,18 @@ impl TupleRef {
         self.0.as_ptr()
     }
 
-    /// The message as clients see it: its first six fields, without the store's
-    /// `bucket_id`. A stored tuple of six fields is itself; otherwise a new tuple
-    /// (not stored) is made from a copy of those fields' bytes, built in `scratch`.
-    /// (A tuple, not raw msgpack: Tarantool 2.6 cannot hand more than a few dozen
-    /// msgpack results of a C procedure to a Lua caller, but any number of tuples.)
-    pub fn client_form(self, scratch: &mut Vec<u8>) -> Result<TupleRef> {
+    /// Appends the message as clients see it to `out`: a msgpack array of its
+    /// first six fields, without the store's `bucket_id` (a stored tuple of six
+    /// fields is copied whole).
+    pub fn append_client_to(self, out: &mut Vec<u8>) -> Result<()> {
         let tuple = self.0.as_ptr();
         // SAFETY: a live tuple; box_tuple_field returns null or a pointer into the
         // tuple's msgpack, where fields lie in order, so the bytes from the start
-        // of field 0 to the start of field 6 are exactly fields 0..=5.
-        let fields = unsafe {
+        // of field 0 to the start of field 6 are exactly fields 0..=5; they are
+        // copied before anything can yield.
+        unsafe {
             if ffi::box_tuple_field_count(tuple) <= CLIENT_FIELDS {
-                return Ok(self);
+                return append_tuple(self.0, out);
             }
             let first = ffi::box_tuple_field(tuple, 0).cast::<u8>();
             let bucket = ffi::box_tuple_field(tuple, FIELD_BUCKET).cast::<u8>();
@@ -127,11 +126,24 @@ impl TupleRef {
                 return Err(corrupt(SPACE));
             }
             let len = usize::try_from(bucket.offset_from(first)).map_err(|_| corrupt(SPACE))?;
-            std::slice::from_raw_parts(first, len)
-        };
+            out.put_array_header(CLIENT_FIELDS);
+            out.extend_from_slice(std::slice::from_raw_parts(first, len));
+        }
+        Ok(())
+    }
+
+    /// The message as clients see it, as a tuple: a stored tuple of six fields
+    /// is itself; otherwise a new tuple (not stored) of its first six fields,
+    /// built in `scratch`. (A tuple, not raw msgpack: Tarantool 2.6 cannot hand
+    /// more than a few dozen msgpack results of a C procedure to a Lua caller, but
+    /// any number of tuples.)
+    pub fn client_form(self, scratch: &mut Vec<u8>) -> Result<TupleRef> {
+        // SAFETY: a live tuple.
+        if unsafe { ffi::box_tuple_field_count(self.0.as_ptr()) } <= CLIENT_FIELDS {
+            return Ok(self);
+        }
         scratch.clear();
-        scratch.put_array_header(CLIENT_FIELDS);
-        scratch.extend_from_slice(fields);
+        self.append_client_to(scratch)?;
         let range = scratch.as_ptr_range();
         // SAFETY: `scratch` holds one msgpack array; Tarantool copies it into a new
         // tuple, referenced until the next tuple is made (box_tuple_new's contract).
@@ -339,6 +351,14 @@ impl Store {
         })
     }
 
+    fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
+        let range = tuple.as_ptr_range();
+        // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
+        check(unsafe {
+            ffi::box_replace(space, range.start.cast(), range.end.cast(), ptr::null_mut())
+        })
+    }
+
     /// Stores one message.
     pub fn insert(&self, m: &Message<'_>) -> Result<()> {
         Self::insert_raw(self.space, &self.encode(m))
@@ -360,11 +380,49 @@ impl Store {
     }
 
     /// The message stored for `request_id`, as the message's own tuple fields
-    /// (dialog, from, to, text) for comparison, with its id.
+    /// (dialog, from, to, text) for comparison, with its id. On Tarantool 2.x
+    /// (no MVCC) this also sees the rows of a try that still waits for its WAL
+    /// write or its quorum: see [`Store::confirm_request`].
     pub fn request(&self, request_id: Uuid) -> Result<Option<StoredRequest>> {
         let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
             return Ok(None);
         };
+        self.stored_request(req)
+    }
+
+    /// What an earlier try of `request_id` stored, answered only once that try
+    /// is committed. `same` says whether the earlier try stored this call's
+    /// message. If it did not, the answer is given at once and nothing is
+    /// written (the call is refused either way). If it did, the request's row is
+    /// rewritten unchanged in a transaction of its own, which Tarantool commits
+    /// after every transaction before it (the WAL and the synchronous queue keep
+    /// their order) and rolls back with any of them (a failed WAL write or a
+    /// quorum timeout rolls back every later transaction too). So
+    /// `Ok(Some((_, true)))` means the try that stored the row is committed, and
+    /// an error means it may have been rolled back: look again.
+    pub fn confirm_request(
+        &self,
+        request_id: Uuid,
+        same: impl FnOnce(&StoredRequest) -> bool,
+    ) -> Result<Option<(StoredRequest, bool)>> {
+        Transaction::run(|| {
+            let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
+                return Ok(None);
+            };
+            let Some(stored) = self.stored_request(req)? else {
+                return Ok(None);
+            };
+            if !same(&stored) {
+                return Ok(Some((stored, false)));
+            }
+            let mut row = Vec::new();
+            append_tuple(req, &mut row)?;
+            Self::replace_raw(self.requests, &row)?;
+            Ok(Some((stored, true)))
+        })
+    }
+
+    fn stored_request(&self, req: NonNull<ffi::BoxTuple>) -> Result<Option<StoredRequest>> {
         let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
         let Some(msg) = Self::get_tuple(self.space, &key(&[message_id]))? else {
             // The message was deleted since; the request is still answered.
@@ -558,6 +616,66 @@ impl Transaction {
             if ffi::box_txn() {
                 ffi::box_txn_rollback();
             }
+        }
+    }
+}
+
+/// A savepoint inside a transaction (Tarantool's `box_txn_savepoint_t`).
+#[repr(C)]
+pub struct BoxTxnSavepoint {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    // Exported by every Tarantool since 2.0 (box.savepoint is built on them), but
+    // not declared in 2.6's module.h nor by the tarantool crate.
+    fn box_txn_savepoint() -> *mut BoxTxnSavepoint;
+    fn box_txn_rollback_to_savepoint(savepoint: *mut BoxTxnSavepoint) -> i32;
+}
+
+/// Where a procedure call began, as far as transactions go: what a caught panic
+/// may undo. The procedure's own transaction is rolled back whole; inside a
+/// caller's transaction (`box.begin()` in Lua, then a call), only what the
+/// procedure wrote after this mark is undone, and the caller's transaction stays
+/// open with the caller's own writes.
+pub enum TxnMark {
+    /// No transaction was active at entry.
+    Outside,
+    /// The caller's transaction, and a savepoint at the call's start.
+    Inside(NonNull<BoxTxnSavepoint>),
+}
+
+impl TxnMark {
+    /// Notes the transaction state at the start of a call. Inside a caller's
+    /// transaction this takes a savepoint; if Tarantool cannot make one, the
+    /// call is refused with its error before it writes anything.
+    pub fn take() -> Result<TxnMark> {
+        // SAFETY: plain C API calls in the tx thread; the savepoint lives on the
+        // transaction's memory and is used only while that transaction is open.
+        unsafe {
+            if !ffi::box_txn() {
+                return Ok(TxnMark::Outside);
+            }
+            match NonNull::new(box_txn_savepoint()) {
+                Some(sp) => Ok(TxnMark::Inside(sp)),
+                None => Err(Error::last_box_error()),
+            }
+        }
+    }
+
+    /// Undoes what the call wrote (after a panic): rolls back a transaction the
+    /// call opened, or returns the caller's transaction to the mark.
+    pub fn undo(self) {
+        match self {
+            TxnMark::Outside => Transaction::rollback(),
+            // SAFETY: the caller's transaction is still the one the savepoint
+            // belongs to: a procedure never commits or ends a transaction it did
+            // not open (Transaction::run refuses to begin inside one).
+            TxnMark::Inside(sp) => unsafe {
+                if ffi::box_txn() {
+                    box_txn_rollback_to_savepoint(sp.as_ptr());
+                }
+            },
         }
     }
 }

@@ -14,11 +14,14 @@ use crate::pg::PgMemory;
 use crate::tt::{get, get_f64};
 use crate::Plan;
 
-/// Nanoseconds per call inside the server.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// Nanoseconds per call inside the server: the fastest round, and the wall time of
+/// every round in round order (the rounds of all measurements are interleaved).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PerCall {
     pub wall_ns: f64,
     pub cpu_ns: f64,
+    #[serde(default)]
+    pub wall_ns_rounds: Vec<f64>,
 }
 
 /// The in-process micro-benchmark (bench_micro in bench/lua/bench.lua).
@@ -39,9 +42,20 @@ impl Micro {
     pub fn from_value(v: &rmpv::Value) -> Result<Micro> {
         let pc = |k: &str| -> Result<PerCall> {
             let m = get(v, k)?;
+            let rounds = get(m, "wall_ns_rounds")?
+                .as_array()
+                .ok_or_else(|| anyhow::anyhow!("`{k}.wall_ns_rounds` is not an array"))?
+                .iter()
+                .map(|r| {
+                    r.as_f64()
+                        .or_else(|| r.as_i64().map(|i| i as f64))
+                        .ok_or_else(|| anyhow::anyhow!("`{k}.wall_ns_rounds`: {r}"))
+                })
+                .collect::<Result<Vec<f64>>>()?;
             Ok(PerCall {
                 wall_ns: get_f64(m, "wall_ns")?,
                 cpu_ns: get_f64(m, "cpu_ns")?,
+                wall_ns_rounds: rounds,
             })
         };
         Ok(Micro {
@@ -52,6 +66,60 @@ impl Micro {
             noop: pc("noop")?,
             page_floor: pc("page_floor").ok(),
         })
+    }
+}
+
+/// What each get_dialog adds to the floor of receiving its 50 tuples in Lua, as
+/// measured: from the fastest rounds, and round by round (the spread). A
+/// difference may come out negative when the noise exceeds it; it is reported so,
+/// never clamped.
+pub struct AboveFloor {
+    pub native_ns: f64,
+    pub lua_ns: f64,
+    /// native ÷ lua above the floor; None when lua's part is not above zero.
+    pub ratio: Option<f64>,
+    /// The same ratio in each round (rounds whose lua part is above zero).
+    pub round_ratios: Vec<f64>,
+    native_has_rounds: bool,
+}
+
+impl AboveFloor {
+    pub fn of(native: &PerCall, lua: &PerCall, floor: &PerCall) -> AboveFloor {
+        let ratio = |n: f64, l: f64| (l > 0.0).then(|| n / l);
+        let (native_ns, lua_ns) = (native.wall_ns - floor.wall_ns, lua.wall_ns - floor.wall_ns);
+        let round_ratios = native
+            .wall_ns_rounds
+            .iter()
+            .zip(&lua.wall_ns_rounds)
+            .zip(&floor.wall_ns_rounds)
+            .filter_map(|((n, l), f)| ratio(n - f, l - f))
+            .collect();
+        AboveFloor {
+            native_ns,
+            lua_ns,
+            ratio: ratio(native_ns, lua_ns),
+            round_ratios,
+            native_has_rounds: !native.wall_ns_rounds.is_empty(),
+        }
+    }
+
+    /// "rounds: a to b (n rounds)", or why there is no spread.
+    pub fn spread(&self) -> String {
+        let lo = self
+            .round_ratios
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let hi = self
+            .round_ratios
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        match self.round_ratios.len() {
+            0 if self.native_has_rounds => "no round with lua above the floor".into(),
+            0 => "rounds not recorded".into(),
+            n => format!("native ÷ lua round by round: {lo:.2} to {hi:.2} ({n} rounds)"),
+        }
     }
 }
 
@@ -240,7 +308,8 @@ impl Report {
         let c = self.target_c();
         let cpu = |r: &CellResult| r.server_cpu_us;
         let tput = |r: &CellResult| r.ops_per_sec;
-        let mut rows: Vec<(String, Option<f64>, String, bool, String)> = Vec::new();
+        let mut rows: Vec<(String, String, String, bool, String)> = Vec::new();
+        let shown = |v: Option<f64>| v.map_or_else(|| "not run".to_owned(), |v| format!("{v:.2}"));
         let verdict = |v: Option<f64>, max: Option<f64>, min: Option<f64>| match v {
             None => false,
             Some(v) => max.is_none_or(|m| v <= m) && min.is_none_or(|m| v >= m),
@@ -254,7 +323,7 @@ impl Report {
             .unwrap_or(0);
         rows.push((
             format!("errors, every cell up to C={max_c}"),
-            Some(total_errors as f64),
+            shown(Some(total_errors as f64)),
             "0".into(),
             total_errors == 0,
             String::new(),
@@ -267,7 +336,7 @@ impl Report {
             let v = self.ratio(Target::Native, Target::Raw, w, Durability::Write, cpu);
             rows.push((
                 format!("server CPU/call, native ÷ raw, `{w}`"),
-                v,
+                shown(v),
                 format!("≤ {goal}"),
                 verdict(v, Some(goal), None),
                 self.ratio_range(Target::Native, Target::Raw, w, cpu),
@@ -281,7 +350,7 @@ impl Report {
             let v = self.ratio(Target::Native, Target::Lua, w, Durability::Write, cpu);
             rows.push((
                 format!("server CPU/call, native ÷ lua, `{w}`"),
-                v,
+                shown(v),
                 format!("≤ {goal}"),
                 verdict(v, Some(goal), None),
                 self.ratio_range(Target::Native, Target::Lua, w, cpu),
@@ -327,32 +396,52 @@ impl Report {
         }
         if let Some(m) = &self.micro {
             for (name, n, l) in [
-                ("new_dialog", m.native_write, m.lua_write),
-                ("get_dialog (50-message page)", m.native_page, m.lua_page),
+                ("new_dialog", &m.native_write, &m.lua_write),
+                ("get_dialog (50-message page)", &m.native_page, &m.lua_page),
             ] {
                 let v = (l.wall_ns > 0.0).then(|| n.wall_ns / l.wall_ns);
                 rows.push((
                     format!("in-process ns/call, native ÷ lua, {name}"),
-                    v,
+                    shown(v),
                     "≤ 0.5".into(),
                     verdict(v, Some(0.5), None),
                     String::new(),
                 ));
             }
         }
-        if let Some((m, f)) = self.micro.as_ref().and_then(|m| Some((m, m.page_floor?))) {
-            let (n, l) = (
-                m.native_page.wall_ns - f.wall_ns,
-                m.lua_page.wall_ns - f.wall_ns,
-            );
-            // A negative difference is noise: the call cost no more than its floor.
-            let v = Some(n.max(0.0) / l.max(1.0));
+        if let Some((m, f)) = self
+            .micro
+            .as_ref()
+            .and_then(|m| Some((m, m.page_floor.as_ref()?)))
+        {
+            // As measured, negative or not: a procedure measured below its floor
+            // means the noise is larger than what it adds, which meets no goal.
+            let above = AboveFloor::of(&m.native_page, &m.lua_page, f);
+            let (met, spread) = match above.ratio {
+                Some(v) if v < 0.0 => (
+                    false,
+                    format!(
+                        "native measured below the floor: not measurable at this noise; {}",
+                        above.spread()
+                    ),
+                ),
+                Some(v) => (verdict(Some(v), Some(0.5), None), above.spread()),
+                None => (
+                    false,
+                    format!(
+                        "no ratio: lua measured {:.0} ns above the floor (native {:.0} ns); {}",
+                        above.lua_ns,
+                        above.native_ns,
+                        above.spread()
+                    ),
+                ),
+            };
             rows.push((
                 "in-process, get_dialog above the floor of receiving 50 tuples in Lua, native ÷ lua".into(),
-                v,
+                above.ratio.map_or_else(|| "undefined".to_owned(), |v| format!("{v:.2}")),
                 "≤ 0.5 (same goal, floor removed)".into(),
-                verdict(v, Some(0.5), None),
-                String::new(),
+                met,
+                spread,
             ));
         }
         for (w, d, what) in [
@@ -371,7 +460,7 @@ impl Report {
             let v = self.ratio(Target::Native, Target::Pg, w, d, tput);
             rows.push((
                 format!("throughput, native ÷ pg, `{w}`, {what}"),
-                v,
+                shown(v),
                 "≥ 5".into(),
                 verdict(v, None, Some(5.0)),
                 String::new(),
@@ -383,7 +472,7 @@ impl Report {
                 .map(|r| r.p99_ms);
             rows.push((
                 format!("p99 of native `{w}`, ms"),
-                v,
+                shown(v),
                 "< 2".into(),
                 v.is_some_and(|v| v < 2.0),
                 String::new(),
@@ -394,9 +483,6 @@ impl Report {
             "| target (issue #3), at C={c} connections unless noted | measured | goal | met | over every C of `conns` |\n|---|---:|---|---|---|"
         );
         for (name, v, goal, ok, range) in rows {
-            let v = v
-                .map(|v| format!("{v:.2}"))
-                .unwrap_or_else(|| "not run".into());
             let ok = if ok { "yes" } else { "**no**" };
             let _ = writeln!(out, "| {name} | {v} | {goal} | {ok} | {range} |");
         }
@@ -553,8 +639,8 @@ impl Report {
                 p.micro_calls
             );
             for (name, n, l) in [
-                ("new_dialog", m.native_write, m.lua_write),
-                ("get_dialog, newest 50", m.native_page, m.lua_page),
+                ("new_dialog", &m.native_write, &m.lua_write),
+                ("get_dialog, newest 50", &m.native_page, &m.lua_page),
             ] {
                 let _ = writeln!(
                     o,
@@ -571,18 +657,20 @@ impl Report {
                 "| empty Lua function (floor of a call) | {:.0} | | | {:.0} | |",
                 m.noop.wall_ns, m.noop.cpu_ns
             );
-            if let Some(f) = m.page_floor {
+            if let Some(f) = &m.page_floor {
                 let _ = writeln!(
                     o,
                     "| the same 50 tuples by `index:select` in Lua, no function (floor of a page) | {:.0} | | | {:.0} | |",
                     f.wall_ns, f.cpu_ns
                 );
+                let above = AboveFloor::of(&m.native_page, &m.lua_page, f);
                 let _ = writeln!(
                     o,
                     "\nAbove the page floor (what the procedure adds to receiving 50 tuples in \
-                     Lua): native {:.0} ns, lua {:.0} ns.",
-                    m.native_page.wall_ns - f.wall_ns,
-                    m.lua_page.wall_ns - f.wall_ns
+                     Lua), fastest rounds: native {:.0} ns, lua {:.0} ns; {}.",
+                    above.native_ns,
+                    above.lua_ns,
+                    above.spread()
                 );
             }
             o.push('\n');

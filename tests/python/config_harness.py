@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 import harness
+from dialogs_api import multireturn_of_binary, set_multireturn
 from harness import DEFAULT_PASSWORD, REPLICATION_PASSWORD, REPO_ROOT, Server, ServerError
 
 TARANTOOL = os.environ.get("TARANTOOL") or "tarantool"
@@ -70,6 +71,9 @@ class ConfigServer(Server):
         e = {
             "TARANTOOL": TARANTOOL,
             "LUA_PATH": lua_path(),
+            # As README says for a checkout: the library on the search path from
+            # the start (the role adds it too, but only once it is applied).
+            "LUA_CPATH": f"{harness.lib_dir()}/?.so;;",
             "DIALOGS_PASSWORD": password,
             "DIALOGS_REPLICATION_PASSWORD": REPLICATION_PASSWORD,
             "DIALOGS_ADMIN_SOCKET": str(console),
@@ -94,7 +98,15 @@ class ConfigServer(Server):
         env.pop("DIALOGS_ADMIN_SOCKET", None)
         return env
 
+    def binary(self) -> str:
+        """The Tarantool this server runs: $TARANTOOL of its environment (a path, or a
+        name looked up on PATH)."""
+        name = self.env.get("TARANTOOL") or TARANTOOL
+        return shutil.which(name) or name
+
     def start(self, *, wait: bool = True, timeout: float = harness.START_TIMEOUT_S):
+        # How this server sends a C function's results (dialogs_api's reply shapes).
+        set_multireturn((self.host, self.port), multireturn_of_binary(self.binary()))
         if self.is_running():
             raise ServerError(f"{self.name}: already running as pid {self.pid}")
         self.starts += 1
@@ -122,7 +134,7 @@ class ConfigServer(Server):
 class Cluster:
     """A copy of config/<file> with free loopback ports, and its instances."""
 
-    def __init__(self, config_file: str, *, edit=None):
+    def __init__(self, config_file: str, *, edit=None, on_server=None):
         # Short: a unix socket path (the console) holds at most 107 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="dlg-"))
         self.text = (CONFIG_DIR / config_file).read_text()
@@ -135,6 +147,7 @@ class Cluster:
         self.path = self.dir / "config.yaml"
         self.write()
         self.servers: dict = {}
+        self.on_server = on_server
 
     def write(self, text: Optional[str] = None) -> None:
         if text is not None:
@@ -161,6 +174,8 @@ class Cluster:
                            command=[TARANTOOL, "--config", str(self.path), "--name", name],
                            cwd=base, console=console, **kwargs)
         self.servers[name] = srv
+        if self.on_server is not None:
+            self.on_server(srv)
         return srv
 
     def has_instance_dirs(self) -> bool:
@@ -189,6 +204,7 @@ def run_server(base_dir: Path, env: Optional[Mapping[str, Optional[str]]] = None
         "DIALOGS_LIB_DIR": str(harness.lib_dir()),
         "DIALOGS_MEMTX_MEMORY": str(harness.DEFAULT_MEMTX_MEMORY),
         "LUA_PATH": None,
+        "LUA_CPATH": None,
     }
     e.update(env or {})
     return ConfigServer(base_dir, name=name, port=port, command=[str(RUN_SCRIPT)],

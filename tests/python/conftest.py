@@ -36,6 +36,18 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((title, text))
 
 
+def report_logs_of(srv: Server) -> None:
+    """Attach `srv`'s log to the report of a test that fails while it is registered
+    (servers made outside make_server, e.g. config_harness's)."""
+    _LIVE.append(srv)
+
+
+def forget_logs_of(servers) -> None:
+    for srv in servers:
+        if srv in _LIVE:
+            _LIVE.remove(srv)
+
+
 @pytest.fixture
 def make_server(tmp_path):
     made = []

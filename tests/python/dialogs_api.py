@@ -7,11 +7,14 @@ same way. Everything here follows README.md ("API", "Errors").
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
 import subprocess
 import uuid
 from typing import Iterator, Optional
 
+import msgpack
 import pytest
 import tarantool
 
@@ -30,6 +33,14 @@ READ_ONLY = 1006
 REQUEST_CONFLICT = 1007
 INTERNAL = 1008
 
+# Tarantool's own errors that reach a caller (README "Errors", second table).
+ER_MEMORY_ISSUE = 2
+ER_INVALID_MSGPACK = 20
+ER_ACCESS_DENIED = 42
+ER_NO_SUCH_USER = 45
+ER_PASSWORD_MISMATCH = ER_CREDS_MISMATCH = 47  # one code, renamed when it widened
+INVALID_MSGPACK_BODY = "Invalid MsgPack - packet body"
+
 # Field numbers of a message tuple.
 ID, DIALOG_ID, USER_FROM, USER_TO, TEXT, CREATED_AT = range(6)
 
@@ -45,15 +56,109 @@ def new_user() -> uuid.UUID:
     return uuid.uuid4()
 
 
-# What a procedure's reply looks like on the wire (README "Reply shape"): a C
-# procedure's results are a list of return values (new_dialog: the id; get_dialog:
-# one per message tuple), and the server sends that list as one array:
+# Whether the server checks the msgpack extensions of every request before any
+# procedure runs (README "Errors": 20 for a malformed uuid, decimal, datetime, error,
+# interval or tuple extension). Tarantool began to do so in 2.10.1 (gh-6857) and
+# offers no option or flag that says it does, so the probe asks for what arrived
+# with it in the same release: the module API function box_tuple_field_by_path
+# (gh-7228), exported by every server from 2.10.1 on and by none before. Sending a
+# malformed extension to see what comes back would probe the very behaviour the
+# tests check, and could not tell a server that checks from a procedure that
+# happens to refuse it.
+CHECKS_EXTENSIONS_PROBE_LUA = (
+    "(function() local ffi = require('ffi') "
+    "pcall(ffi.cdef, 'void *dlsym(void *handle, const char *symbol);') "
+    "return ffi.C.dlsym(nil, 'box_tuple_field_by_path') ~= nil end)()")
+# Whether a failed login says which part was wrong (45 for an unknown user, 47 for
+# a wrong password) or, where box.error.CREDS_MISMATCH exists, only that the
+# credentials are invalid (47, for both).
+CREDS_MISMATCH_PROBE_LUA = "box.error.CREDS_MISMATCH ~= nil"
+
+_BINARY_PROBES: dict = {}
+
+
+def probe_binary(lua_expr: str, binary: Optional[str] = None) -> str:
+    """tostring() of a Lua expression evaluated by a fresh `binary` (default: the
+    `tarantool` on PATH, the server under test), without box.cfg."""
+    binary = os.path.realpath(binary or shutil.which("tarantool") or "tarantool")
+    key = (binary, lua_expr)
+    if key not in _BINARY_PROBES:
+        out = subprocess.run([binary, "-e", f"print(tostring({lua_expr})) os.exit(0)"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip(), \
+            f"probe {lua_expr!r} of {binary} failed: {out.returncode} {out.stdout!r} " \
+            f"{out.stderr!r}"
+        _BINARY_PROBES[key] = out.stdout.strip()
+    return _BINARY_PROBES[key]
+
+
+def checks_request_extensions(binary: Optional[str] = None) -> bool:
+    """See CHECKS_EXTENSIONS_PROBE_LUA."""
+    return probe_binary(CHECKS_EXTENSIONS_PROBE_LUA, binary) == "true"
+
+
+def has_creds_mismatch(binary: Optional[str] = None) -> bool:
+    """See CREDS_MISMATCH_PROBE_LUA."""
+    return probe_binary(CREDS_MISMATCH_PROBE_LUA, binary) == "true"
+
+
+# What a procedure's reply looks like on the wire (README "Reply shape"), exactly,
+# for the server at hand:
 #
-#   new_dialog  data  =  [[id]]
-#   get_dialog  data  =  [[t1, t2, ...]]
+#   how the server sends a C function's results          new_dialog   get_dialog
+#   in one array (2.x: no compat option                  [[id]]       [[t1, t2, ...]]
+#     c_func_iproto_multireturn)
+#   one value each (3.x: the option, at its default      [id]         [[t1, t2, ...]]
+#     'new')
 #
-# Tarantool 2.x always does; 3.x does so because init.lua keeps its compat option
-# c_func_iproto_multireturn at 'old'. Any other shape fails the test.
+# get_dialog returns one value, the list of messages, where results go one value
+# each, and one value per message where they are wrapped: `data[0]` is the list
+# either way. Which behaviour applies is asked of the server (the option exists,
+# and its value), never read from a version string. Any other shape fails.
+
+# A Lua expression: 'absent' (no such compat option: results are always wrapped),
+# else the option's state, 'new' (one value each) or 'old' (wrapped).
+MULTIRETURN_PROBE_LUA = (
+    "(function() "
+    "local ok, compat = pcall(require, 'compat') "
+    "if not ok then return 'absent' end "
+    "local has, opt = pcall(function() return compat.c_func_iproto_multireturn end) "
+    "if not has then return 'absent' end "
+    "return opt:is_new() and 'new' or 'old' end)()")
+
+# server key (host, port) -> the option's state on that server, for a test that
+# changes the option there (`set_multireturn`). Every other server has its binary's
+# default: the harness tells which binary a server runs (`set_server_binary_lookup`).
+_MULTIRETURN: dict = {}
+_server_binary = [lambda server_key: None]
+
+
+def set_server_binary_lookup(lookup) -> None:
+    """`lookup(server_key)` -> the Tarantool binary that server runs, or None (the
+    suite's own)."""
+    _server_binary[0] = lookup
+
+
+def multireturn_of_binary(binary: Optional[str] = None) -> str:
+    """The option's state in a fresh instance of `binary` (default: the `tarantool`
+    on PATH, the server under test): 'absent', 'new' or 'old'. A server runs with it
+    as long as nobody sets the option, and the store does not (test_api checks that
+    on a running server)."""
+    state = probe_binary(MULTIRETURN_PROBE_LUA, binary)
+    assert state in ("absent", "new", "old"), f"reply-shape probe: {state!r}"
+    return state
+
+
+def set_multireturn(server_key, state: str) -> None:
+    """Record the option's state on one server."""
+    assert state in ("absent", "new", "old"), state
+    _MULTIRETURN[server_key] = state
+
+
+def results_one_value_each(server_key) -> bool:
+    """True where the server sends a C function's results one value each."""
+    state = _MULTIRETURN.get(server_key) or multireturn_of_binary(_server_binary[0](server_key))
+    return state == "new"
 
 
 def is_message_id(v) -> bool:
@@ -61,17 +166,11 @@ def is_message_id(v) -> bool:
 
 
 def is_message_tuple(v) -> bool:
-    """A message tuple: 6 fields, the first a decoded uuid."""
-    return isinstance(v, (list, tuple)) and len(v) == 6 and isinstance(v[0], uuid.UUID)
-
-
-def call_results(server_key, data, is_result, what: str) -> list:
-    """A procedure's return values, from a reply's data (the one array above)."""
-    data = list(data)
-    assert (len(data) == 1 and isinstance(data[0], (list, tuple))
-            and all(is_result(x) for x in data[0])), \
-        f"{what}: expected one array of results, got {data!r}"
-    return list(data[0])
+    """A message tuple: 6 fields, the first a uuid (decoded by a connector, or a
+    msgpack uuid extension as a bare socket reads it)."""
+    return isinstance(v, (list, tuple)) and len(v) == 6 and (
+        isinstance(v[0], uuid.UUID)
+        or (isinstance(v[0], msgpack.ExtType) and v[0].code == 2 and len(v[0].data) == 16))
 
 
 def server_key(conn):
@@ -79,15 +178,26 @@ def server_key(conn):
 
 
 def message_id_of(server_key, data) -> str:
-    """new_dialog's reply: exactly one result, the id string."""
-    results = call_results(server_key, data, is_message_id, "new_dialog")
-    assert len(results) == 1, f"new_dialog: expected one result, got {results!r}"
-    return results[0]
+    """new_dialog's reply: the id string, in exactly the server's shape."""
+    data = list(data)
+    if results_one_value_each(server_key):
+        assert len(data) == 1 and is_message_id(data[0]), \
+            f"new_dialog: expected [id] (results one value each), got {data!r}"
+        return data[0]
+    assert (len(data) == 1 and isinstance(data[0], (list, tuple)) and len(data[0]) == 1
+            and is_message_id(data[0][0])), \
+        f"new_dialog: expected [[id]] (results wrapped in one array), got {data!r}"
+    return data[0][0]
 
 
 def messages_of(server_key, data) -> list:
-    """get_dialog's reply: the message tuples, oldest first unless reversed."""
-    return call_results(server_key, data, is_message_tuple, "get_dialog")
+    """get_dialog's reply, [[t1, t2, ...]] on every server: the message tuples,
+    oldest first unless reversed."""
+    data = list(data)
+    assert (len(data) == 1 and isinstance(data[0], (list, tuple))
+            and all(is_message_tuple(x) for x in data[0])), \
+        f"get_dialog: expected [[t1, t2, ...]], got {data!r}"
+    return list(data[0])
 
 
 def new_dialog(conn, dialog_id, user_from, user_to, text, opts=None) -> str:

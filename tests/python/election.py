@@ -22,7 +22,7 @@ from typing import Optional
 import tarantool
 
 from config_harness import Cluster, ConfigServer
-from dialogs_api import READ_ONLY, derived_dialog_id, new_dialog, new_user
+from dialogs_api import READ_ONLY, derived_dialog_id, new_dialog, new_user, walk_dialog
 from harness import admin_eval, wait_until
 
 CONFIG_FILE = "replicaset-election.yaml"
@@ -63,7 +63,8 @@ class Writer(threading.Thread):
         self.dialog = derived_dialog_id(self.a, self.b)
         self.servers, self.stop_event = servers, stop
         self.at = n % len(servers)
-        self.acked: list = []  # (seq, message id, monotonic time of the reply)
+        # (seq, message id, monotonic time of the reply, the server that replied)
+        self.acked: list = []
         self.retries = 0
         self.error: Optional[BaseException] = None
 
@@ -92,7 +93,7 @@ class Writer(threading.Thread):
                         conn_of = srv
                     msg_id = new_dialog(conn, None, str(self.a), str(self.b), text,
                                         {"request_id": request_id})
-                    self.acked.append((seq, msg_id, time.monotonic()))
+                    self.acked.append((seq, msg_id, time.monotonic(), srv))
                     break
                 except (tarantool.error.NetworkError, OSError):
                     pass
@@ -118,7 +119,9 @@ class Failover:
     old_leader: ConfigServer
     writers: list
     killed_at: float
-    first_ack_after_kill: float  # seconds from the kill
+    # Seconds from the kill (the killed process reaped) to the first write another
+    # instance acknowledged.
+    first_ack_after_kill: float
     new_leader: Optional[ConfigServer] = None
     acked_before_kill: int = 0
     notes: list = field(default_factory=list)
@@ -158,20 +161,43 @@ def failover_run(cluster: Cluster) -> Failover:
         w.start()
     try:
         time.sleep(LOAD_BEFORE_KILL_S)
-        acked_before = sum(len(w.acked) for w in writers)
-        killed_at = time.monotonic()
         leader.kill()
+        killed_at = time.monotonic()
+        acked_before = sum(len(w.acked) for w in writers)
         wait_until(lambda: any(w.error for w in writers) or all(
-            sum(1 for _, _, t in w.acked if t > killed_at) >= ACKS_AFTER_KILL
-            for w in writers), RESUME_BOUND_S, "writes acknowledged after the kill")
+            sum(1 for _, _, t, by in w.acked if t > killed_at and by is not leader)
+            >= ACKS_AFTER_KILL for w in writers), RESUME_BOUND_S,
+            "writes acknowledged after the kill")
         time.sleep(LOAD_AFTER_RESUME_S)
     finally:
         stop.set()
         for w in writers:
             w.join(30)
-    after = [t for w in writers for _, _, t in w.acked if t > killed_at]
+    after = [t for w in writers for _, _, t, by in w.acked if t > killed_at and by is not leader]
     result = Failover(servers=servers, old_leader=leader, writers=writers, killed_at=killed_at,
                       first_ack_after_kill=min(after) - killed_at if after else float("inf"),
                       acked_before_kill=acked_before)
     result.new_leader = wait_until(lambda: leader_of(servers.values()), 30, "the new leader")
     return result
+
+
+def stored_problems(run: Failover) -> list:
+    """What the new leader stores that differs from what was acknowledged: for each
+    writer, its dialog must hold every acknowledged message exactly once, with its
+    text, in acknowledgement order, ids increasing, and nothing else. Empty: none."""
+    problems = []
+    conn = run.new_leader.connect()
+    try:
+        for w in run.writers:
+            rows = [t for page in walk_dialog(conn, w.dialog, 1000) for t in page]
+            ids = [str(t[0]) for t in rows]
+            if ids != [a[1] for a in w.acked]:
+                problems.append(f"{w.name}: {len(ids)} stored, {len(w.acked)} acknowledged, "
+                                "or not the same ids in the same order")
+            if [t[4] for t in rows] != [f"writer {w.n} seq {a[0]}" for a in w.acked]:
+                problems.append(f"{w.name}: stored texts differ from the acknowledged ones")
+            if not all(x < y for x, y in zip(map(uuid.UUID, ids), map(uuid.UUID, ids[1:]))):
+                problems.append(f"{w.name}: ids do not increase")
+    finally:
+        conn.close()
+    return problems

@@ -36,6 +36,7 @@ class RawConnection:
 
     def __init__(self, host: str, port: int, user: Optional[str] = None,
                  password: str = "", timeout: float = 30.0):
+        self.host, self.port = host, port
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sync = 0
         self._buf = b""

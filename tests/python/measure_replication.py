@@ -46,9 +46,8 @@ SYNC_TIMEOUT_S = 2.0
 LAG_TRIGGER = (
     "(function() local clock = require('clock') _G.lags = {} "
     "box.space.dialogs:on_replace(function(old, new) if old == nil and new ~= nil then "
-    "local c = new[6] if type(c) ~= 'number' and type(c) ~= 'cdata' then "
-    "c = c.timestamp * 1e6 end "
-    "table.insert(_G.lags, tonumber(clock.time64() / 1000) - tonumber(c)) end end) "
+    "local c = tonumber(new[6]) if c == nil then c = new[6].timestamp * 1e6 end "
+    "table.insert(_G.lags, tonumber(clock.time64() / 1000) - c) end end) "
     "return true end)()")
 
 

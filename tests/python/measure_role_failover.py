@@ -7,7 +7,8 @@ config/replicaset-election.yaml on a Tarantool 3 server, over several runs.
 Each run is election.failover_run on a fresh copy of the shipped file (free ports,
 temporary directories): 4 writer threads with request ids, kill -9 of the leader,
 clients retrying on the next address. Prints one line per run and the median; also
-checks each run's writers ended without an unexpected error.
+checks that each run's writers ended without an unexpected error and that the new
+leader stores every acknowledged message exactly once, in order (exit 1 if not).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from config_harness import Cluster, TARANTOOL, has_config_module, no_config_reason  # noqa: E402
-from election import CONFIG_FILE, failover_run  # noqa: E402
+from election import CONFIG_FILE, failover_run, stored_problems  # noqa: E402
 from harness import module_built  # noqa: E402
 
 
@@ -41,6 +42,10 @@ def main() -> int:
             errors = [w.error for w in run.writers if w.error]
             if errors:
                 print(f"run {i + 1}: writer error {errors[0]!r}", file=sys.stderr)
+                return 1
+            problems = stored_problems(run)
+            if problems:
+                print(f"run {i + 1}: " + "; ".join(problems), file=sys.stderr)
                 return 1
             times.append(run.first_ack_after_kill)
             print(f"run {i + 1}: killed {run.old_leader.name}, new leader "

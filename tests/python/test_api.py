@@ -8,9 +8,12 @@ import uuid
 import pytest
 import tarantool
 
-from dialogs_api import (CREATED_AT, DIALOG_ID, ID, MAX_PAGE, TEXT, USER_FROM, USER_TO,
-                         derived_dialog_id, get_dialog, new_dialog, new_user,
-                         tarantool_supports_datetime, walk_dialog)
+from admin import remove_socket_dir, start_admin_server
+from dialogs_api import (CREATED_AT, DIALOG_ID, ID, MAX_PAGE, MULTIRETURN_PROBE_LUA, TEXT,
+                         USER_FROM, USER_TO, derived_dialog_id, get_dialog, message_id_of,
+                         multireturn_of_binary, new_dialog, new_user,
+                         results_one_value_each, server_key, tarantool_supports_datetime,
+                         walk_dialog)
 
 HAS_DATETIME = tarantool_supports_datetime()
 # How far created_at may be from this machine's clock (same host, generous for CI).
@@ -55,15 +58,42 @@ def test_uppercase_and_msgpack_uuid_arguments_are_the_same_ids(conn):
 
 
 def test_readme_examples_literally(conn):
-    """README's Python example, as written: `[msg_id] = ...data[0]` is the id and
-    `...data[0]` the messages, on every server version (README "Reply shape")."""
+    """README's Python example against this server's reply shape ("Reply shape"):
+    `...data[0]` is the id where results go one value each (3.x), the one-element
+    list `[id]` where they are wrapped (2.x); `...data[0]` is the list of messages
+    on every server."""
     a, b = new_user(), new_user()
-    [msg_id] = conn.call("new_dialog", (None, str(a), str(b), "hi Bob")).data[0]
+    first = conn.call("new_dialog", (None, str(a), str(b), "hi Bob")).data[0]
+    if results_one_value_each(server_key(conn)):
+        msg_id = first
+    else:
+        [msg_id] = first
+    assert isinstance(msg_id, str) and str(uuid.UUID(msg_id)) == msg_id, first
     messages = conn.call("get_dialog", (str(derived_dialog_id(a, b)),)).data[0]
     assert [(str(t[ID]), t[TEXT]) for t in messages] == [(msg_id, "hi Bob")]
     newest = conn.call("get_dialog", (str(derived_dialog_id(a, b)),
                                       {"limit": 50, "reverse": True})).data[0]
     assert [str(t[ID]) for t in newest] == [msg_id]
+
+
+def test_the_store_leaves_the_reply_shape_option_as_the_server_has_it(make_server):
+    """The compat option c_func_iproto_multireturn is process-wide: the running store
+    has it exactly as a fresh instance of the same binary, which is also what the
+    reply-shape checks of every other test assume (dialogs_api)."""
+    default = multireturn_of_binary()
+    if default == "absent":
+        pytest.skip("this server has no compat option c_func_iproto_multireturn "
+                    "(C function results are always wrapped in one array)")
+    srv, admin = start_admin_server(make_server, "compat")
+    try:
+        assert admin.eval(MULTIRETURN_PROBE_LUA) == default
+        conn = srv.connect()
+        a, b = new_user(), new_user()
+        data = conn.call("new_dialog", (None, str(a), str(b), "shape")).data
+        msg_id = message_id_of(server_key(conn), data)
+        assert data == ([msg_id] if default == "new" else [[msg_id]])
+    finally:
+        remove_socket_dir(srv)
 
 
 @pytest.mark.skipif(not HAS_DATETIME, reason="server has no datetime type (2.6)")

@@ -27,8 +27,8 @@ import pytest
 import tarantool
 
 from admin import reconnect_admin, remove_socket_dir, start_admin_server
-from dialogs_api import (CREATED_AT, DIALOG_ID, ID, TEXT, USER_FROM, USER_TO,
-                         tarantool_supports_datetime, walk_dialog)
+from dialogs_api import (CREATED_AT, DIALOG_ID, ID, TEXT, USER_FROM, USER_TO, message_id_of,
+                         messages_of, server_key, tarantool_supports_datetime, walk_dialog)
 
 WRITERS = 8
 LOAD_SECONDS = 1.5
@@ -77,7 +77,7 @@ class Writer(threading.Thread):
                                                     str(self.b), text, {"request_id": rid}]).data
                 except tarantool.error.NetworkError:
                     return  # the kill: this call's outcome is unknown
-                msg_id = data[0][0] if isinstance(data[0], list) else data[0]
+                msg_id = message_id_of(server_key(conn), data)
                 self.acked[text] = (rid, msg_id, sent, time.time_ns() // 1000)
                 self.in_flight = None
                 i += 1
@@ -87,8 +87,7 @@ class Writer(threading.Thread):
                                                         {"reverse": True, "limit": 50}]).data
                     except tarantool.error.NetworkError:
                         return
-                    rows = rows[0] if rows and rows[0] and isinstance(rows[0][0], list) else rows
-                    for r in rows:
+                    for r in messages_of(server_key(conn), rows):
                         self.seen[str(r[ID])] = list(r)
         except Exception as e:  # reported by the test, not lost in the thread
             self.error = e
@@ -150,7 +149,7 @@ def test_kill_9_under_write_load_loses_no_acknowledged_message(make_server, wal_
             text, rid = w.in_flight
             data = conn.call("new_dialog", [str(w.dialog), str(w.a), str(w.b), text,
                                             {"request_id": rid}]).data
-            retried = data[0][0] if isinstance(data[0], list) else data[0]
+            retried = message_id_of(server_key(conn), data)
             if text in by_text:
                 assert retried == str(by_text[text][ID]), "a retry stored a second copy"
             after = [r for page in walk_dialog(conn, w.dialog, 1000) for r in page]

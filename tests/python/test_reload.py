@@ -28,7 +28,7 @@ from pathlib import Path
 import tarantool
 
 from admin import remove_socket_dir, start_admin_server
-from dialogs_api import ID, walk_dialog
+from dialogs_api import ID, message_id_of, server_key, walk_dialog
 from harness import REPO_ROOT, lib_dir, wait_until
 
 INSTALL = REPO_ROOT / "scripts" / "install-lib.sh"
@@ -86,7 +86,7 @@ class Load(threading.Thread):
                     if self.write:
                         data = conn.call("new_dialog", [str(self.dialog), str(self.a), str(self.b),
                                                         f"m{len(self.ids)}"]).data
-                        self.ids.append(data[0][0] if isinstance(data[0], list) else data[0])
+                        self.ids.append(message_id_of(server_key(conn), data))
                     else:
                         conn.call("get_dialog", [str(uuid.uuid4()), {"limit": 10}])
                     self.calls += 1

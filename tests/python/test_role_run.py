@@ -6,6 +6,8 @@ on both, and refused with the same message when bad.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from config_harness import has_config_module, run_server
@@ -76,3 +78,27 @@ def test_run_on_the_config_road_opens_an_owner_only_console(tmp_path):
     srv = run_server(tmp_path).start()
     assert srv.console.exists()
     assert srv.console.stat().st_mode & 0o077 == 0, oct(srv.console.stat().st_mode)
+
+
+UPGRADE_FROM = os.environ.get("DIALOGS_UPGRADE_FROM")
+
+
+@pytest.mark.skipif(not CONFIG_ROAD, reason="the config road needs a server with the "
+                    "config module (TARANTOOL)")
+@pytest.mark.skipif(not UPGRADE_FROM or has_config_module(UPGRADE_FROM),
+                    reason="set DIALOGS_UPGRADE_FROM to a server without the config module "
+                    "(e.g. /usr/bin/tarantool, 2.6) to make the data on the 2.x road")
+def test_run_on_a_3x_server_takes_over_the_data_of_a_2x_run(tmp_path):
+    old = run_server(tmp_path, env={"TARANTOOL": UPGRADE_FROM}, name="old").start()
+    a, b = new_user(), new_user()
+    first = new_dialog(old.connect(), None, str(a), str(b), "written by the old server")
+    old.stop()
+    assert INIT_LINE in old.log_of_run()
+
+    new = run_server(tmp_path, name="new").start()
+    conn = new.connect()
+    second = new_dialog(conn, None, str(a), str(b), "written by the new one")
+    assert [str(t[0]) for t in get_dialog(conn, derived_dialog_id(a, b))] == [first, second]
+    log = new.log_of_run()
+    assert "holds data of a Tarantool before 3.0" in log and CONFIG_LINE in log
+    assert "dialogs: box.schema.upgrade() done" in log

@@ -9,8 +9,7 @@ pub mod admin;
 pub mod iproto;
 pub mod server;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use rmpv::Value;
 use uuid::Uuid;
@@ -68,14 +67,77 @@ pub fn encode(v: &Value) -> Vec<u8> {
     buf
 }
 
-/// What a procedure's reply looks like on the wire. A C procedure gives its results
-/// as a list of return values: new_dialog one (the id), get_dialog one per message
-/// tuple. Over IPROTO_CALL, Tarantool before 3.0 sends that list wrapped in one more
-/// array (tarantool/tarantool#4799; 3.0 does not wrap by default): new_dialog's data
-/// is `[[id]]` on 2.6 and `[id]` on 3.x; get_dialog's `[[t1, t2, ...]]` and
-/// `[t1, t2, ...]`. The tests accept exactly one of the two shapes, the same for
-/// every reply of one server: server address -> whether its replies are wrapped.
-static REPLY_WRAPPED: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
+/// What a procedure's reply looks like on the wire (README "Reply shape"), exactly,
+/// for the server under test:
+///
+/// | how the server sends a C function's results | new_dialog | get_dialog |
+/// |---|---|---|
+/// | in one array (2.x: no compat option `c_func_iproto_multireturn`) | `[[id]]` | `[[t1, t2, ...]]` |
+/// | one value each (3.x: the option at its default, `new`) | `[id]` | `[[t1, t2, ...]]` |
+///
+/// Which applies is asked of the server binary (the option exists, and its
+/// value), never read from a version string; the store leaves the option alone,
+/// so every server of the suite runs with the binary's default.
+pub fn results_one_value_each() -> bool {
+    static STATE: OnceLock<bool> = OnceLock::new();
+    *STATE.get_or_init(|| {
+        let state = probe_binary(MULTIRETURN_PROBE_LUA);
+        assert!(
+            ["absent", "new", "old"].contains(&state.as_str()),
+            "reply-shape probe: {state:?}"
+        );
+        state == "new"
+    })
+}
+
+/// `tostring()` of a Lua expression evaluated by a fresh instance of the server
+/// binary under test (no `box.cfg`).
+pub fn probe_binary(lua_expr: &str) -> String {
+    let out = std::process::Command::new(server::tarantool_binary())
+        .args(["-e", &format!("print(tostring({lua_expr})) os.exit(0)")])
+        .output()
+        .expect("run tarantool");
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && !value.is_empty(),
+        "probe {lua_expr:?} failed: {:?} {value:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    value
+}
+
+/// Tarantool's own code for a request whose msgpack it refuses (README "Errors").
+pub const ER_INVALID_MSGPACK: u32 = 20;
+/// Its message when the arguments hold a malformed extension.
+pub const INVALID_MSGPACK_BODY: &str = "Invalid MsgPack - packet body";
+
+/// Whether the server checks the msgpack extensions of every request (decimal,
+/// uuid, error, datetime, interval, tuple) before any procedure runs, refusing a
+/// malformed one with [`ER_INVALID_MSGPACK`]. Tarantool began to in 2.10.1
+/// (gh-6857) and has no option or flag that says so, so this asks for what came
+/// in the same release: the module API function `box_tuple_field_by_path`
+/// (gh-7228), exported from 2.10.1 on and never before. Sending a malformed
+/// extension to see what happens would probe the behaviour under test itself.
+pub fn server_checks_request_extensions() -> bool {
+    static STATE: OnceLock<bool> = OnceLock::new();
+    *STATE.get_or_init(|| {
+        probe_binary(
+            "(function() local ffi = require('ffi') \
+             pcall(ffi.cdef, 'void *dlsym(void *handle, const char *symbol);') \
+             return ffi.C.dlsym(nil, 'box_tuple_field_by_path') ~= nil end)()",
+        ) == "true"
+    })
+}
+
+/// A Lua expression: `absent` (no such compat option: results are always wrapped),
+/// else the option's state, `new` (one value each) or `old` (wrapped).
+pub const MULTIRETURN_PROBE_LUA: &str = "(function() \
+    local ok, compat = pcall(require, 'compat') \
+    if not ok then return 'absent' end \
+    local has, opt = pcall(function() return compat.c_func_iproto_multireturn end) \
+    if not has then return 'absent' end \
+    return opt:is_new() and 'new' or 'old' end)()";
 
 /// A new_dialog result: the message id string.
 pub fn is_message_id(v: &Value) -> bool {
@@ -88,34 +150,38 @@ pub fn is_message_tuple(v: &Value) -> bool {
         .is_some_and(|f| f.len() == 6 && matches!(f[0], Value::Ext(MP_UUID, _)))
 }
 
-/// A procedure's return values, from a reply's data (see `REPLY_WRAPPED`). Panics if
-/// the data has neither shape or the server changed shape.
-pub fn call_results(server: &str, data: Value, is_result: fn(&Value) -> bool) -> Vec<Value> {
-    let items = match data {
-        Value::Array(items) => items,
-        other => panic!("reply data is not an array: {other:?}"),
+/// new_dialog's reply data: the id string, from exactly the server's shape (see
+/// [`results_one_value_each`]). Panics on any other shape.
+pub fn message_id_result(data: Value) -> String {
+    let one_each = results_one_value_each();
+    let id = match (&data, one_each) {
+        (Value::Array(items), true) => match items.as_slice() {
+            [id] => id.as_str(),
+            _ => None,
+        },
+        (Value::Array(items), false) => match items.as_slice() {
+            [Value::Array(inner)] => match inner.as_slice() {
+                [id] => id.as_str(),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
     };
-    let plain = items.iter().all(is_result);
-    let wrapped = matches!(items.as_slice(),
-        [Value::Array(inner)] if inner.iter().all(is_result));
-    assert!(
-        plain != wrapped,
-        "neither results nor wrapped results: {items:?}"
-    );
-    let mut seen = REPLY_WRAPPED.lock().unwrap_or_else(|e| e.into_inner());
-    let first = *seen
-        .get_or_insert_with(HashMap::new)
-        .entry(server.to_owned())
-        .or_insert(wrapped);
-    assert_eq!(
-        first, wrapped,
-        "reply shape changed on one server: {items:?}"
-    );
-    if !wrapped {
-        return items;
-    }
-    match items.into_iter().next() {
-        Some(Value::Array(inner)) => inner,
-        _ => unreachable!("checked above"),
+    let expected = if one_each { "[id]" } else { "[[id]]" };
+    id.map(str::to_owned)
+        .unwrap_or_else(|| panic!("new_dialog: expected {expected}, got {data:?}"))
+}
+
+/// get_dialog's reply data, `[[t1, t2, ...]]` on every server: the message tuples.
+/// Panics on any other shape.
+pub fn message_tuples(data: Value) -> Vec<Value> {
+    match data {
+        Value::Array(items) => match <[Value; 1]>::try_from(items) {
+            Ok([Value::Array(rows)]) if rows.iter().all(is_message_tuple) => rows,
+            Ok(other) => panic!("get_dialog: expected [[t1, t2, ...]], got {other:?}"),
+            Err(items) => panic!("get_dialog: expected [[t1, t2, ...]], got {items:?}"),
+        },
+        other => panic!("get_dialog: expected [[t1, t2, ...]], got {other:?}"),
     }
 }

@@ -3,9 +3,12 @@
 //! UTF-8 and any extension type can be sent too).
 //!
 //! Properties: the server never dies and the connection never breaks; every reply
-//! is a result of the documented shape or an error with a documented code (README
-//! "Errors": 1001..=1007; 1008 means a panic was caught, which is a bug, so it fails
-//! here); and at the end the number of stored messages (counted by admin) equals the
+//! is a result of the documented shape or an error with a code documented for this
+//! server (README "Errors": 1001..=1007 from the procedures, 1008 means a panic was
+//! caught, which is a bug, so it fails here; and on a server that checks msgpack
+//! extensions in requests, Tarantool's own 20 for a call whose arguments hold an
+//! extension of a type it checks, always for a malformed uuid, never otherwise);
+//! and at the end the number of stored messages (counted by admin) equals the
 //! number of distinct ids that successful new_dialog calls returned, each of them
 //! present. A failing case is shrunk by proptest to a small argument list.
 
@@ -14,7 +17,10 @@ use std::collections::HashSet;
 
 use dialogs_e2e::iproto::RawConn;
 use dialogs_e2e::server::{Server, PASSWORD, USER};
-use dialogs_e2e::{call_results, is_message_id, is_message_tuple};
+use dialogs_e2e::{
+    message_id_result, message_tuples, server_checks_request_extensions, ER_INVALID_MSGPACK,
+    INVALID_MSGPACK_BODY,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -36,6 +42,9 @@ const POOL: [u128; 8] = [
     0xffffffff_ffff_ffff_ffff_ffffffffffff,
     0,
 ];
+/// The msgpack extension types a server that checks extensions validates: decimal,
+/// uuid, error, datetime, interval, tuple.
+const CHECKED_EXT_TYPES: [i8; 6] = [1, 2, 3, 4, 6, 7];
 const OPTION_NAMES: [&str; 6] = ["limit", "after", "before", "reverse", "request_id", "Limit"];
 
 /// One generated argument, encoded by [`Arg::encode`].
@@ -113,6 +122,29 @@ impl Arg {
             }
         }
     }
+}
+
+impl Arg {
+    /// Whether `pred` holds for this argument or anything inside it.
+    fn any(&self, pred: &dyn Fn(&Arg) -> bool) -> bool {
+        pred(self)
+            || match self {
+                Arg::Array(items) => items.iter().any(|a| a.any(pred)),
+                Arg::Map(pairs) => pairs.iter().any(|(k, v)| k.any(pred) || v.any(pred)),
+                _ => false,
+            }
+    }
+}
+
+/// An extension of a type the server checks (when it checks extensions at all).
+fn checked_extension(a: &Arg) -> bool {
+    matches!(a, Arg::Ext(kind, _) if CHECKED_EXT_TYPES.contains(kind))
+        || matches!(a, Arg::UuidExt(_))
+}
+
+/// A uuid extension that is not 16 bytes: malformed by definition.
+fn malformed_uuid(a: &Arg) -> bool {
+    matches!(a, Arg::Ext(2, data) if data.len() != 16)
 }
 
 fn uuid_like() -> impl Strategy<Value = Arg> {
@@ -232,7 +264,10 @@ fn random_argument_lists_get_a_result_or_a_documented_error() {
         failure_persistence: None,
         ..Config::default()
     });
+    let checks_extensions = server_checks_request_extensions();
     let result = runner.run(&call(), |(proc, args)| {
+        let has_checked_ext = args.iter().any(|a| a.any(&checked_extension));
+        let has_malformed_uuid = args.iter().any(|a| a.any(&malformed_uuid));
         let reply = conn
             .borrow_mut()
             .call(proc, &encode_args(&args))
@@ -240,30 +275,47 @@ fn random_argument_lists_get_a_result_or_a_documented_error() {
         let mut t = tally.borrow_mut();
         t[3] += 1;
         match reply {
+            Ok(_) if checks_extensions && has_malformed_uuid => {
+                return Err(TestCaseError::fail(format!(
+                    "a malformed uuid extension was accepted: {proc}({args:?})"
+                )));
+            }
             Ok(data) => {
                 if proc == "new_dialog" {
-                    let results = call_results(&addr, data, is_message_id);
-                    prop_assert_eq!(results.len(), 1);
-                    let id = results[0].as_str().unwrap_or_default();
-                    let parsed = Uuid::parse_str(id)
+                    let id = message_id_result(data);
+                    let parsed = Uuid::parse_str(&id)
                         .map_err(|_| TestCaseError::fail(format!("not an id: {id}")))?;
                     prop_assert_eq!(parsed.to_string(), id);
                     ids.borrow_mut().insert(parsed);
                     t[0] += 1;
                 } else {
-                    let rows = call_results(&addr, data, is_message_tuple);
+                    let rows = message_tuples(data);
                     prop_assert!(rows.len() <= 1000);
                     t[1] += 1;
                 }
             }
             Err(e) => {
-                prop_assert!(
-                    DOCUMENTED.contains(&e.code),
-                    "undocumented error {} for {}({:?})",
-                    e,
-                    proc,
-                    args
-                );
+                if checks_extensions && (has_malformed_uuid || e.code == ER_INVALID_MSGPACK) {
+                    // The server's own check, before any procedure runs.
+                    prop_assert!(
+                        has_checked_ext
+                            && e.code == ER_INVALID_MSGPACK
+                            && e.message == INVALID_MSGPACK_BODY,
+                        "expected the server's {} for {}({:?}), got {}",
+                        ER_INVALID_MSGPACK,
+                        proc,
+                        args,
+                        e
+                    );
+                } else {
+                    prop_assert!(
+                        DOCUMENTED.contains(&e.code),
+                        "undocumented error {} for {}({:?})",
+                        e,
+                        proc,
+                        args
+                    );
+                }
                 t[2] += 1;
             }
         }
