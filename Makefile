@@ -12,10 +12,11 @@ TARANTOOL_TEST_VERSION := 0.7.0
 
 # The release module and the directory init.lua loads it from: one real file,
 # replaced atomically on each build (a running server keeps its mapping and can
-# reload), and one symlink per procedure name.
+# reload), and one symlink per procedure name (dialogs_route: the vshard router's
+# check of a call, README "Sharding by dialog_id with vshard").
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
-PROCS := new_dialog get_dialog
+PROCS := new_dialog get_dialog dialogs_route
 
 # The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
 # (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from
@@ -35,11 +36,12 @@ WITH_TT := PATH="$(TT_PATH_DIR):$$PATH"
 DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
 export DIALOGS_UPGRADE_FROM
 
-.PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run test \
+.PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run run-sharded test test-sharded \
         test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
+	@echo "make run-sharded  two storage replica sets and a router on 127.0.0.1:3301 (needs vshard: VSHARD_DIR=...)"
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
 	@echo "make lint   cargo fmt --check, clippy -D warnings, luacheck (make lint-lua)"
@@ -115,6 +117,11 @@ build-test: deps-tarantool
 run: build
 	TARANTOOL="$(TARANTOOL)" ./scripts/run
 
+# A local sharded store (scripts/run-sharded): two storage replica sets and a router
+# on DIALOGS_LISTEN. Needs vshard: VSHARD_DIR=/path/to/vshard or the Lua path.
+run-sharded: build
+	VSHARD_DIR="$(VSHARD_DIR)" ./scripts/run-sharded
+
 # --- tests ------------------------------------------------------------------------
 
 # Every suite runs to its end even after one fails; tests/run-suites.sh then adds up
@@ -125,13 +132,13 @@ SUITES := test-unit test-lua lint-lua test-tarantool test-net test-e2e bench-smo
 test: deps build build-test tarantool-path
 	@MAKE="$(MAKE)" ./tests/run-suites.sh $(SUITES)
 
-# Unit tests, and the release module exports the two procedures and nothing of
-# the test build (no test entry point, no test-only procedure).
+# Unit tests, and the release module exports the two procedures and the router's
+# check and nothing of the test build (no test entry point, no test-only procedure).
 test-unit:
 	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
-	  if [ "$$exported" != "get_dialog new_dialog " ]; then \
-	    echo "release module exports [$$exported], expected [get_dialog new_dialog]"; exit 1; fi; \
+	  if [ "$$exported" != "dialogs_route get_dialog new_dialog " ]; then \
+	    echo "release module exports [$$exported], expected [dialogs_route get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.
@@ -144,6 +151,14 @@ test-tarantool: tarantool-path
 
 test-net: deps-python tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
+
+# The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
+# the Lua path, and report themselves skipped without it. make test runs them too
+# when VSHARD_DIR is set.
+test-sharded: build deps-python tarantool-path
+	$(WITH_TT) VSHARD_DIR="$(VSHARD_DIR)" DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
+	  $(VENV)/bin/python -m pytest -q -rsx -p no:cacheprovider \
+	  tests/python/test_bucket.py tests/python/test_sharded*.py
 
 test-e2e: tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
@@ -172,6 +187,12 @@ bench-smoke: build deps-postgres tarantool-path
 	$(CARGO) build --release -p dialogs-bench
 	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
+
+# README "Sizing": the sizing table of a sharded store from the measured figures
+# (bench/results/sharded/latest.json, bench/results/rebalance.json).
+.PHONY: sizing
+sizing:
+	$(PYTHON) bench/sizing.py
 
 # --- soak (tests/e2e/src/bin/soak.rs; not part of `make test`) ------------------------
 # Its own server on 127.0.0.1; 1000 client connections for 60 s of mixed

@@ -18,13 +18,23 @@ package.path = fio.pathjoin(here, '?.lua') .. ';' .. fio.pathjoin(here, '?', 'in
     .. ';' .. package.path
 
 local admin = require('dialogs.admin')
+local bucket = require('dialogs.bucket')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local requests = require('dialogs.requests')
 local setup = require('dialogs.setup')
+local sharding = require('dialogs.sharding')
 
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
+-- Sharded (DIALOGS_SHARDING): a router, or a storage (README, "Sharding by
+-- dialog_id with vshard"); otherwise a store of its own.
+local sh = cfg.sharding
+local is_router = sh ~= nil and sh.router
+local is_storage = sh ~= nil and not sh.router
+if sh ~= nil then
+    sharding.load_vshard(os.getenv('VSHARD_DIR'), config.ENV.sharding)
+end
 
 package.cpath = cfg.lib_dir .. '/?.so;' .. package.cpath
 -- Refused before the database is touched: a path that is not ours to replace.
@@ -32,8 +42,7 @@ if r.admin_socket ~= nil then
     admin.check(r.admin_socket, config.ENV.admin_socket)
 end
 
-fio.mktree(cfg.data_dir)
-box.cfg(replication.box_options(r, {
+local box_opts = replication.box_options(r, {
     listen = cfg.listen,
     memtx_dir = cfg.data_dir,
     wal_dir = cfg.data_dir,
@@ -41,24 +50,59 @@ box.cfg(replication.box_options(r, {
     memtx_memory = cfg.memtx_memory,
     wal_mode = cfg.wal_mode,
     log_level = cfg.log_level,
-}))
+})
+if is_storage then
+    -- vshard knows the storages by these uuids, derived from the topology.
+    for k, v in pairs(require('dialogs.storage').box_identity(cfg)) do
+        box_opts[k] = v
+    end
+elseif is_router then
+    -- A router listens once its functions exist: a client that connects while it
+    -- restarts is refused and reconnects, rather than calling what is not there.
+    box_opts.listen = nil
+end
+fio.mktree(cfg.data_dir)
+box.cfg(box_opts)
 
--- The set-up of the writable instance: now, or, where it must first take the
--- synchronous queue (a restart on 3.x) and its quorum is not there yet, once
--- the queue is taken.
-cfg.user_setting = config.ENV.user
-local set_up = setup.once(cfg)
-replication.take_queue(r, set_up)
-set_up()
+if is_router then
+    local router = require('dialogs.router')
+    box.session.su('admin', router.setup, cfg, config.ENV.user)
+    router.start(cfg)
+    box.cfg({listen = cfg.listen})
+else
+    -- The set-up of the writable instance: now, or, where it must first take the
+    -- synchronous queue (a restart on 3.x) and its quorum is not there yet, once
+    -- the queue is taken.
+    cfg.user_setting = config.ENV.user
+    cfg.bucket_count_setting = config.ENV.bucket_count
+    -- A storage takes calls from routers only.
+    cfg.takes_clients = not is_storage
+    local set_up = setup.once(cfg)
+    replication.take_queue(r, set_up)
+    set_up()
+    if box.info.ro then
+        bucket.check_count(cfg.bucket_count, config.ENV.bucket_count)
+    end
+    if is_storage then
+        require('dialogs.storage').start(cfg)
+    end
 
--- Request ids expire on the writable instance; a replica's pruner waits.
-requests.start_expiry(cfg.request_ttl)
+    -- Request ids expire on the writable instance; a replica's pruner waits.
+    requests.start_expiry(cfg.request_ttl)
+end
 
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)
 end
 log.info('dialogs: replication: %s', replication.describe(r))
-log.info('dialogs: listening on %s as user %q (data in %s)', cfg.listen, cfg.user, cfg.data_dir)
+if is_storage then
+    -- Clients call the routers; routers and peers log in as the replication user.
+    log.info('dialogs: storage of replica set %s listening on %s (data in %s)',
+        sh.replicaset.name, cfg.listen, cfg.data_dir)
+    return
+end
+log.info('dialogs: listening on %s as user %q (data in %s)%s', cfg.listen, cfg.user,
+    cfg.data_dir, is_router and ', a router of the sharded store' or '')
 if cfg.password == config.DEV_PASSWORD then
     log.info('dialogs: connect as %s, password %q (the loopback development default): '
         .. "require('net.box').connect('%s:%s@%s'), then call new_dialog / get_dialog",

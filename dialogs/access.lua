@@ -62,6 +62,22 @@ function M.setup_app_user(s, user_setting)
     M.grant_procedures(s.user)
 end
 
+-- A storage of a sharded store takes calls from routers only (a call that
+-- bypassed them could write to a bucket that is not there): the application
+-- user of an earlier configuration, if any, is dropped.
+function M.drop_app_user()
+    local t = box.space._schema:get{APP_USER_KEY}
+    if t == nil then
+        return
+    end
+    if box.schema.user.exists(t[2]) then
+        log.warn('dialogs: this instance is a storage of a sharded store: dropping the '
+            .. 'application user %q (clients call the routers)', t[2])
+        box.schema.user.drop(t[2])
+    end
+    box.space._schema:delete{APP_USER_KEY}
+end
+
 -- The user peers log in as ({user, password} of the replication settings): the
 -- 'replication' role and nothing else. Nothing without a password.
 function M.setup_replication_user(r)

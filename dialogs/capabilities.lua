@@ -30,4 +30,16 @@ function M.can_tell_schema_needs_upgrade()
     return box.schema.needs_upgrade ~= nil
 end
 
+-- Whether the results of a C procedure travel over IPROTO one value each (the
+-- compat option c_func_iproto_multireturn, 3.0+, set to 'new'); before it
+-- existed, and with 'old', they arrive wrapped in one array.
+function M.c_results_one_each()
+    local ok, compat = pcall(require, 'compat')
+    if not ok then
+        return false
+    end
+    local found, option = pcall(function() return compat.c_func_iproto_multireturn end)
+    return found and option ~= nil and option:is_new()
+end
+
 return M

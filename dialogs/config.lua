@@ -61,6 +61,11 @@ M.ENV = {
     sync_timeout = 'DIALOGS_SYNC_TIMEOUT',
     connect_timeout = 'DIALOGS_REPLICATION_CONNECT_TIMEOUT',
     admin_socket = 'DIALOGS_ADMIN_SOCKET',
+    bucket_count = 'DIALOGS_BUCKET_COUNT',
+    sharding = 'DIALOGS_SHARDING',
+    router = 'DIALOGS_ROUTER',
+    router_timeout = 'DIALOGS_ROUTER_TIMEOUT',
+    rebalancer_max_sending = 'DIALOGS_REBALANCER_MAX_SENDING',
 }
 
 ------------------------------------------------------------------------------
@@ -329,7 +334,8 @@ function M.read_replication(src, app_user)
     r.peers = peers and M.parse_peers(name('peers'), peers, string.format(
         'set %s and %s instead', name('replication_user'), name('replication_password'))) or {}
     r.read_only = M.parse_bool(name('read_only'), get_or(src, 'read_only', false))
-    if r.read_only and #r.peers == 0 then
+    -- (A storage of a sharded store follows the members of its replica set.)
+    if r.read_only and #r.peers == 0 and src.get('sharding') == nil then
         M.error(name('read_only'), 'a read-only instance needs a master to follow: set %s',
             name('peers'))
     end
@@ -363,6 +369,73 @@ function M.read_replication(src, app_user)
     return r
 end
 
+-- How many vshard buckets the data is spread over (dialogs.bucket): the same on
+-- every instance of a cluster, fixed for the life of the data.
+function M.read_bucket_count(src)
+    local bucket = require('dialogs.bucket')
+    return M.parse_int(src.name('bucket_count'),
+        get_or(src, 'bucket_count', bucket.DEFAULT_COUNT), 1, bucket.MAX_COUNT)
+end
+
+-- The sharding settings (README, "Sharding by dialog_id with vshard"), or nil for
+-- a store that is not sharded: {replicasets (dialogs.sharding's topology),
+-- router (true on a router), replicaset (a storage's own), call_timeout,
+-- rebalancer_max_sending}. Reads
+-- the server settings `s` (listen, replication) and, on a storage, makes its
+-- replica set's members its replication peers.
+function M.read_sharding(src, s)
+    local name = src.name
+    local sharding = require('dialogs.sharding')
+    local router = M.parse_bool(name('router'), get_or(src, 'router', false))
+    local topology = src.get('sharding')
+    if topology == nil then
+        if router then
+            M.error(name('router'), 'a router needs the storages: set %s', name('sharding'))
+        end
+        return nil
+    end
+    local sh = {router = router}
+    sh.replicasets = sharding.parse_topology(topology, function(fmt, ...)
+        M.error(name('sharding'), fmt, ...)
+    end, function(address)
+        return M.parse_listen(name('sharding'), address)
+    end)
+    sh.call_timeout = M.parse_seconds(name('router_timeout'),
+        get_or(src, 'router_timeout', sharding.DEFAULT_CALL_TIMEOUT_S))
+    sh.rebalancer_max_sending = M.parse_int(name('rebalancer_max_sending'),
+        get_or(src, 'rebalancer_max_sending', sharding.DEFAULT_REBALANCER_MAX_SENDING),
+        1, sharding.MAX_REBALANCER_MAX_SENDING)
+    local r = s.replication
+    if r.password == nil then
+        M.error(name('replication_password'), 'must be set when %s is set (routers and '
+            .. 'storages log in to the storages with it)', name('sharding'))
+    end
+    if #r.peers > 0 then
+        M.error(name('peers'), 'must be unset when %s is set: a storage replicates with the '
+            .. 'members of its replica set there, a router with nobody', name('sharding'))
+    end
+    if router then
+        if r.read_only then
+            M.error(name('read_only'), 'a router is never read-only')
+        end
+        local route = fio.pathjoin(s.lib_dir, 'dialogs_route.so')
+        if not fio.path.exists(route) then
+            M.error(name('lib_dir'), '%s not found (run `make build`)', route)
+        end
+        return sh
+    end
+    sh.replicaset = sharding.find_member(sh.replicasets, s.listen)
+    if sh.replicaset == nil then
+        M.error(name('listen'), '%s is no member of a replica set of %s (%s); a storage '
+            .. 'listens on its own address as listed there', s.listen, name('sharding'),
+            sharding.describe(sh.replicasets))
+    end
+    for i, member in ipairs(sh.replicaset.members) do
+        r.peers[i] = member
+    end
+    return sh
+end
+
 -- Every setting init.lua reads, from a source (in practice env_source), in one
 -- table: the server's box.cfg options, the application's, and `replication`.
 function M.read(src, base_dir)
@@ -371,7 +444,9 @@ function M.read(src, base_dir)
     s.password = M.read_password(src, s.listen)
     s.lib_dir = M.read_lib_dir(src, base_dir)
     s.request_ttl = M.read_request_ttl(src)
+    s.bucket_count = M.read_bucket_count(src)
     s.replication = M.read_replication(src, s.user)
+    s.sharding = M.read_sharding(src, s)
     return s
 end
 

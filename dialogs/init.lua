@@ -342,4 +342,9 @@ function M.stop()
     replication.stop_take_queue()
 end
 
+-- Shared with the sharded roles (dialogs.storage, dialogs.router).
+M.read_lib_dir = read_lib_dir
+M.use_lib_dir = use_lib_dir
+M.cluster_get = cluster_get
+
 return M

@@ -2,17 +2,66 @@
 --
 -- The schema is an ordered list of migrations. The applied version lives in
 -- _schema under 'dialogs_schema_version'; `migrate` applies the missing ones, in
--- one transaction each. Everything here changes the database: call it as admin,
+-- one transaction each, except a migration that walks the data (a table with
+-- `batched = true`): that one commits in small batches and yields between them,
+-- so the instance keeps serving, and is written to be repeated whole if a
+-- restart interrupts it. Everything here changes the database: call it as admin,
 -- on the writable instance only (replicas receive the result by replication).
 
+local fiber = require('fiber')
 local log = require('log')
 
+local bucket = require('dialogs.bucket')
 local capabilities = require('dialogs.capabilities')
 local config = require('dialogs.config')
 
 local M = {}
 
 local SCHEMA_VERSION_KEY = 'dialogs_schema_version'
+
+-- Rows given their bucket per transaction by a batched migration.
+M.BATCH = 1000
+
+-- Gives every tuple of `space` that lacks field `fieldno` the value `value_of(t)`,
+-- walking the primary key (its first part is `key_field`) M.BATCH tuples per
+-- transaction. Rows written meanwhile already carry the field and are skipped.
+local function fill_field(space, fieldno, key_field, value_of)
+    local after = nil
+    local filled = 0
+    while true do
+        local batch
+        if after == nil then
+            batch = space.index.pk:select({}, {limit = M.BATCH})
+        else
+            batch = space.index.pk:select({after}, {iterator = 'GT', limit = M.BATCH})
+        end
+        if #batch == 0 then
+            return filled
+        end
+        box.begin()
+        for _, t in ipairs(batch) do
+            if t[fieldno] == nil then
+                space:update({t[key_field]}, {{'!', fieldno, value_of(t)}})
+                filled = filled + 1
+            end
+        end
+        box.commit()
+        after = batch[#batch][key_field]
+        fiber.yield()
+    end
+end
+
+-- Adds `field` after the existing ones to the format of `space` (once).
+local function add_to_format(space, field)
+    local format = space:format()
+    for _, f in ipairs(format) do
+        if f.name == field.name then
+            return
+        end
+    end
+    table.insert(format, field)
+    space:format(format)
+end
 
 local migrations = {
     -- v1: the message space, its two indexes, and the retry log.
@@ -55,6 +104,37 @@ local migrations = {
             parts = {{field = 'message_id', type = 'uuid'}},
         })
     end,
+    -- v3: vshard's bucket_id (README, "Sharding by dialog_id with vshard") as the
+    -- last field of both spaces, with the `bucket_id` index vshard moves data by:
+    -- a message's bucket is its dialog's; a request's is its message's (a request
+    -- whose message is gone takes its own id's, so that it is still sharded).
+    -- Existing rows get theirs in batches; the format and the index follow.
+    {batched = true, run = function()
+        -- Set from the configuration before the migrations run (setup.lua);
+        -- the default where nothing did.
+        if bucket.stored_count() == nil then
+            bucket.store_count(bucket.DEFAULT_COUNT, 'bucket_count')
+        end
+        local count = bucket.stored_count()
+        local messages, requests = box.space.dialogs, box.space.dialogs_requests
+        local filled = fill_field(messages, 7, 1, function(t)
+            return bucket.of(t[2], count)
+        end)
+        filled = filled + fill_field(requests, 3, 1, function(t)
+            local message = messages:get{t[2]}
+            return bucket.of(message and message[2] or t[1], count)
+        end)
+        log.info('dialogs: bucket_id given to %d existing rows (%d buckets)', filled, count)
+        for _, space in ipairs({messages, requests}) do
+            add_to_format(space, {name = 'bucket_id', type = 'unsigned'})
+            space:create_index('bucket_id', {
+                type = 'TREE',
+                unique = false,
+                parts = {{field = 'bucket_id', type = 'unsigned'}},
+                if_not_exists = true,
+            })
+        end
+    end},
 }
 
 -- The version this release brings the data to.
@@ -74,10 +154,16 @@ function M.migrate()
             .. 'release knows (%d)', from, #migrations), 0)
     end
     for v = from + 1, #migrations do
-        box.begin()
-        migrations[v]()
-        box.space._schema:replace{SCHEMA_VERSION_KEY, v}
-        box.commit()
+        local m = migrations[v]
+        if type(m) == 'table' and m.batched then
+            m.run()
+            box.space._schema:replace{SCHEMA_VERSION_KEY, v}
+        else
+            box.begin()
+            m()
+            box.space._schema:replace{SCHEMA_VERSION_KEY, v}
+            box.commit()
+        end
         log.info('dialogs: schema migrated to version %d', v)
     end
 end

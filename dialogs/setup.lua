@@ -5,6 +5,7 @@
 local fiber = require('fiber')
 
 local access = require('dialogs.access')
+local bucket = require('dialogs.bucket')
 local replication = require('dialogs.replication')
 local schema = require('dialogs.schema')
 
@@ -17,17 +18,29 @@ local M = {}
 --   user_setting        how log lines name the user setting (e.g. DIALOGS_USER);
 --   replication         the replication settings, or nil when replication is
 --                       configured elsewhere (the synchronous mode and the
---                       replication user are then left alone).
+--                       replication user are then left alone);
+--   bucket_count        the vshard bucket count the data is spread over, stored
+--                       with the data at its first start and refused if it
+--                       differs later (nil: whatever is stored, else the default);
+--   bucket_count_setting  how that refusal names the setting;
+--   takes_clients       false on a storage of a sharded store: routers call it,
+--                       clients do not, so it has no application user (one left
+--                       by an earlier configuration is dropped).
 function M.writable_instance(s)
     box.session.su('admin', function()
         -- Before any other write: an older server's system spaces refuse them.
         schema.upgrade_system_spaces()
+        if s.bucket_count ~= nil then
+            bucket.store_count(s.bucket_count, s.bucket_count_setting or 'bucket_count')
+        end
         schema.migrate()
         if s.replication ~= nil then
             replication.apply_sync_mode(s.replication)
         end
         schema.register_functions()
-        if s.password ~= nil then
+        if s.takes_clients == false then
+            access.drop_app_user()
+        elseif s.password ~= nil then
             access.setup_app_user(s, s.user_setting)
         elseif s.user ~= nil and box.schema.user.exists(s.user) then
             access.grant_procedures(s.user)

@@ -59,18 +59,19 @@ impl GetDialog {
 
     /// Adds the page to `reply` in the shape that gives a connector the list of
     /// messages as `data[0]` ([`Results`], README "Reply shape"): on a server
-    /// that wraps a C function's results in one array, each tuple is one return
-    /// value (referenced, not copied); on one that sends them one value each,
-    /// the page is one return value, an array of the tuples.
+    /// that wraps a C function's results in one array, each message is one
+    /// return value; on one that sends them one value each, the page is one
+    /// return value, an array of the messages. A message is its six fields, as
+    /// clients know it (the stored `bucket_id` stays in the store).
     pub fn apply(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
         match Results::of_server() {
-            Results::Wrapped => self.walk(store, |tuple| reply.tuple(tuple)),
+            Results::Wrapped => self.walk(store, |tuple| reply.message(tuple)),
             Results::OneEach => {
                 // An array32 header whose count is filled in after the walk: a
                 // fixed width, so the tuples are copied once, in place.
                 let mut out = Vec::with_capacity(PAGE_BUF_START);
                 out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
-                let count = self.walk(store, |tuple| tuple.append_to(&mut out))?;
+                let count = self.walk(store, |tuple| tuple.append_client_to(&mut out))?;
                 if let Some(len) = out.get_mut(1..5) {
                     len.copy_from_slice(&count.to_be_bytes());
                 }

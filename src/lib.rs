@@ -1,7 +1,9 @@
 //! dialogs: direct-message storage inside Tarantool.
 //!
 //! This library is loaded by Tarantool as the C functions `new_dialog` and
-//! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`). A call
+//! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`), and on a
+//! vshard router as `dialogs_route`, the check of a call before it is routed
+//! ([`route`]). A call
 //! enters at the `extern "C"` functions below, is parsed and validated into a
 //! typed request ([`new_dialog::NewDialog`], [`get_dialog::GetDialog`]), applied
 //! to the [`store::Store`] (the only code that touches spaces), and the reply is
@@ -15,11 +17,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tarantool::ffi::tarantool::{box_return_mp, box_return_tuple, BoxFunctionCtx};
 
 pub mod args;
+pub mod bucket;
 pub mod error;
 pub mod get_dialog;
 pub mod ids;
 pub mod msgpack;
 pub mod new_dialog;
+pub mod route;
 pub mod store;
 
 #[cfg(feature = "test")]
@@ -82,6 +86,8 @@ impl Results {
 /// Where a procedure puts its results: each call adds one return value.
 pub struct Reply {
     ctx: *mut BoxFunctionCtx,
+    /// Reused for each message of a page (no allocation per message).
+    scratch: Vec<u8>,
 }
 
 impl Reply {
@@ -104,6 +110,13 @@ impl Reply {
         }
         Ok(())
     }
+
+    /// Returns one stored message as clients see it: its six fields, without
+    /// the store's `bucket_id`.
+    pub fn message(&mut self, tuple: store::TupleRef) -> Result<()> {
+        let client = tuple.client_form(&mut self.scratch)?;
+        self.tuple(client)
+    }
 }
 
 /// Runs one procedure call: `body` reads the msgpack arguments and adds the
@@ -123,7 +136,10 @@ unsafe fn serve(
 ) -> c_int {
     let len = usize::try_from(args_end.offset_from(args)).unwrap_or(0);
     let args = std::slice::from_raw_parts(args.cast::<u8>(), len);
-    let mut reply = Reply { ctx };
+    let mut reply = Reply {
+        ctx,
+        scratch: Vec::new(),
+    };
     let result = store::TxnMark::take().and_then(|mark| {
         match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
             Ok(result) => result,
@@ -190,4 +206,19 @@ pub unsafe extern "C" fn get_dialog(
     args_end: *const c_char,
 ) -> c_int {
     serve("get_dialog", ctx, args, args_end, get_dialog::call)
+}
+
+/// `dialogs_route(bucket_count, proc, args)` → the bucket of a valid call of
+/// `proc` with `args`; a bad call gets the procedure's own error. Used by the
+/// vshard router (README, "Sharding by dialog_id with vshard"); not for clients.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_route(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve("dialogs_route", ctx, args, args_end, route::call)
 }

@@ -68,6 +68,11 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    /// The bytes not read yet (the values that follow, still encoded).
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if n > self.buf.len() {
             return Err(Malformed);
@@ -234,8 +239,22 @@ impl Write for Vec<u8> {
     }
 
     fn put_uint(&mut self, n: u64) {
-        self.push(0xcf);
-        self.extend_from_slice(&n.to_be_bytes());
+        // The shortest form, as Tarantool itself encodes: a bucket id takes 3 bytes.
+        if n < 0x80 {
+            self.push(n as u8);
+        } else if let Ok(n) = u8::try_from(n) {
+            self.push(0xcc);
+            self.push(n);
+        } else if let Ok(n) = u16::try_from(n) {
+            self.push(0xcd);
+            self.extend_from_slice(&n.to_be_bytes());
+        } else if let Ok(n) = u32::try_from(n) {
+            self.push(0xce);
+            self.extend_from_slice(&n.to_be_bytes());
+        } else {
+            self.push(0xcf);
+            self.extend_from_slice(&n.to_be_bytes());
+        }
     }
 
     fn put_ext(&mut self, kind: i8, data: &[u8]) {
@@ -294,10 +313,16 @@ mod tests {
         let mut out = Vec::new();
         out.put_array_header(1000);
         out.put_str(&"x".repeat(40));
-        out.put_uint(7);
+        let uints = [7, 200, 3000, 70_000, 1 << 40];
+        for n in uints {
+            out.put_uint(n);
+        }
         let mut r = Reader::new(&out);
         assert_eq!(r.read(), Ok(Value::Array(1000)));
         assert_eq!(r.read(), Ok(Value::Str("x".repeat(40).as_bytes())));
-        assert_eq!(r.read(), Ok(Value::Uint(7)));
+        for n in uints {
+            assert_eq!(r.read(), Ok(Value::Uint(n)));
+        }
+        assert_eq!(r.read(), Err(Malformed));
     }
 }

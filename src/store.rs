@@ -2,7 +2,8 @@
 //!
 //! [`Store`] holds the ids of the `dialogs` space, its `dialog_id_k` index and the
 //! `dialogs_requests` space, resolved by name once and cached for the life of the
-//! loaded module (a schema change that drops them resets the cache). Every method
+//! loaded module (a schema change that drops them resets the cache), with the
+//! bucket count the messages are sharded by. Every method
 //! goes straight to the C API with msgpack built by hand: no Lua, no serde, no
 //! intermediate tuples on the hot path.
 
@@ -13,6 +14,7 @@ use std::ptr::{self, NonNull};
 use tarantool::ffi::tarantool as ffi;
 use uuid::Uuid;
 
+use crate::bucket::bucket_id;
 use crate::error::{Error, Result};
 use crate::msgpack::{Reader, Value, Write, EXT_DATETIME};
 
@@ -27,8 +29,18 @@ const PRIMARY: u32 = 0;
 /// Field numbers (0-based) of the message tuple.
 const FIELD_ID: u32 = 0;
 const FIELD_DIALOG: u32 = 1;
+/// `bucket_id`, vshard's bucket of the message's dialog: the store's own field,
+/// never sent to clients.
+const FIELD_BUCKET: u32 = 6;
 /// Number of fields in a message tuple.
-const MESSAGE_FIELDS: u32 = 6;
+const MESSAGE_FIELDS: u32 = 7;
+/// The fields a client gets of a message: all but `bucket_id`.
+const CLIENT_FIELDS: u32 = FIELD_BUCKET;
+/// Number of fields in a `dialogs_requests` tuple: request_id, message_id, bucket_id.
+const REQUEST_FIELDS: u32 = 3;
+/// Where init.lua keeps the bucket count (fixed for the life of the data).
+const SYSTEM_SCHEMA: &str = "_schema";
+const BUCKET_COUNT_KEY: &str = "dialogs_bucket_count";
 /// Tarantool error codes after which the cached ids are stale.
 const ER_NO_SUCH_INDEX_ID: u32 = 35;
 const ER_NO_SUCH_SPACE: u32 = 36;
@@ -76,6 +88,8 @@ pub struct Store {
     by_dialog: u32,
     requests: u32,
     pub created_at: TimeField,
+    /// How many vshard buckets dialogs are spread over.
+    pub bucket_count: u32,
 }
 
 thread_local! {
@@ -93,9 +107,56 @@ impl TupleRef {
         self.0.as_ptr()
     }
 
-    /// Copies the tuple's msgpack (one array) to the end of `out`.
-    pub fn append_to(self, out: &mut Vec<u8>) -> Result<()> {
-        append_tuple(self.0, out)
+    /// Appends the message as clients see it to `out`: a msgpack array of its
+    /// first six fields, without the store's `bucket_id` (a stored tuple of six
+    /// fields is copied whole).
+    pub fn append_client_to(self, out: &mut Vec<u8>) -> Result<()> {
+        let tuple = self.0.as_ptr();
+        // SAFETY: a live tuple; box_tuple_field returns null or a pointer into the
+        // tuple's msgpack, where fields lie in order, so the bytes from the start
+        // of field 0 to the start of field 6 are exactly fields 0..=5; they are
+        // copied before anything can yield.
+        unsafe {
+            if ffi::box_tuple_field_count(tuple) <= CLIENT_FIELDS {
+                return append_tuple(self.0, out);
+            }
+            let first = ffi::box_tuple_field(tuple, 0).cast::<u8>();
+            let bucket = ffi::box_tuple_field(tuple, FIELD_BUCKET).cast::<u8>();
+            if first.is_null() || bucket.is_null() || bucket < first {
+                return Err(corrupt(SPACE));
+            }
+            let len = usize::try_from(bucket.offset_from(first)).map_err(|_| corrupt(SPACE))?;
+            out.put_array_header(CLIENT_FIELDS);
+            out.extend_from_slice(std::slice::from_raw_parts(first, len));
+        }
+        Ok(())
+    }
+
+    /// The message as clients see it, as a tuple: a stored tuple of six fields
+    /// is itself; otherwise a new tuple (not stored) of its first six fields,
+    /// built in `scratch`. (A tuple, not raw msgpack: Tarantool 2.6 cannot hand
+    /// more than a few dozen msgpack results of a C procedure to a Lua caller, but
+    /// any number of tuples.)
+    pub fn client_form(self, scratch: &mut Vec<u8>) -> Result<TupleRef> {
+        // SAFETY: a live tuple.
+        if unsafe { ffi::box_tuple_field_count(self.0.as_ptr()) } <= CLIENT_FIELDS {
+            return Ok(self);
+        }
+        scratch.clear();
+        self.append_client_to(scratch)?;
+        let range = scratch.as_ptr_range();
+        // SAFETY: `scratch` holds one msgpack array; Tarantool copies it into a new
+        // tuple, referenced until the next tuple is made (box_tuple_new's contract).
+        let made = unsafe {
+            ffi::box_tuple_new(
+                ffi::box_tuple_format_default(),
+                range.start.cast(),
+                range.end.cast(),
+            )
+        };
+        NonNull::new(made)
+            .map(TupleRef)
+            .ok_or_else(Error::last_box_error)
     }
 }
 
@@ -176,6 +237,25 @@ fn index_id(space: u32, name: &str) -> Result<u32> {
     Ok(id)
 }
 
+/// The bucket count init.lua stored in `_schema`.
+fn stored_bucket_count() -> Result<u32> {
+    let not_set = || missing(BUCKET_COUNT_KEY);
+    let space = space_id(SYSTEM_SCHEMA)?;
+    let mut k = Vec::with_capacity(BUCKET_COUNT_KEY.len() + 2);
+    k.put_array_header(1);
+    k.put_str(BUCKET_COUNT_KEY);
+    let tuple = Store::get_tuple(space, &k)?.ok_or_else(not_set)?;
+    let mut bytes = Vec::new();
+    append_tuple(tuple, &mut bytes)?;
+    let mut r = Reader::new(&bytes);
+    r.read().ok(); // the array header
+    r.read().ok(); // the key
+    match r.read() {
+        Ok(Value::Uint(n)) => u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(not_set),
+        _ => Err(not_set()),
+    }
+}
+
 /// Reads the declared type of `created_at` (the sixth field) from the space format.
 fn created_at_type() -> Result<TimeField> {
     use tarantool::util::Value as V;
@@ -207,6 +287,7 @@ impl Store {
             by_dialog: index_id(space, BY_DIALOG)?,
             requests: space_id(REQUESTS)?,
             created_at: created_at_type()?,
+            bucket_count: stored_bucket_count()?,
         };
         CACHED.with(|c| c.set(Some(store)));
         Ok(store)
@@ -258,6 +339,7 @@ impl Store {
                 }
             }
         }
+        buf.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
         buf
     }
 
@@ -285,10 +367,12 @@ impl Store {
     /// Stores one message and records `request_id` for it, atomically.
     pub fn insert_with_request(&self, m: &Message<'_>, request_id: Uuid) -> Result<()> {
         let buf = self.encode(m);
-        let mut req = Vec::with_capacity(40);
-        req.put_array_header(2);
+        let mut req = Vec::with_capacity(48);
+        req.put_array_header(REQUEST_FIELDS);
         req.put_uuid(&request_id);
         req.put_uuid(&m.id);
+        // A request lives in its message's bucket and moves with it.
+        req.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
         Transaction::run(|| {
             Self::insert_raw(self.requests, &req)?;
             Self::insert_raw(self.space, &buf)
@@ -300,7 +384,7 @@ impl Store {
     /// (no MVCC) this also sees the rows of a try that still waits for its WAL
     /// write or its quorum: see [`Store::confirm_request`].
     pub fn request(&self, request_id: Uuid) -> Result<Option<StoredRequest>> {
-        let Some(req) = self.get_tuple(self.requests, &key(&[request_id]))? else {
+        let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
             return Ok(None);
         };
         self.stored_request(req)
@@ -322,7 +406,7 @@ impl Store {
         same: impl FnOnce(&StoredRequest) -> bool,
     ) -> Result<Option<(StoredRequest, bool)>> {
         Transaction::run(|| {
-            let Some(req) = self.get_tuple(self.requests, &key(&[request_id]))? else {
+            let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
                 return Ok(None);
             };
             let Some(stored) = self.stored_request(req)? else {
@@ -340,7 +424,7 @@ impl Store {
 
     fn stored_request(&self, req: NonNull<ffi::BoxTuple>) -> Result<Option<StoredRequest>> {
         let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
-        let Some(msg) = self.get_tuple(self.space, &key(&[message_id]))? else {
+        let Some(msg) = Self::get_tuple(self.space, &key(&[message_id]))? else {
             // The message was deleted since; the request is still answered.
             return Ok(Some(StoredRequest {
                 message_id,
@@ -356,7 +440,7 @@ impl Store {
         }))
     }
 
-    fn get_tuple(&self, space: u32, key: &[u8]) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+    fn get_tuple(space: u32, key: &[u8]) -> Result<Option<NonNull<ffi::BoxTuple>>> {
         let range = key.as_ptr_range();
         let mut tuple = ptr::null_mut();
         // SAFETY: a valid key and out-pointer.

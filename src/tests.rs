@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 use tarantool::ffi::tarantool::BoxFunctionCtx;
 use uuid::Uuid;
 
+use crate::bucket::bucket_id;
 use crate::error::code;
 use crate::ids::pair_dialog;
 use crate::new_dialog::NewDialog;
@@ -189,6 +190,11 @@ fn call(name: &str, args: &str) -> Outcome {
     }
 }
 
+/// The bucket count init.lua stored with the data.
+fn stored_bucket_count() -> u32 {
+    u32::try_from(lua_u64("box.space._schema:get{'dialogs_bucket_count'}[2]")).unwrap()
+}
+
 fn q(id: &Uuid) -> String {
     format!("'{id}'")
 }
@@ -282,6 +288,8 @@ fn new_dialog_stores_the_message_and_returns_its_id() {
     assert_eq!(row[2], Json::String(a.to_string()));
     assert_eq!(row[3], Json::String(b.to_string()));
     assert_eq!(row[4], Json::String("hello, Bob".into()));
+    // The store's seventh field, never in a reply: the dialog's vshard bucket.
+    assert_eq!(row[6], Json::from(bucket_id(d, stored_bucket_count())));
     let created: u64 = lua_string(&format!(
         "local t = box.space.dialogs:get{{require('uuid').fromstr('{id}')}}[6]
          local ok, dt = pcall(require, 'datetime')
@@ -524,6 +532,14 @@ fn a_retry_with_the_same_request_id_stores_once() {
         ),
     );
     assert_eq!(page(pair_dialog(a, b), "{}").len(), 1);
+    // The request record sits in its message's bucket, to move with it.
+    let bucket = lua_u64(&format!(
+        "box.space.dialogs_requests:get{{require('uuid').fromstr('{r}')}}[3]"
+    ));
+    assert_eq!(
+        bucket,
+        u64::from(bucket_id(pair_dialog(a, b), stored_bucket_count()))
+    );
 }
 
 #[tarantool::test]

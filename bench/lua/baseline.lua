@@ -45,9 +45,11 @@ end]]
 
 -- Creates the space, its indexes and the two functions; safe to repeat. The
 -- space takes the product's format (init.lua has run before), so both stores
--- hold the same fields of the same types.
+-- hold the same message fields of the same types.
 function M.setup()
-    local format = box.space.dialogs:format()
+    -- The product's six message fields; its seventh, bucket_id, is for vshard,
+    -- and the report's store was not sharded.
+    local format = {unpack(box.space.dialogs:format(), 1, 6)}
     local datetime = format[6].type == 'datetime'
     local s = box.schema.space.create(M.SPACE, {if_not_exists = true, format = format})
     s:create_index('pk', {if_not_exists = true, parts = {{field = 'id', type = 'uuid'}}})

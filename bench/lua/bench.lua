@@ -46,6 +46,7 @@ function bench_info()
         created_at = tarantool_supports_datetime() and 'datetime' or 'unsigned',
         dialogs_space = box.space.dialogs.id,
         dialog_id_k = box.space.dialogs.index.dialog_id_k.id,
+        bucket_count = box.space._schema:get{'dialogs_bucket_count'}[2],
         lua_space = box.space[baseline.SPACE].id,
         version = box.info.version,
     }

@@ -16,6 +16,7 @@ fn color(t: Target) -> RGBColor {
         Target::Raw => RGBColor(0x2c, 0xa0, 0x2c),
         Target::Pg => RGBColor(0x94, 0x67, 0xbd),
         Target::Noop => RGBColor(0x7f, 0x7f, 0x7f),
+        Target::Sharded => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 
@@ -38,7 +39,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
     for (row, w) in Workload::ALL.iter().enumerate() {
         for col in 0..3 {
             let area = &panels[row * 3 + col];
-            let series: Vec<(Target, Vec<(f64, f64)>)> = Target::LOAD
+            let series: Vec<(Target, Vec<(f64, f64)>)> = Target::ALL
                 .iter()
                 .map(|&t| {
                     let pts = conns

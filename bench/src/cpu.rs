@@ -49,6 +49,8 @@ pub enum CpuSource {
     /// A process and all its children (the PostgreSQL postmaster and its
     /// backends); children that exited count through the parent's cutime.
     Tree(u32),
+    /// Several processes, all their threads (a sharded cluster: router and storages).
+    Processes(Vec<u32>),
 }
 
 impl CpuSource {
@@ -56,6 +58,7 @@ impl CpuSource {
     pub fn seconds(&self) -> f64 {
         match *self {
             CpuSource::Process(pid) => process_cpu(pid, false),
+            CpuSource::Processes(ref pids) => pids.iter().map(|&p| process_cpu(p, false)).sum(),
             CpuSource::Tree(root) => {
                 let mut total = process_cpu(root, true);
                 for child in children(root) {

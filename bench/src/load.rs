@@ -28,6 +28,14 @@ pub enum Conn {
     Postgres(Arc<PgConn>),
 }
 
+/// Where a cell's server CPU time is read: the whole server, and the part of
+/// it that is a sharded cluster's router.
+#[derive(Clone, Copy)]
+pub struct ServerCpu<'a> {
+    pub total: &'a CpuSource,
+    pub router: Option<&'a CpuSource>,
+}
+
 /// Time spent per cell.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -49,7 +57,7 @@ pub async fn run_cell(
     conns: &[Conn],
     ds: &Arc<Dataset>,
     info: &Arc<ServerInfo>,
-    server_cpu: &CpuSource,
+    server_cpu: ServerCpu<'_>,
     timing: Timing,
     label: &str,
 ) -> CellResult {
@@ -107,7 +115,12 @@ pub async fn run_cell(
     // CPU at the edges of the measured window, and a progress line meanwhile.
     let tty = std::io::stderr().is_terminal();
     tokio::time::sleep_until(measure_start).await;
-    let (s0, c0, t0) = (server_cpu.seconds(), cpu::self_seconds(), Instant::now());
+    let r0 = server_cpu.router.map(CpuSource::seconds);
+    let (s0, c0, t0) = (
+        server_cpu.total.seconds(),
+        cpu::self_seconds(),
+        Instant::now(),
+    );
     while Instant::now() < end {
         tokio::time::sleep_until((Instant::now() + Duration::from_secs(1)).min(end)).await;
         if tty {
@@ -120,10 +133,11 @@ pub async fn run_cell(
         }
     }
     let (s1, c1, secs) = (
-        server_cpu.seconds(),
+        server_cpu.total.seconds(),
         cpu::self_seconds(),
         t0.elapsed().as_secs_f64(),
     );
+    let r1 = server_cpu.router.map(CpuSource::seconds);
 
     let mut hist: Histogram<u32> = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
         .expect("constant histogram bounds are valid");
@@ -164,5 +178,6 @@ pub async fn run_cell(
         p999_ms: ms(0.999),
         server_cpu_us: per_op(s1 - s0),
         client_cpu_us: per_op(c1 - c0),
+        router_cpu_us: r0.zip(r1).map(|(a, b)| per_op(b - a)),
     }
 }

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use cpu::CpuSource;
 use data::Dataset;
-use load::{Conn, Timing};
+use load::{Conn, ServerCpu, Timing};
 use model::{Cell, CellResult, Durability, Mode, Target, Workload};
 use report::{Micro, Report, TtMemory};
-use servers::{Cleanup, Postgres, Tarantool, TarantoolConfig};
+use servers::{Cleanup, Postgres, ShardedCluster, ShardedConfig, Tarantool, TarantoolConfig};
 
 /// Memtx arena for the benchmark's Tarantool: the write cells store millions of
 /// messages and the memory test another million.
@@ -33,6 +33,10 @@ const MEMTX_BYTES: u64 = 8 << 30;
 const PG_SPARE_CONNECTIONS: usize = 20;
 /// Connections opened at once while building a pool.
 const CONNECT_BATCH: usize = 50;
+/// Storage replica sets (a master each) of the `sharded` target's cluster.
+const SHARDED_STORAGES: usize = 2;
+/// Calls in flight while filling the sharded cluster through its router.
+const FILL_IN_FLIGHT: usize = 64;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark: native procedures vs Lua vs raw IPROTO vs PostgreSQL")]
@@ -61,7 +65,7 @@ struct Args {
     /// Requests in flight of the `pipelined` mode, comma-separated (0: none).
     #[arg(long, value_delimiter = ',')]
     pipelined: Option<Vec<usize>>,
-    /// Only these targets (native, lua, raw, noop, pg), comma-separated.
+    /// Only these targets (native, sharded, lua, raw, noop, pg), comma-separated.
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// Only these workloads (write, read, page, mixed), comma-separated.
@@ -88,6 +92,10 @@ struct Args {
     /// Worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// A checkout of vshard for the `sharded` target (default: $VSHARD_DIR, else
+    /// vshard on the Lua path; without vshard the target is skipped).
+    #[arg(long)]
+    vshard_dir: Option<PathBuf>,
 }
 
 /// Sizes of one run.
@@ -202,6 +210,28 @@ fn main_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
                         concurrency: c,
                     });
                 }
+            }
+        }
+    }
+    cells
+}
+
+/// The `sharded` target: every workload and C of the main run, through a router.
+fn sharded_cells(plan: &Plan) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (mode, cs) in [
+        (Mode::Conns, &plan.conns),
+        (Mode::Pipelined, &plan.pipelined),
+    ] {
+        for workload in Workload::ALL {
+            for &concurrency in cs.iter() {
+                cells.push(Cell {
+                    target: Target::Sharded,
+                    workload,
+                    mode,
+                    durability: Durability::Write,
+                    concurrency,
+                });
             }
         }
     }
@@ -336,12 +366,14 @@ struct Pools {
     native: Vec<Conn>,
     bench: Vec<Conn>,
     pg: Vec<Conn>,
+    sharded: Vec<Conn>,
 }
 
 impl Pools {
     fn for_target(&self, t: Target) -> &[Conn] {
         match t {
             Target::Native => &self.native,
+            Target::Sharded => &self.sharded,
             Target::Lua | Target::Raw | Target::Noop => &self.bench,
             Target::Pg => &self.pg,
         }
@@ -356,6 +388,7 @@ async fn run_cells(
     info: &Arc<tt::ServerInfo>,
     tt_cpu: &CpuSource,
     pg_cpu: Option<&CpuSource>,
+    router_cpu: Option<&CpuSource>,
     timing: Timing,
     progress: &mut Progress,
     results: &mut Vec<CellResult>,
@@ -371,7 +404,10 @@ async fn run_cells(
             pools.for_target(cell.target),
             ds,
             info,
-            cpu,
+            ServerCpu {
+                total: cpu,
+                router: router_cpu,
+            },
             timing,
             &label,
         )
@@ -405,6 +441,22 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     let main: Vec<Cell> = (0..args.rounds.max(1))
         .flat_map(|_| one_round.iter().copied())
         .collect();
+    let sharded: Vec<Cell> = sharded_cells(&plan).into_iter().filter(wanted).collect();
+    let vshard_dir = args
+        .vshard_dir
+        .clone()
+        .or_else(|| std::env::var_os("VSHARD_DIR").map(PathBuf::from))
+        .filter(|d| !d.as_os_str().is_empty());
+    let sharded_skip = if sharded.is_empty() {
+        None
+    } else {
+        servers::vshard_missing(vshard_dir.as_deref())
+    };
+    let sharded = if sharded_skip.is_some() {
+        Vec::new()
+    } else {
+        sharded
+    };
     let durable: Vec<Cell> = if args.no_durable {
         Vec::new()
     } else {
@@ -415,13 +467,17 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     };
     eprintln!(
         "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
-        main.len() + durable.len(),
+        main.len() + sharded.len() + durable.len(),
         plan.seconds,
         plan.warmup,
         plan.conns,
         plan.pipelined
     );
     let mut report = Report::new(plan.clone());
+    report.sharded = sharded_skip.clone();
+    if let Some(why) = &sharded_skip {
+        eprintln!("sharded: {why}");
+    }
 
     // PostgreSQL: one cluster for the whole run; durability is a session setting.
     let pg = if use_pg {
@@ -473,11 +529,12 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
             Some((p, _)) => pg_pool(p, max_c, Durability::Write).await?,
             None => Vec::new(),
         },
+        sharded: Vec::new(),
     };
     eprintln!("data loaded in {:.1}s", started.elapsed().as_secs_f64());
 
     let mut progress = Progress {
-        total: main.len() + durable.len(),
+        total: main.len() + sharded.len() + durable.len(),
         done: 0,
         started: Instant::now(),
     };
@@ -488,6 +545,7 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
         &info,
         &tt_cpu,
         pg_cpu.as_ref(),
+        None,
         timing,
         &mut progress,
         &mut report.cells,
@@ -516,6 +574,62 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     pools.bench.clear();
     drop(admin);
     drop(tt);
+
+    // The sharded store: its own cluster (router + storages), the same data
+    // loaded through the router.
+    if !sharded.is_empty() {
+        eprintln!(
+            "starting a sharded cluster ({SHARDED_STORAGES} storages + 1 router) and \
+             loading data through the router"
+        );
+        let cluster = ShardedCluster::start(
+            &ShardedConfig {
+                repo: &repo,
+                lib_dir: &lib_dir,
+                vshard_dir: vshard_dir.as_deref(),
+                storages: SHARDED_STORAGES,
+                memtx_bytes: MEMTX_BYTES / SHARDED_STORAGES as u64,
+            },
+            &cleanup,
+        )?;
+        let loader = tt::client(&cluster.addr(), &cluster.user, &cluster.password, true);
+        tt::fill_by_calls(&loader, &ds, FILL_IN_FLIGHT)
+            .await
+            .with_context(|| cluster.log_tail())?;
+        drop(loader);
+        let max_c = plan.conns.iter().copied().max().unwrap_or(1);
+        pools.sharded = tt_pool(
+            &cluster.addr(),
+            &cluster.user,
+            &cluster.password,
+            max_c,
+            native_probe(&ds),
+        )
+        .await
+        .with_context(|| cluster.log_tail())?;
+        report.sharded = Some(format!(
+            "{SHARDED_STORAGES} storage replica sets of one master each and one router, \
+             all the product's init.lua on this machine; server CPU is all of them, \
+             `of which router` the router's part"
+        ));
+        let cpu = CpuSource::Processes(cluster.pids());
+        let router_cpu = CpuSource::Process(cluster.router_pid());
+        run_cells(
+            &sharded,
+            &pools,
+            &ds,
+            &info,
+            &cpu,
+            None,
+            Some(&router_cpu),
+            timing,
+            &mut progress,
+            &mut report.cells,
+        )
+        .await;
+        pools.sharded.clear();
+        drop(cluster);
+    }
 
     // The durable comparison on a fresh Tarantool with wal_mode=fsync.
     if !durable.is_empty() {
@@ -547,6 +661,7 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
             &info,
             &tt_cpu,
             pg_cpu.as_ref(),
+            None,
             timing,
             &mut progress,
             &mut report.cells,

@@ -17,11 +17,23 @@ pub enum Target {
     Noop,
     /// PostgreSQL from Debian, same columns and indexes.
     Pg,
+    /// The native procedures through a vshard router to two storages (README,
+    /// "Sharding by dialog_id with vshard"): client -> router -> storage.
+    Sharded,
 }
 
 impl Target {
     pub const LOAD: [Target; 5] = [
         Target::Native,
+        Target::Lua,
+        Target::Raw,
+        Target::Pg,
+        Target::Noop,
+    ];
+    /// Every target, in the order tables list them.
+    pub const ALL: [Target; 6] = [
+        Target::Native,
+        Target::Sharded,
         Target::Lua,
         Target::Raw,
         Target::Pg,
@@ -35,6 +47,7 @@ impl Target {
             Target::Raw => "raw",
             Target::Noop => "noop",
             Target::Pg => "pg",
+            Target::Sharded => "sharded",
         }
     }
 }
@@ -160,4 +173,7 @@ pub struct CellResult {
     pub server_cpu_us: f64,
     /// CPU time of this load generator per completed request, microseconds.
     pub client_cpu_us: f64,
+    /// Of `server_cpu_us`, the router's share (the `sharded` target only).
+    #[serde(default)]
+    pub router_cpu_us: Option<f64>,
 }

@@ -161,6 +161,9 @@ pub struct Report {
     pub micro: Option<Micro>,
     pub tt_memory: Option<TtMemory>,
     pub pg_memory: Option<PgMemory>,
+    /// What the `sharded` target ran on, or why it did not run.
+    #[serde(default)]
+    pub sharded: Option<String>,
 }
 
 fn machine() -> String {
@@ -227,6 +230,7 @@ impl Report {
             micro: None,
             tt_memory: None,
             pg_memory: None,
+            sharded: None,
         }
     }
 
@@ -389,6 +393,44 @@ impl Report {
                 self.ratio_range(Target::Native, Target::Lua, w, cpu),
             ));
         }
+        for w in [Workload::Write, Workload::Read, Workload::Page] {
+            let v = self.ratio(Target::Sharded, Target::Native, w, Durability::Write, cpu);
+            rows.push((
+                format!("server CPU/call, sharded (router + storages) ÷ native, `{w}`"),
+                shown(v),
+                "≤ 2".into(),
+                verdict(v, Some(2.0), None),
+                self.ratio_range(Target::Sharded, Target::Native, w, cpu),
+            ));
+            let storage = |r: &CellResult| r.server_cpu_us - r.router_cpu_us.unwrap_or(0.0);
+            let v = self.ratio(
+                Target::Sharded,
+                Target::Native,
+                w,
+                Durability::Write,
+                storage,
+            );
+            rows.push((
+                format!("server CPU/call, sharded storages only ÷ native, `{w}`"),
+                shown(v),
+                "≈ 1 (unchanged): ≤ 1.1".into(),
+                verdict(v, Some(1.1), None),
+                self.ratio_range(Target::Sharded, Target::Native, w, storage),
+            ));
+            let v = self
+                .find(Target::Sharded, w, Mode::Conns, Durability::Write, c)
+                .and_then(|r| {
+                    let router = r.router_cpu_us?;
+                    (r.server_cpu_us > 0.0).then(|| router / r.server_cpu_us)
+                });
+            rows.push((
+                format!("the router's share of the sharded path's server CPU, `{w}`"),
+                shown(v),
+                "(recorded)".into(),
+                v.is_some(),
+                String::new(),
+            ));
+        }
         if let Some(m) = &self.micro {
             for (name, n, l) in [
                 ("new_dialog", &m.native_write, &m.lua_write),
@@ -486,8 +528,8 @@ impl Report {
     fn cell_table(&self, out: &mut String, workload: Workload, durability: Durability) {
         let _ = writeln!(
             out,
-            "| target | mode | C | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call | client CPU µs/call |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| target | mode | C | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call | of which router | client CPU µs/call |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let mut rows: Vec<&CellResult> = self
             .cells
@@ -502,7 +544,7 @@ impl Report {
             (
                 r.cell.mode.name(),
                 r.cell.concurrency,
-                Target::LOAD.iter().position(|t| *t == r.cell.target),
+                Target::ALL.iter().position(|t| *t == r.cell.target),
             )
         });
         for r in rows {
@@ -513,7 +555,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {:.1} |",
+                "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {} | {:.1} |",
                 r.cell.mode.name(),
                 r.cell.concurrency,
                 r.ops_per_sec,
@@ -522,6 +564,9 @@ impl Report {
                 r.p999_ms,
                 r.errors,
                 r.server_cpu_us,
+                r.router_cpu_us
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_default(),
                 r.client_cpu_us
             );
         }
@@ -580,6 +625,9 @@ impl Report {
              measured once per C.\n",
             self.stem()
         );
+        if let Some(note) = &self.sharded {
+            let _ = writeln!(o, "`sharded`: {note}\n");
+        }
         let _ = writeln!(o, "## The issue's targets\n");
         self.targets_table(&mut o);
         let _ = writeln!(

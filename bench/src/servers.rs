@@ -231,6 +231,173 @@ impl Drop for Tarantool {
     }
 }
 
+/// Why the `sharded` target cannot run here (vshard not loadable), or None.
+pub fn vshard_missing(vshard_dir: Option<&Path>) -> Option<String> {
+    let probe = "local dir = os.getenv('VSHARD_DIR') \
+        if dir ~= nil and dir ~= '' then \
+        package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua;' .. package.path end \
+        os.exit(pcall(require, 'vshard') and 0 or 1)";
+    let mut cmd = Command::new(tarantool_binary());
+    cmd.args(["-e", probe]).stdin(Stdio::null());
+    if let Some(v) = vshard_dir {
+        cmd.env("VSHARD_DIR", v);
+    }
+    match cmd.output() {
+        Ok(o) if o.status.success() => None,
+        Ok(_) => Some(
+            "skipped: vshard not found (set VSHARD_DIR, or install it: tt rocks install vshard)"
+                .into(),
+        ),
+        Err(e) => Some(format!("skipped: cannot run tarantool: {e}")),
+    }
+}
+
+/// What a sharded cluster of the product needs to start.
+pub struct ShardedConfig<'a> {
+    pub repo: &'a Path,
+    pub lib_dir: &'a Path,
+    /// A checkout of vshard (VSHARD_DIR), or None when it is on the Lua path.
+    pub vshard_dir: Option<&'a Path>,
+    /// Storage replica sets, a master each.
+    pub storages: usize,
+    pub memtx_bytes: u64,
+}
+
+/// Log lines of init.lua: a storage serves; the router knows every bucket.
+const STORAGE_READY: &str = "dialogs: storage of replica set";
+const ROUTER_READY: &str = "dialogs: the cluster's buckets are in place";
+
+/// A sharded store (README, "Sharding by dialog_id with vshard"): storage replica
+/// sets of one master each and one router, all the product's init.lua, on
+/// 127.0.0.1. Clients call the router as the application user.
+pub struct ShardedCluster {
+    children: Vec<Child>,
+    dir: PathBuf,
+    pub router_port: u16,
+    pub user: String,
+    pub password: String,
+    cleanup: Cleanup,
+}
+
+impl ShardedCluster {
+    pub fn start(cfg: &ShardedConfig<'_>, cleanup: &Cleanup) -> Result<ShardedCluster> {
+        let dir = temp_dir("sharded")?;
+        let ports = (0..cfg.storages)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>>>()?;
+        let topology = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("s{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(";");
+        let mut c = ShardedCluster {
+            children: Vec::new(),
+            dir,
+            router_port: free_port()?,
+            user: "dialogs".into(),
+            password: random_secret(),
+            cleanup: cleanup.clone(),
+        };
+        let replication_password = random_secret();
+        let spawn = |c: &mut ShardedCluster, name: &str, port: u16, router: bool| -> Result<()> {
+            let data = c.dir.join(name);
+            fs::create_dir_all(&data)?;
+            let out = fs::File::create(c.dir.join(format!("{name}.log")))?;
+            let mut cmd = Command::new(tarantool_binary());
+            cmd.arg(cfg.repo.join("init.lua"))
+                .current_dir(&data)
+                .env("DIALOGS_LISTEN", format!("127.0.0.1:{port}"))
+                .env("DIALOGS_DATA_DIR", &data)
+                .env("DIALOGS_LIB_DIR", cfg.lib_dir)
+                .env("DIALOGS_MEMTX_MEMORY", cfg.memtx_bytes.to_string())
+                .env("DIALOGS_WAL_MODE", "write")
+                .env("DIALOGS_SHARDING", &topology)
+                .env("DIALOGS_REPLICATION_PASSWORD", &replication_password)
+                .env("DIALOGS_PASSWORD", &c.password)
+                .env("DIALOGS_ROUTER", if router { "true" } else { "false" })
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            if let Some(v) = cfg.vshard_dir {
+                cmd.env("VSHARD_DIR", v);
+            }
+            let child = cmd.spawn().context("starting tarantool")?;
+            cleanup.add(child.id(), name);
+            c.children.push(child);
+            Ok(())
+        };
+        for (i, &port) in ports.iter().enumerate() {
+            spawn(&mut c, &format!("s{}", i + 1), port, false)?;
+        }
+        for i in 0..cfg.storages {
+            c.wait_log(i, &format!("s{}", i + 1), STORAGE_READY)?;
+        }
+        let router_port = c.router_port;
+        spawn(&mut c, "router", router_port, true)?;
+        c.wait_log(cfg.storages, "router", ROUTER_READY)?;
+        Ok(c)
+    }
+
+    /// Until `name`'s log has `line`; an error with its log if it exits first.
+    fn wait_log(&mut self, child: usize, name: &str, line: &str) -> Result<()> {
+        let log = self.dir.join(format!("{name}.log"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.children[child].try_wait()? {
+                bail!("{name} exited at start ({status}):\n{}", tail(&log, 20));
+            }
+            if fs::read_to_string(&log).unwrap_or_default().contains(line) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not start in time:\n{}", tail(&log, 20));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every process of the cluster, the router last.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    pub fn router_pid(&self) -> u32 {
+        self.children.last().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.router_port)
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.join("router.log"), 20)
+    }
+}
+
+impl Drop for ShardedCluster {
+    fn drop(&mut self) {
+        // The router first, so that it does not log every storage going away.
+        for child in self.children.iter_mut().rev() {
+            let pid = child.id();
+            signal(pid, libc::SIGTERM);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            self.cleanup.remove(pid);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A throw-away PostgreSQL cluster on 127.0.0.1.
 pub struct Postgres {
     dir: PathBuf,

@@ -29,6 +29,8 @@ pub struct ServerInfo {
     pub created_at_is_datetime: bool,
     pub dialogs_space: i32,
     pub dialog_id_k: i32,
+    /// The bucket count the data is spread over (for the `raw` target's tuples).
+    pub bucket_count: u32,
     pub version: String,
 }
 
@@ -106,7 +108,7 @@ pub fn request(
     match (target, op) {
         (Target::Noop, _) => (call("bench_noop", array(0)), Expect::Any),
         (Target::Raw, Op::Write { dialog, from, to }) => {
-            let mut t = array(6);
+            let mut t = array(7);
             put_uuid(&mut t, &Uuid::now_v7());
             put_uuid(&mut t, dialog);
             put_uuid(&mut t, from);
@@ -123,6 +125,9 @@ pub fn request(
             } else {
                 let _ = encode::write_uint(&mut t, now.as_micros() as u64);
             }
+            // The seventh field, as new_dialog writes it: the dialog's bucket.
+            let bucket = dialogs::bucket::bucket_id(*dialog, info.bucket_count);
+            let _ = encode::write_uint(&mut t, u64::from(bucket));
             let p = CommandPacket {
                 code: Code::INSERT,
                 internal_fields: vec![(Key::SPACE, rmpv::Value::from(info.dialogs_space))],
@@ -273,6 +278,7 @@ pub async fn server_info(admin: &Client) -> Result<ServerInfo> {
         created_at_is_datetime: get(&v, "created_at")?.as_str() == Some("datetime"),
         dialogs_space: get_f64(&v, "dialogs_space")? as i32,
         dialog_id_k: get_f64(&v, "dialog_id_k")? as i32,
+        bucket_count: get_f64(&v, "bucket_count")? as u32,
         version: get(&v, "version")?.as_str().unwrap_or("?").to_owned(),
     })
 }
@@ -307,6 +313,43 @@ pub async fn fill(admin: &Client, function: &str, ds: &Dataset, page: bool) -> R
             args(vec![s(&ds.page_dialog)], ds.page_dialog_len),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Preloads the read dialogs and the long page dialog through `client`'s
+/// new_dialog (a router: the data lands in each dialog's bucket), `in_flight`
+/// calls at a time on the one pipelined connection.
+pub async fn fill_by_calls(client: &Client, ds: &Dataset, in_flight: usize) -> Result<()> {
+    let mut dialogs: Vec<Uuid> = Vec::new();
+    for d in &ds.read_dialogs {
+        dialogs.extend(std::iter::repeat_n(*d, READ_DIALOG_LEN));
+    }
+    dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    let dialogs = std::sync::Arc::new(dialogs);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight.max(1) {
+        let (client, dialogs, next) = (client.clone(), dialogs.clone(), next.clone());
+        let (from, to, text) = (ds.fill_from, ds.fill_to, ds.text.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(dialog) = dialogs.get(i) else {
+                    return Ok::<(), String>(());
+                };
+                let mut a = array(4);
+                put_uuid_str(&mut a, dialog);
+                put_uuid_str(&mut a, &from);
+                put_uuid_str(&mut a, &to);
+                put_str(&mut a, &text);
+                execute(&client, call("new_dialog", a), Expect::Id).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?
+            .map_err(|e| anyhow!("filling through new_dialog: {e}"))?;
     }
     Ok(())
 }

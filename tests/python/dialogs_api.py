@@ -126,10 +126,17 @@ MULTIRETURN_PROBE_LUA = (
     "if not has then return 'absent' end "
     "return opt:is_new() and 'new' or 'old' end)()")
 
-# server key (host, port) -> the option's state on that server; the harness
-# records it for every server it starts (from the binary that server runs), and a
-# test that changes the option on a server records the new state.
+# server key (host, port) -> the option's state on that server, for a test that
+# changes the option there (`set_multireturn`). Every other server has its binary's
+# default: the harness tells which binary a server runs (`set_server_binary_lookup`).
 _MULTIRETURN: dict = {}
+_server_binary = [lambda server_key: None]
+
+
+def set_server_binary_lookup(lookup) -> None:
+    """`lookup(server_key)` -> the Tarantool binary that server runs, or None (the
+    suite's own)."""
+    _server_binary[0] = lookup
 
 
 def multireturn_of_binary(binary: Optional[str] = None) -> str:
@@ -150,7 +157,7 @@ def set_multireturn(server_key, state: str) -> None:
 
 def results_one_value_each(server_key) -> bool:
     """True where the server sends a C function's results one value each."""
-    state = _MULTIRETURN.get(server_key) or multireturn_of_binary()
+    state = _MULTIRETURN.get(server_key) or multireturn_of_binary(_server_binary[0](server_key))
     return state == "new"
 
 

@@ -32,12 +32,13 @@ import subprocess
 import tempfile
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 import tarantool
 
-from dialogs_api import multireturn_of_binary, set_multireturn
+from dialogs_api import set_server_binary_lookup
 
 # tests/python/harness.py -> the repository root, wherever the checkout lives.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +151,22 @@ def tail(text: str, lines: int = 200) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# Every Server made, oldest first: which binary runs behind a host and port.
+_SERVERS: list = []
+
+
+def _binary_of(server_key) -> Optional[str]:
+    """The binary of the newest Server on `server_key` (dialogs_api's reply shapes)."""
+    for ref in reversed(_SERVERS):
+        srv = ref()
+        if srv is not None and (srv.host, srv.port) == tuple(server_key):
+            return srv.binary()
+    return None
+
+
+set_server_binary_lookup(_binary_of)
+
+
 class Server:
     """One dialogs instance: a `tarantool init.lua` child process and its directory.
 
@@ -203,6 +220,7 @@ class Server:
         self.starts = 0
         self._run_offset = 0  # where the current run's log begins
         self._connections: list = []
+        _SERVERS.append(weakref.ref(self))
 
     # --- the process ----------------------------------------------------------------
 
@@ -224,15 +242,15 @@ class Server:
         return env
 
     def binary(self) -> str:
-        """The Tarantool this server runs: `tarantool` on its environment's PATH."""
-        return shutil.which("tarantool", path=self.child_env().get("PATH")) or "tarantool"
+        """The Tarantool this server runs: TARANTOOL given in its ``env``, else
+        `tarantool` on its environment's PATH (so a test can give one server another
+        binary either way)."""
+        path = self.child_env().get("PATH")
+        name = self.env.get("TARANTOOL") or "tarantool"
+        return shutil.which(name, path=path) or name
 
     def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT_S) -> "Server":
-        """Spawn the server; with ``wait``, return once it serves (else ServerError).
-
-        Records how the server sends a C function's results (dialogs_api's reply
-        shapes) from the binary it runs."""
-        set_multireturn((self.host, self.port), multireturn_of_binary(self.binary()))
+        """Spawn the server; with ``wait``, return once it serves (else ServerError)."""
         if self.is_running():
             raise ServerError(f"{self.name}: already running as pid {self.pid}")
         self.starts += 1
@@ -241,7 +259,7 @@ class Server:
             log.flush()
             self._run_offset = log.tell()
             self.process = subprocess.Popen(
-                ["tarantool", str(self.init_lua)],
+                [self.binary(), str(self.init_lua)],
                 cwd=self.base_dir,  # anything written relative lands here
                 env=self.child_env(),
                 stdin=subprocess.DEVNULL,

@@ -183,7 +183,7 @@ def test_refused_calls_write_nothing_to_the_wal(server):
 
     user_writes = [r for r in server.wal_records()
                    if r["body"].get("space_id", 0) >= FIRST_USER_SPACE_ID]
-    texts = [r["body"]["tuple"][TEXT] for r in user_writes if len(r["body"]["tuple"]) == 6]
+    texts = [r["body"]["tuple"][TEXT] for r in user_writes if len(r["body"]["tuple"]) == 7]
     assert texts == ["the one message"], user_writes
     # The message and its request_id record, nothing else.
     assert len(user_writes) == 2, user_writes

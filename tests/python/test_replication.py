@@ -64,8 +64,11 @@ def store_as_admin(srv, msg_id, dialog_id, user_from, user_to, text):
     created_at = ("(box.space.dialogs:format()[6].type == 'datetime' "
                   "and require('datetime').now() or tonumber(require('clock').time64() / 1000))")
     args = ", ".join(f"uuid.fromstr('{u}')" for u in (msg_id, dialog_id, user_from, user_to))
+    # The seventh field: the dialog's bucket (README, "Data layout").
+    bucket = (f"require('dialogs.bucket').of('{dialog_id}', "
+              "require('dialogs.bucket').stored_count())")
     admin_eval(srv, f"(function() local uuid = require('uuid') "
-                    f"box.space.dialogs:insert{{{args}, '{text}', {created_at}}} "
+                    f"box.space.dialogs:insert{{{args}, '{text}', {created_at}, {bucket}}} "
                     f"return true end)()")
 
 
@@ -322,8 +325,11 @@ class Writer(threading.Thread):
                                         {"request_id": request_id})
                     self.acked.append((seq, msg_id))
                     break
+                # AttributeError: the harness closed this connection while a call
+                # was in flight (kill() closes every connection to the killed
+                # server), and the connector then reads from a socket it dropped.
                 except (tarantool.error.NetworkError, tarantool.error.DatabaseError,
-                        OSError) as e:
+                        OSError, AttributeError) as e:
                     code = getattr(e, "args", [None])[0]
                     if isinstance(e, tarantool.error.DatabaseError) and not isinstance(
                             e, tarantool.error.NetworkError) and code not in (

@@ -47,14 +47,14 @@ def test_data_survives_a_clean_restart_and_migrations_rerun_harmlessly(server):
     assert MIGRATED not in server.log_of_run()
 
     # On disk: the schema versions were written once each, by the first start (one
-    # record per migration: 1, then 2).
+    # record per migration: 1, 2, then 3).
     server.stop()
     writes = [r for r in server.wal_records()
               if r["body"].get("space_id") == SCHEMA_SPACE_ID
               and (r["body"].get("tuple") or r["body"].get("key") or [None])[0]
               == SCHEMA_VERSION_KEY]
     assert [(w["header"]["type"], w["body"]["tuple"]) for w in writes] == \
-        [("REPLACE", [SCHEMA_VERSION_KEY, 1]), ("REPLACE", [SCHEMA_VERSION_KEY, 2])], writes
+        [("REPLACE", [SCHEMA_VERSION_KEY, v]) for v in (1, 2, 3)], writes
     assert writes[0]["file"] == "00000000000000000000.xlog"
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` fir
 
 # Seconds a synchronous write waits for its quorum: short, so the test is quick, and
 # long enough for a retry to arrive while the first try waits.
-SYNC_TIMEOUT_S = 3
+SYNC_TIMEOUT_S = 4
 # How long after the first try the retry is sent.
 RETRY_AFTER_S = 0.5
 ER_SYNC_QUORUM_TIMEOUT = 216

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
-from harness import admin_eval, module_built
+from harness import READY_LOG_LINE, admin_eval, module_built, wait_until
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
@@ -75,6 +75,9 @@ def test_a_data_directory_of_an_older_server_is_upgraded_and_keeps_serving(
     # The suite's server opens it.
     srv.env.update({k: None for k in old_env})
     srv.start()
+    # The old data already has the user and its grants, so the harness may see the
+    # server serve before init.lua is done: wait for its last line.
+    wait_until(lambda: READY_LOG_LINE in srv.log_of_run(), 60, "init.lua to finish")
     log = srv.log_of_run()
     assert "running box.schema.upgrade()" in log, log
     assert UPGRADED_LOG_LINE in log, log

@@ -1,0 +1,68 @@
+-- dialogs.bucket: the vshard bucket of a dialog, and the bucket count of the data.
+--
+-- bucket_id = 1 + (w0 ^ w1 ^ w2 ^ w3) mod bucket_count, where w0..w3 are the
+-- dialog id's 16 bytes read as four big-endian unsigned 32-bit words (README,
+-- "Sharding by dialog_id with vshard"). The native new_dialog computes the same
+-- (src/bucket.rs) for every message it stores; this copy serves the schema
+-- migration that gives existing rows their bucket. tests/bucket_vectors.txt pins
+-- both down.
+--
+-- The bucket count lives in _schema ('dialogs_bucket_count'), where the native
+-- procedures read it: set once from the configuration, then fixed, because a
+-- stored message's bucket must never change.
+
+local M = {}
+
+-- vshard's default, and ours.
+M.DEFAULT_COUNT = 3000
+M.MAX_COUNT = 1000000
+M.KEY = 'dialogs_bucket_count'
+
+local TWO_32 = 2 ^ 32
+
+-- The bucket of a dialog id (a uuid value or its canonical string).
+function M.of(dialog_id, bucket_count)
+    local hex = tostring(dialog_id):gsub('-', '')
+    local x = 0
+    for i = 1, 32, 8 do
+        x = bit.bxor(x, tonumber(hex:sub(i, i + 7), 16))
+    end
+    -- bit.bxor works on signed 32-bit numbers: back to unsigned.
+    if x < 0 then
+        x = x + TWO_32
+    end
+    return 1 + x % bucket_count
+end
+
+-- The bucket count of the data, or nil before it has one.
+function M.stored_count()
+    local t = box.space._schema:get{M.KEY}
+    return t and t[2]
+end
+
+-- Makes `count` the data's bucket count if it has none yet; refuses another
+-- count than the stored one (`setting` names the setting in the error).
+-- Writable instance only, as admin.
+function M.store_count(count, setting)
+    local stored = M.stored_count()
+    if stored == nil then
+        box.space._schema:replace{M.KEY, count}
+    elseif stored ~= count then
+        M.refuse(stored, count, setting)
+    end
+end
+
+-- A replica checks what its master stored (nothing to check before its first sync).
+function M.check_count(count, setting)
+    local stored = M.stored_count()
+    if stored ~= nil and stored ~= count then
+        M.refuse(stored, count, setting)
+    end
+end
+
+function M.refuse(stored, count, setting)
+    error(string.format('dialogs: %s: the data is spread over %d buckets, which cannot '
+        .. 'change for the life of the data; got %d', setting, stored, count), 0)
+end
+
+return M

@@ -1,0 +1,288 @@
+-- dialogs.router: this instance as a vshard router of a sharded store.
+--
+-- Clients call a router exactly as they call a single store: `new_dialog` and
+-- `get_dialog`, the same arguments, replies and errors (README, "Sharding by
+-- dialog_id with vshard"). Here both are Lua functions that
+--
+--   1. check the call with the native module's own parser (the C function
+--      `dialogs_route`, from the same library as the procedures): a bad call gets
+--      the procedure's error, code and message, and no storage is asked; a good
+--      one gets its dialog's bucket (for a nil dialog_id, the user pair's dialog);
+--   2. send it to the bucket's replica set: writes with callrw (the master),
+--      reads with callbro (any member, replicas included);
+--   3. raise a storage procedure's error unchanged, and turn vshard's own errors
+--      into the documented codes below, retryable ones marked.
+
+local fiber = require('fiber')
+local log = require('log')
+
+local access = require('dialogs.access')
+local capabilities = require('dialogs.capabilities')
+local config = require('dialogs.config')
+local sharding = require('dialogs.sharding')
+local storage = require('dialogs.storage')
+
+local M = {}
+
+-- The router's own error codes (README, "Errors"): after the procedures' 1001..1008.
+M.UNAVAILABLE = 1009 -- retryable: the dialog's replica set cannot take the call now
+M.MOVING = 1010 -- retryable: the dialog's bucket is moving between replica sets
+M.SHARDING = 1011 -- not retryable: vshard refused for another reason (misconfiguration)
+
+-- The native check of a call (src/route.rs).
+M.ROUTE_FUNCTION = 'dialogs_route'
+
+-- vshard errors by name: a bucket on the move (the router retries these itself
+-- until its timeout)...
+local MOVING = {
+    WRONG_BUCKET = true,
+    TRANSFER_IS_IN_PROGRESS = true,
+    BUCKET_IS_LOCKED = true,
+    TOO_MANY_RECEIVING = true,
+}
+-- ...and a replica set that cannot serve right now (down, failing over, starting).
+local UNAVAILABLE = {
+    NON_MASTER = true,
+    MISSING_MASTER = true,
+    UNREACHABLE_MASTER = true,
+    UNREACHABLE_REPLICASET = true,
+    UNREACHABLE_REPLICA = true,
+    NO_ROUTE_TO_BUCKET = true,
+    REPLICASET_IN_BACKOFF = true,
+    STORAGE_IS_DISABLED = true,
+    STORAGE_CFG_IS_IN_PROGRESS = true,
+    ROUTER_CFG_IS_IN_PROGRESS = true,
+    ROUTER_IS_DISABLED = true,
+    VHANDSHAKE_NOT_COMPLETE = true,
+    MASTER_NOT_SYNCED = true,
+    UNKNOWN_BUCKETS = true,
+}
+-- Tarantool's own errors on the way to a storage (a connection that failed or
+-- timed out, an instance still loading, a write that met a replica).
+local UNAVAILABLE_BOX = {
+    [box.error.NO_CONNECTION] = true,
+    [box.error.TIMEOUT] = true,
+    [box.error.LOADING] = true,
+    [box.error.READONLY] = true,
+}
+local UNAVAILABLE_TYPES = {SocketError = true, TimedOut = true}
+
+-- What the router runs with: set by start().
+local state = {
+    bucket_count = nil,
+    call_timeout = sharding.DEFAULT_CALL_TIMEOUT_S,
+    -- Whether a C procedure's results reach clients wrapped in one array: then a
+    -- direct new_dialog's reply is {id}, and the router's must be too.
+    wrap_id = true,
+    -- vshard.router's callrw and callbro.
+    callrw = nil,
+    callbro = nil,
+    -- The settings start() ran with.
+    settings = nil,
+}
+
+local function raise(code, message)
+    box.error({code = code, reason = message})
+end
+
+-- Raises the error a routed call of `proc` ended with.
+function M.raise_routed_error(proc, err)
+    if type(err) ~= 'table' then
+        raise(M.SHARDING, string.format('%s: sharding error: %s', proc, tostring(err)))
+    end
+    if err.type == 'dialogs' then
+        -- The storage procedure's own error: as a direct call would get it.
+        raise(err.code, err.message)
+    end
+    local message = tostring(err.message)
+    if err.type == 'ShardingError' then
+        local name = tostring(err.name)
+        if MOVING[name] then
+            raise(M.MOVING, string.format('%s: the dialog is moving to another replica '
+                .. 'set; retry: %s: %s', proc, name, message))
+        elseif UNAVAILABLE[name] then
+            raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is '
+                .. 'unavailable; retry: %s: %s', proc, name, message))
+        end
+        raise(M.SHARDING, string.format('%s: sharding error: %s: %s', proc, name, message))
+    end
+    if UNAVAILABLE_BOX[err.code] or UNAVAILABLE_TYPES[err.type]
+            or (err.code == box.error.PROC_LUA and message == 'Timeout exceeded') then
+        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
+            .. 'retry: %s', proc, message))
+    end
+    raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
+end
+
+-- (vshard's return_raw, which would pass a page on undecoded, is not used: in
+-- 0.1.42 it hands a bucket's WRONG_BUCKET or BUCKET_IS_LOCKED back as a result
+-- instead of retrying.)
+local function routed(proc, call, args)
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
+    local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
+        {timeout = state.call_timeout})
+    if err ~= nil then
+        M.raise_routed_error(proc, err)
+    end
+    return result
+end
+
+-- The functions clients call.
+function M.new_dialog(...)
+    local id = routed('new_dialog', state.callrw, {...})
+    if state.wrap_id then
+        return {id}
+    end
+    return id
+end
+
+function M.get_dialog(...)
+    return routed('get_dialog', state.callbro, {...})
+end
+
+-- The check function (not granted to anyone: the router's functions run as their
+-- owner) and the two client functions as setuid Lua functions. As admin.
+function M.register_functions()
+    box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
+    for _, name in ipairs(config.PROCEDURES) do
+        local f = box.func[name]
+        if f ~= nil and (f.language ~= 'LUA' or not f.setuid) then
+            log.warn('dialogs: function %s was not a setuid Lua function: redefining it', name)
+            box.schema.func.drop(name)
+        end
+        box.schema.func.create(name, {setuid = true, if_not_exists = true})
+    end
+end
+
+-- The router's own database (2.x): the functions, the application user with
+-- execute on the client functions and nothing else. Writable (every router is),
+-- as admin.
+function M.setup(s, user_setting)
+    M.register_functions()
+    access.setup_app_user(s, user_setting)
+    access.restrict_public_role()
+end
+
+-- How often the router looks again while it waits for the storages, seconds.
+local POLL_S = 0.2
+
+-- Until the cluster has its buckets, tries to create them (once every storage
+-- answers; a cluster that has buckets anywhere is left alone); then waits until
+-- vshard's discovery knows where every bucket is. Until then a call for a bucket
+-- not yet known makes vshard look for it, which can take seconds per replica set
+-- that does not answer.
+local function bootstrap_loop()
+    local vshard = require('vshard')
+    local warned = false
+    while true do
+        local ok, done, err = pcall(vshard.router.bootstrap,
+            {if_not_bootstrapped = true, timeout = 5})
+        if ok and done then
+            break
+        end
+        if not warned then
+            log.warn('dialogs: bucket bootstrap waits for every storage: %s',
+                tostring(ok and err or done))
+            warned = true
+        end
+        fiber.sleep(POLL_S)
+    end
+    while vshard.router.info().bucket.unknown > 0 do
+        fiber.sleep(POLL_S)
+    end
+    log.info('dialogs: the cluster\'s buckets are in place (%d known)', state.bucket_count)
+end
+
+-- Serves clients through vshard's (configured) static router: `bucket_count`,
+-- `call_timeout` seconds per call. Publishes the client functions and creates
+-- the buckets once every storage answers.
+local function serve(bucket_count, call_timeout)
+    state.bucket_count = bucket_count
+    state.call_timeout = call_timeout
+    state.wrap_id = not capabilities.c_results_one_each()
+    local vshard = require('vshard')
+    rawset(_G, 'vshard', vshard)
+    state.callrw = vshard.router.callrw
+    state.callbro = vshard.router.callbro
+    rawset(_G, 'new_dialog', M.new_dialog)
+    rawset(_G, 'get_dialog', M.get_dialog)
+    require('dialogs.background').start('router_bootstrap', bootstrap_loop)
+end
+
+-- Starts vshard's router (box is configured) and publishes the client functions.
+function M.start(s)
+    state.settings = s
+    local r = s.replication
+    require('vshard').router.cfg(sharding.vshard_cfg(s.sharding.replicasets, r.user,
+        r.password, s.bucket_count))
+    serve(s.bucket_count, s.sharding.call_timeout)
+    log.info('dialogs: vshard router over %s (%d buckets)',
+        sharding.describe(s.sharding.replicasets), s.bucket_count)
+end
+
+-- A new topology for a running router (README, "Adding a replica set"), in
+-- DIALOGS_SHARDING's form; run as admin:
+-- require('dialogs.router').reconfigure('s1=...;s2=...').
+function M.reconfigure(topology)
+    local s = assert(state.settings, 'dialogs: this instance is not a started router')
+    local replicasets = sharding.parse_topology(topology, function(fmt, ...)
+        error(string.format('dialogs: topology: ' .. fmt, ...), 0)
+    end, function(address)
+        return address
+    end)
+    local r = s.replication
+    require('vshard').router.cfg(sharding.vshard_cfg(replicasets, r.user, r.password,
+        s.bucket_count))
+    s.sharding.replicasets = replicasets
+    log.info('dialogs: router reconfigured: cluster %s', sharding.describe(replicasets))
+end
+
+------------------------------------------------------------------------------
+-- Tarantool 3: the role `dialogs.router` (README, "Sharding on Tarantool 3").
+-- The configuration's sharding section makes the instance a vshard router
+-- (`sharding: {roles: [router]}`) and its credentials declare the application
+-- user with execute on new_dialog and get_dialog; this role defines those two
+-- functions and the check they run.
+--
+--   roles: [dialogs.router]
+--   roles_cfg:
+--     dialogs.router:
+--       lib_dir: target/dialogs   # where dialogs_route.so is (default as dialogs)
+--       call_timeout: 2           # seconds per call, retries included
+------------------------------------------------------------------------------
+
+M.ROLE = 'dialogs.router'
+M.ROLE_KEYS = {'lib_dir', 'call_timeout'}
+
+local function role_settings(cfg)
+    local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
+    s.call_timeout = config.parse_seconds(s.src.name('call_timeout'),
+        s.src.get('call_timeout') or sharding.DEFAULT_CALL_TIMEOUT_S)
+    s.bucket_count = sharding.config_bucket_count()
+    return s
+end
+
+-- roles: refuses bad roles_cfg['dialogs.router'], naming the key.
+function M.validate(cfg)
+    role_settings(cfg)
+end
+
+function M.apply(cfg)
+    local s = role_settings(cfg)
+    require('dialogs').use_lib_dir(s.lib_dir)
+    box.session.su('admin', function()
+        M.register_functions()
+        access.restrict_public_role()
+    end)
+    serve(s.bucket_count, s.call_timeout)
+    log.info('dialogs: router of the sharded store (%d buckets)', s.bucket_count)
+end
+
+-- roles: stops the bootstrap fiber and withdraws the client functions.
+function M.stop()
+    require('dialogs.background').stop('router_bootstrap')
+    rawset(_G, 'new_dialog', nil)
+    rawset(_G, 'get_dialog', nil)
+end
+
+return M

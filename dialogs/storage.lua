@@ -1,0 +1,222 @@
+-- dialogs.storage: this instance as a vshard storage of a sharded store.
+--
+-- A storage is a replica set of the ordinary store (master + replicas, the same
+-- schema, the same native procedures), plus vshard's own: the _bucket space, the
+-- bucket refs that keep a bucket in place while a call uses it, the rebalancer.
+-- Clients never call a storage: routers do, as the replication user, through
+-- vshard.storage.call, which takes the bucket's ref and then calls one of the
+-- functions below (README, "Sharding by dialog_id with vshard").
+--
+-- Those functions wrap the native procedures for the trip back through vshard,
+-- which keeps only one value of a call and turns a raised error into 32
+-- (PROC_LUA): each returns one value (the id, or the page as one array), and a
+-- procedure's error as a second value {type = 'dialogs', code, message}, which
+-- the router raises again unchanged.
+
+local fiber = require('fiber')
+local log = require('log')
+
+local sharding = require('dialogs.sharding')
+
+local M = {}
+
+-- The settings start() ran with (reconfigure() changes their topology).
+local settings = nil
+
+-- The name routers call, per procedure.
+M.FUNCTIONS = {
+    new_dialog = 'dialogs_storage.new_dialog',
+    get_dialog = 'dialogs_storage.get_dialog',
+}
+
+local function failure(e)
+    if type(e) ~= 'cdata' then
+        e = {code = box.error.PROC_LUA, message = tostring(e)}
+    end
+    return nil, {type = 'dialogs', code = e.code, message = e.message}
+end
+
+local function one_value(ok, ...)
+    if not ok then
+        return failure((...))
+    end
+    return ...
+end
+
+-- get_dialog's messages as one array: a server that sends a C procedure's
+-- results one value each gets the page from the procedure as one array already;
+-- elsewhere each message is a value of its own (a tuple).
+local function one_page(ok, first, ...)
+    if not ok then
+        return failure(first)
+    end
+    if type(first) == 'table' and select('#', ...) == 0 then
+        return first
+    end
+    return {first, ...}
+end
+
+-- Called by routers (through vshard.storage.call) with a client's arguments,
+-- which the router has already validated.
+local api = {}
+
+function api.new_dialog(...)
+    local f = box.func.new_dialog
+    return one_value(pcall(f.call, f, {...}))
+end
+
+function api.get_dialog(...)
+    local f = box.func.get_dialog
+    return one_page(pcall(f.call, f, {...}))
+end
+
+-- vshard's configuration of this storage from the settings of dialogs.config.
+function M.vshard_cfg(s, topology)
+    local r = s.replication
+    return sharding.vshard_cfg(topology or s.sharding.replicasets, r.user, r.password,
+        s.bucket_count, {rebalancer_max_sending = s.sharding.rebalancer_max_sending})
+end
+
+-- The identity box.cfg gives this instance (before its first start, and the
+-- same on every start after): {instance_uuid, replicaset_uuid}.
+function M.box_identity(s)
+    local rs = s.sharding.replicaset
+    return {
+        instance_uuid = sharding.instance_uuid(rs.name, s.listen),
+        replicaset_uuid = sharding.replicaset_uuid(rs.name),
+    }
+end
+
+-- Starts vshard's storage on a configured box, as admin, after the store's own
+-- set-up (schema, procedures, the replication user vshard also logs in as).
+-- The functions routers call, published as the global dialogs_storage.
+local function publish()
+    rawset(_G, 'dialogs_storage', api)
+end
+
+function M.start(s)
+    settings = s
+    publish()
+    local vshard = require('vshard')
+    -- vshard's functions in _func are named vshard.storage.*: it must be global.
+    rawset(_G, 'vshard', vshard)
+    vshard.storage.cfg(M.vshard_cfg(s), M.box_identity(s).instance_uuid)
+    log.info('dialogs: vshard storage of replica set %s (%d buckets), cluster %s',
+        s.sharding.replicaset.name, s.bucket_count, sharding.describe(s.sharding.replicasets))
+end
+
+-- A new topology for a running storage (a replica set added or removed), given
+-- in DIALOGS_SHARDING's form; run as admin on every storage and router (README,
+-- "Adding a replica set"): require('dialogs.storage').reconfigure('s1=...;s2=...').
+-- vshard's rebalancer then moves the buckets.
+function M.reconfigure(topology)
+    local s = assert(settings, 'dialogs: this instance is not a started storage')
+    local replicasets = sharding.parse_topology(topology, function(fmt, ...)
+        error(string.format('dialogs: topology: ' .. fmt, ...), 0)
+    end, function(address)
+        return address
+    end)
+    local rs = sharding.find_member(replicasets, s.listen)
+    if rs == nil or rs.name ~= s.sharding.replicaset.name then
+        error(string.format('dialogs: topology: this storage (%s) must stay in replica set %s',
+            s.listen, s.sharding.replicaset.name), 0)
+    end
+    require('vshard').storage.cfg(M.vshard_cfg(s, replicasets), M.box_identity(s).instance_uuid)
+    s.sharding.replicasets = replicasets
+    log.info('dialogs: storage reconfigured: cluster %s', sharding.describe(replicasets))
+end
+
+------------------------------------------------------------------------------
+-- Tarantool 3: the role `dialogs.storage` (README, "Sharding on Tarantool 3").
+-- The configuration's sharding section makes the instance a vshard storage
+-- (`sharding: {roles: [storage]}`); this role makes it the store's: on the
+-- writable instance the schema, the procedures and the bucket count
+-- (sharding.bucket_count), no application user; everywhere the functions routers
+-- call and the expiry of request ids.
+--
+--   roles: [dialogs.storage]
+--   roles_cfg:
+--     dialogs.storage:
+--       lib_dir: target/dialogs   # default: the checkout's, else package.cpath
+--       request_ttl: 604800
+------------------------------------------------------------------------------
+
+M.ROLE = 'dialogs.storage'
+M.ROLE_KEYS = {'lib_dir', 'request_ttl'}
+-- The role's fiber (dialogs.background: one per instance across reloads).
+local FIBER = 'storage_role'
+-- How long one wait for a read-only change lasts, and the pause after a failed
+-- set-up, seconds.
+local WAIT_STEP_S = 1
+local SETUP_RETRY_S = 5
+
+local function role_settings(cfg)
+    local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
+    s.request_ttl = require('dialogs.config').read_request_ttl(s.src)
+    s.bucket_count = sharding.config_bucket_count()
+    return s
+end
+
+local function set_up_writable(s)
+    require('dialogs.setup').writable_instance({
+        bucket_count = s.bucket_count,
+        bucket_count_setting = 'sharding.bucket_count',
+        takes_clients = false,
+    })
+    log.info('dialogs: storage set up as the writable instance (%d buckets)', s.bucket_count)
+end
+
+-- Sets the store up whenever this instance is (or becomes) writable.
+local function watch(s, done)
+    while true do
+        fiber.testcancel()
+        if done then
+            pcall(box.ctl.wait_ro, WAIT_STEP_S)
+            done = not box.info.ro
+        else
+            pcall(box.ctl.wait_rw, WAIT_STEP_S)
+            fiber.testcancel()
+            if not box.info.ro then
+                local ok, err = pcall(set_up_writable, s)
+                if ok then
+                    done = true
+                else
+                    log.error('dialogs: setting up the storage failed: %s; retrying in %d s',
+                        tostring(err), SETUP_RETRY_S)
+                    fiber.sleep(SETUP_RETRY_S)
+                end
+            end
+        end
+    end
+end
+
+-- roles: refuses bad roles_cfg['dialogs.storage'], naming the key.
+function M.validate(cfg)
+    role_settings(cfg)
+end
+
+function M.apply(cfg)
+    local s = role_settings(cfg)
+    require('dialogs').use_lib_dir(s.lib_dir)
+    publish()
+    local background = require('dialogs.background')
+    background.stop(FIBER)
+    if not box.info.ro then
+        set_up_writable(s)
+    else
+        require('dialogs.bucket').check_count(s.bucket_count, 'sharding.bucket_count')
+    end
+    background.start(FIBER, watch, s, not box.info.ro)
+    require('dialogs.requests').start_expiry(s.request_ttl)
+    log.info('dialogs: storage role applied (%s, %d buckets)',
+        box.info.ro and 'read-only' or 'writable', s.bucket_count)
+end
+
+-- roles: stops the fibers and withdraws the functions routers call; the data stays.
+function M.stop()
+    require('dialogs.background').stop(FIBER)
+    require('dialogs.requests').stop_expiry()
+    rawset(_G, 'dialogs_storage', nil)
+end
+
+return M
