@@ -311,7 +311,20 @@ class Server:
             f"{tail(self.log_of_run())}"
         )
 
+    def _logs_info(self) -> bool:
+        """Does the server's log level (DIALOGS_LOG_LEVEL, default 5) show info lines?"""
+        level = self.env.get("DIALOGS_LOG_LEVEL")
+        try:
+            return level is None or int(level) >= 5
+        except ValueError:
+            return False
+
     def _set_up_done(self) -> bool:
+        if self.ready_log_line is not None and self._logs_info():
+            # The line is written after the set-up (an upgrade, the grants); a
+            # server that listens already may still be in the middle of it.
+            if self.ready_log_line not in self.log_of_run():
+                return False
         logged = self.ready_log_line is None or self.ready_log_line in self.log_of_run()
         # Raises until the port listens and the user exists; short, so that a process
         # that died meanwhile (or a stranger on the port) is noticed soon.

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from admin import reconnect_admin, remove_socket_dir, start_admin_server
-from dialogs_api import ID, TEXT, get_dialog, new_dialog, walk_dialog
+from dialogs_api import ID, TEXT, get_dialog, message_id_of, new_dialog, walk_dialog
 from iproto_raw import RawConnection
 
 BURST = 300
@@ -22,10 +22,6 @@ BURST = 300
 
 def args(dialog, a, b, text, rid) -> bytes:
     return msgpack.packb([str(dialog), str(a), str(b), text, {"request_id": str(rid)}])
-
-
-def reply_id(data) -> str:
-    return data[0][0] if isinstance(data[0], list) else data[0]
 
 
 def stored_request(admin, rid) -> str:
@@ -125,5 +121,6 @@ def test_a_retry_racing_the_first_try(admin_server):
         c1, d1 = first.reply(s1)
         c2, d2 = second.reply(s2)
         assert (c1, c2) == (0, 0), (d1, d2)
-        assert reply_id(d1) == reply_id(d2)
+        key = (srv.host, srv.port)
+        assert message_id_of(key, d1) == message_id_of(key, d2)
     assert admin.eval("box.space.dialogs:len()") == len(rids)
