@@ -360,7 +360,7 @@ impl Report {
             let v = self.ratio(Target::Sharded, Target::Native, w, Durability::Write, cpu);
             rows.push((
                 format!("server CPU/call, sharded (router + storages) ÷ native, `{w}`"),
-                v,
+                shown(v),
                 "≤ 2".into(),
                 verdict(v, Some(2.0), None),
                 self.ratio_range(Target::Sharded, Target::Native, w, cpu),
@@ -375,7 +375,7 @@ impl Report {
             );
             rows.push((
                 format!("server CPU/call, sharded storages only ÷ native, `{w}`"),
-                v,
+                shown(v),
                 "≈ 1 (unchanged): ≤ 1.1".into(),
                 verdict(v, Some(1.1), None),
                 self.ratio_range(Target::Sharded, Target::Native, w, storage),
@@ -388,7 +388,7 @@ impl Report {
                 });
             rows.push((
                 format!("the router's share of the sharded path's server CPU, `{w}`"),
-                v,
+                shown(v),
                 "(recorded)".into(),
                 v.is_some(),
                 String::new(),
