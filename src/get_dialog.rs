@@ -1,7 +1,5 @@
 //! `get_dialog(dialog_id [, opts])`: one page of a dialog's messages.
 
-use std::cell::RefCell;
-
 use uuid::Uuid;
 
 use crate::args::{self, Args};
@@ -14,20 +12,6 @@ pub const MAX_PAGE: u32 = 1000;
 
 /// Initial size of a page built as one array: a 20-message dialog of short texts.
 const PAGE_BUF_START: usize = 4096;
-
-/// A page buffer that grew beyond this is given back after the call, so one
-/// very large page does not keep its memory.
-const PAGE_BUF_KEEP: usize = 256 * 1024;
-
-thread_local! {
-    /// The buffer of the one-value page, kept from call to call (procedures run in
-    /// the tx thread, one call at a time, and a call does not yield while it builds
-    /// its reply): once grown to a page, building the next one allocates nothing.
-    /// Allocating and growing a fresh buffer per call was a measurable part of what
-    /// a 50-message page cost on Tarantool 3 beyond a plain SELECT (README,
-    /// "Benchmarks").
-    static PAGE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 const SIGNATURE: &str = "1 or 2 arguments (dialog_id [, opts])";
 const OPTIONS: &[&str] = &["limit", "after", "before", "reverse"];
@@ -82,33 +66,19 @@ impl GetDialog {
     pub fn apply(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
         match Results::of_server() {
             Results::Wrapped => self.walk(store, |tuple| reply.message(tuple)),
-            Results::OneEach => PAGE_BUF.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut buf) => {
-                    let count = self.one_value(store, reply, &mut buf);
-                    if buf.capacity() > PAGE_BUF_KEEP {
-                        *buf = Vec::new();
-                    }
-                    count
+            Results::OneEach => {
+                // An array32 header whose count is filled in after the walk: a
+                // fixed width, so the tuples are copied once, in place.
+                let mut out = Vec::with_capacity(PAGE_BUF_START);
+                out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
+                let count = self.walk(store, |tuple| tuple.append_client_to(&mut out))?;
+                if let Some(len) = out.get_mut(1..5) {
+                    len.copy_from_slice(&count.to_be_bytes());
                 }
-                // In use only by a call this one made (none does today).
-                Err(_) => self.one_value(store, reply, &mut Vec::new()),
-            }),
+                reply.mp(&out)?;
+                Ok(count)
+            }
         }
-    }
-
-    /// The page as one return value, an array of the messages, built in `out`.
-    fn one_value(&self, store: &Store, reply: &mut Reply, out: &mut Vec<u8>) -> Result<u32> {
-        // An array32 header whose count is filled in after the walk: a fixed
-        // width, so the tuples are copied once, in place.
-        out.clear();
-        out.reserve(PAGE_BUF_START);
-        out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
-        let count = self.walk(store, |tuple| tuple.append_client_to(out))?;
-        if let Some(len) = out.get_mut(1..5) {
-            len.copy_from_slice(&count.to_be_bytes());
-        }
-        reply.mp(out)?;
-        Ok(count)
     }
 
     /// Passes the page's tuples to `emit`, in page order; returns how many.
