@@ -4,6 +4,7 @@
 -- replaces a fiber instead of starting a second one.
 
 local fiber = require('fiber')
+local log = require('log')
 
 local M = {}
 
@@ -43,6 +44,42 @@ function M.start(name, fn, ...)
     f:name('dialogs.' .. name)
     registry()[name] = f
     return f
+end
+
+
+-- How long one wait for a change of the read-only state lasts before the
+-- watcher checks whether it was stopped, and how long it waits after a failed
+-- set-up before it tries again, seconds.
+local WAIT_STEP_S = 1
+local SETUP_RETRY_S = 5
+
+-- A fiber body: whenever the instance is (or becomes) writable, runs
+-- set_up(settings) once for that writable period; a failed set-up is logged
+-- (naming `what`) and retried. `done` says the current writable period is
+-- already handled. Runs until its fiber is cancelled (M.stop).
+function M.whenever_writable(what, set_up, settings, done)
+    while true do
+        fiber.testcancel()
+        if done then
+            -- Wait until the instance is read-only again (or the fiber is stopped).
+            pcall(box.ctl.wait_ro, WAIT_STEP_S)
+            fiber.testcancel()
+            done = not box.info.ro
+        else
+            pcall(box.ctl.wait_rw, WAIT_STEP_S)
+            fiber.testcancel()
+            if not box.info.ro then
+                local ok, err = pcall(set_up, settings)
+                if ok then
+                    done = true
+                else
+                    log.error('dialogs: setting up %s failed: %s; retrying in %d s',
+                        what, tostring(err), SETUP_RETRY_S)
+                    fiber.sleep(SETUP_RETRY_S)
+                end
+            end
+        end
+    end
 end
 
 return M

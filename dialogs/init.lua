@@ -21,7 +21,6 @@
 -- settings are unit-tested on any server (tests/lua/test_role.lua).
 
 local fio = require('fio')
-local fiber = require('fiber')
 local log = require('log')
 
 local background = require('dialogs.background')
@@ -39,11 +38,6 @@ M.NAME = 'dialogs'
 -- Every key roles_cfg.dialogs may hold.
 M.KEYS = {'lib_dir', 'request_ttl', 'synchronous', 'user'}
 
--- How long one wait for a change of the read-only state lasts before the
--- watcher checks whether it was stopped, and how long it waits after a failed
--- set-up before it tries again, seconds.
-local WAIT_STEP_S = 1
-local SETUP_RETRY_S = 5
 
 -- The directory above this module's: the repository root in a checkout (where
 -- `make build` puts the library in target/dialogs), the rocks tree's Lua
@@ -266,36 +260,6 @@ local function set_up_writable(s)
         .. 'application user %q', schema.version(), procedures_text(), s.user)
 end
 
--- The fiber behind apply(): whenever the instance becomes writable (at once, or
--- when it is elected or configured leader), sets the store up; then waits for
--- the next time. `done` says the current writable period is already handled.
-local function watch(s, done)
-    while true do
-        fiber.testcancel()
-        if done then
-            -- Wait until the instance is read-only again (or the fiber is stopped).
-            pcall(box.ctl.wait_ro, WAIT_STEP_S)
-            fiber.testcancel()
-            if box.info.ro then
-                done = false
-            end
-        else
-            pcall(box.ctl.wait_rw, WAIT_STEP_S)
-            fiber.testcancel()
-            if not box.info.ro then
-                local ok, err = pcall(set_up_writable, s)
-                if ok then
-                    done = true
-                else
-                    log.error('dialogs: setting up the writable instance failed: %s; '
-                        .. 'retrying in %d s', tostring(err), SETUP_RETRY_S)
-                    fiber.sleep(SETUP_RETRY_S)
-                end
-            end
-        end
-    end
-end
-
 -- The role's own fiber (dialogs.background keeps one of each name per
 -- instance, across reloads of this module).
 local FIBER = 'role'
@@ -327,7 +291,8 @@ function M.apply(cfg)
         log.info('dialogs: read-only for now: the store is set up by the writable '
             .. 'instance, and here as soon as this one becomes writable')
     end
-    background.start(FIBER, watch, s, done)
+    background.start(FIBER, background.whenever_writable, 'the writable instance',
+        set_up_writable, s, done)
     -- Request ids expire on whichever instance is writable (the pruner waits
     -- for that itself).
     requests.start_expiry(s.request_ttl)

@@ -13,7 +13,6 @@
 -- procedure's error as a second value {type = 'dialogs', code, message}, which
 -- the router raises again unchanged.
 
-local fiber = require('fiber')
 local log = require('log')
 
 local sharding = require('dialogs.sharding')
@@ -145,10 +144,6 @@ M.ROLE = 'dialogs.storage'
 M.ROLE_KEYS = {'lib_dir', 'request_ttl'}
 -- The role's fiber (dialogs.background: one per instance across reloads).
 local FIBER = 'storage_role'
--- How long one wait for a read-only change lasts, and the pause after a failed
--- set-up, seconds.
-local WAIT_STEP_S = 1
-local SETUP_RETRY_S = 5
 
 local function role_settings(cfg)
     local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
@@ -164,30 +159,6 @@ local function set_up_writable(s)
         takes_clients = false,
     })
     log.info('dialogs: storage set up as the writable instance (%d buckets)', s.bucket_count)
-end
-
--- Sets the store up whenever this instance is (or becomes) writable.
-local function watch(s, done)
-    while true do
-        fiber.testcancel()
-        if done then
-            pcall(box.ctl.wait_ro, WAIT_STEP_S)
-            done = not box.info.ro
-        else
-            pcall(box.ctl.wait_rw, WAIT_STEP_S)
-            fiber.testcancel()
-            if not box.info.ro then
-                local ok, err = pcall(set_up_writable, s)
-                if ok then
-                    done = true
-                else
-                    log.error('dialogs: setting up the storage failed: %s; retrying in %d s',
-                        tostring(err), SETUP_RETRY_S)
-                    fiber.sleep(SETUP_RETRY_S)
-                end
-            end
-        end
-    end
 end
 
 -- roles: refuses bad roles_cfg['dialogs.storage'], naming the key.
@@ -206,7 +177,8 @@ function M.apply(cfg)
     else
         require('dialogs.bucket').check_count(s.bucket_count, 'sharding.bucket_count')
     end
-    background.start(FIBER, watch, s, not box.info.ro)
+    background.start(FIBER, background.whenever_writable, 'the storage', set_up_writable, s,
+        not box.info.ro)
     require('dialogs.requests').start_expiry(s.request_ttl)
     log.info('dialogs: storage role applied (%s, %d buckets)',
         box.info.ro and 'read-only' or 'writable', s.bucket_count)
