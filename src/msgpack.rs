@@ -5,15 +5,15 @@
 //! borrowing strings and extension payloads from the input instead of copying
 //! them, and [`Value::type_name`], the msgpack type names our error messages use
 //! ("expected a uuid, got boolean"). Truncated input is an error, not a panic.
+//! (The tarantool crate's own msgpack decodes into typed values, with its own
+//! error texts, and its uuid is the older `uuid` 0.8.)
 //!
-//! The writer, [`Write`], appends the few encodings the procedures build (tuples,
-//! keys, replies) with `rmp::encode`, which picks the same shortest forms
-//! Tarantool itself writes.
-
-use std::convert::Infallible;
+//! [`Write`] appends the few encodings the procedures build (tuples, keys,
+//! replies) with `rmp::encode`, which picks the same shortest forms Tarantool
+//! itself writes.
 
 use rmp::decode::{self, NumValueReadError, ValueReadError};
-use rmp::encode::{self, ByteBuf, ValueWriteError};
+use rmp::encode::{self, ValueWriteError};
 use rmp::Marker;
 
 /// Msgpack extension type of a Tarantool uuid (16 big-endian bytes).
@@ -171,33 +171,27 @@ pub trait Write {
     fn put_ext(&mut self, kind: i8, data: &[u8]);
 }
 
-/// Runs one `rmp::encode` call on `out`, through `rmp`'s own growable buffer,
-/// whose writes cannot fail (its error type has no values): no error to drop,
-/// no unwrap. Moving the vector in and out copies no bytes.
-fn append<T>(
-    out: &mut Vec<u8>,
-    write: impl FnOnce(&mut ByteBuf) -> Result<T, ValueWriteError<Infallible>>,
-) {
-    let mut buf = ByteBuf::from_vec(std::mem::take(out));
-    let written = write(&mut buf);
-    *out = buf.into_vec();
-    match written {
-        Ok(_) => {}
-        Err(
-            ValueWriteError::InvalidMarkerWrite(never) | ValueWriteError::InvalidDataWrite(never),
-        ) => match never {},
-    }
+/// Ends one `rmp::encode` call on a `Vec`. `Vec`'s `io::Write` never returns
+/// an error (a failed allocation aborts), so there is none to pass on.
+///
+/// Measured (A/B against the hand-written encoder this replaced, in-process,
+/// release build, 2 busy cores): building a message tuple costs about 4 ns more
+/// at best (35 vs 39 ns, medians 43 vs 54 ns), under 0.2% of a `new_dialog`
+/// call, whose own run-to-run spread is over 10%. Through `rmp`'s infallible
+/// `ByteBuf` instead it cost 30 ns more (moving the vector in and out per value).
+fn append<T>(written: Result<T, ValueWriteError<std::io::Error>>) {
+    debug_assert!(written.is_ok());
 }
 
 impl Write for Vec<u8> {
     fn put_array_header(&mut self, n: u32) {
-        append(self, |b| encode::write_array_len(b, n));
+        append(encode::write_array_len(self, n));
     }
 
     fn put_str(&mut self, s: &str) {
         // Strings written here are validated text and fixed keys, far below the
         // 4 GiB a msgpack string can hold.
-        append(self, |b| encode::write_str(b, s));
+        append(encode::write_str(self, s));
     }
 
     fn put_uuid(&mut self, id: &uuid::Uuid) {
@@ -206,17 +200,14 @@ impl Write for Vec<u8> {
 
     fn put_uint(&mut self, n: u64) {
         // The shortest form, as Tarantool itself encodes: a bucket id takes 3 bytes.
-        append(self, |b| encode::write_uint(b, n));
+        append(encode::write_uint(self, n));
     }
 
     fn put_ext(&mut self, kind: i8, data: &[u8]) {
         // Only fixed-size extensions are written here (uuid, datetime).
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        append(self, |b| {
-            encode::write_ext_meta(b, len, kind)?;
-            b.as_mut_vec().extend_from_slice(data);
-            Ok(())
-        });
+        append(encode::write_ext_meta(self, len, kind));
+        self.extend_from_slice(data);
     }
 }
 
