@@ -625,7 +625,10 @@ impl StoredContent {
     }
 }
 
-/// `created_at` as a Tarantool `datetime`: UTC, to the microsecond.
+/// `created_at` as a Tarantool `datetime`: UTC, to the microsecond. (Through
+/// `time`'s calendar and back, this costs about 65 ns against 15 ns for the bytes
+/// written by hand, measured in a release build: 0.2% of a write's 30 us of server
+/// CPU, below what the A/B of whole calls can see, so the crate's type is used.)
 fn created_at_datetime(us: u64) -> Result<Datetime> {
     let at =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).map_err(|e| {
