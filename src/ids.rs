@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 
-use uuid::Uuid;
+use uuid::{Builder, Uuid};
 
 /// Namespace of dialog ids derived from a user pair (README, "Derived dialog ids").
 pub const PAIR_NAMESPACE: Uuid = Uuid::from_u128(0x891430a2_525c_5f8d_a17c_599239615dc5);
@@ -31,8 +31,6 @@ const FRESH_COUNTER_MASK: u128 = COUNTER_MAX >> 1;
 /// enough that one millisecond holds about 2^26 increments before carrying.
 const INCREMENT_BITS: u32 = 48;
 const MILLIS_MAX: u64 = (1 << 48) - 1;
-const VERSION_7: u128 = 0x7 << 76;
-const VARIANT_RFC: u128 = 0b10 << 62;
 
 /// The 48-bit millisecond timestamp and the 74-bit counter of a v7 id.
 fn split(id: Uuid) -> (u64, u128) {
@@ -43,12 +41,15 @@ fn split(id: Uuid) -> (u64, u128) {
     (millis, counter)
 }
 
+/// The v7 id of `millis` (its low 48 bits) and `counter` (its low 74 bits), built
+/// by uuid's own v7 builder, which stamps the time, the version and the variant
+/// around the 10 bytes it is given: `rand_a` in the low 12 of their first 16 bits,
+/// `rand_b` in the low 62 of the other 64, the bits between left for the builder.
 fn join(millis: u64, counter: u128) -> Uuid {
     let rand_a = (counter >> 62) & 0xfff;
     let rand_b = counter & ((1 << 62) - 1);
-    Uuid::from_u128(
-        u128::from(millis & MILLIS_MAX) << 80 | VERSION_7 | rand_a << 64 | VARIANT_RFC | rand_b,
-    )
+    let [_, _, _, _, _, _, counter_bytes @ ..] = (rand_a << 64 | rand_b).to_be_bytes();
+    Builder::from_unix_timestamp_millis(millis & MILLIS_MAX, &counter_bytes).into_uuid()
 }
 
 /// A fast non-cryptographic generator (wyrand) for the random bits of ids,
@@ -192,12 +193,9 @@ impl Default for IdGenerator {
 pub fn pair_dialog(a: Uuid, b: Uuid) -> Uuid {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let mut name = [0u8; 32];
-    for (dst, src) in name
-        .iter_mut()
-        .zip(lo.as_bytes().iter().chain(hi.as_bytes()))
-    {
-        *dst = *src;
-    }
+    let (first, second) = name.split_at_mut(16);
+    first.copy_from_slice(lo.as_bytes());
+    second.copy_from_slice(hi.as_bytes());
     Uuid::new_v5(&PAIR_NAMESPACE, &name)
 }
 
@@ -301,6 +299,26 @@ mod tests {
         let g = IdGenerator::new();
         let near = join(NOW + CLOCK_BEHIND_WARNING_MS, 0);
         assert_eq!(g.issue(NOW, Some(near)).unwrap().floor_ahead_ms, None);
+    }
+
+    /// The v7 builder puts the 74-bit counter exactly where RFC 9562 puts
+    /// rand_a and rand_b, around the version and the variant.
+    #[test]
+    fn join_lays_out_time_version_counter_variant() {
+        for (millis, counter) in [
+            (NOW, 0),
+            (NOW, COUNTER_MAX),
+            (MILLIS_MAX, 0x2a5_5aa5_5aa5_5aa5_5aa5),
+            (0, 1 << 73),
+            (1, 1 << 62 | 1 << 61),
+        ] {
+            let id = join(millis, counter);
+            let rand_a = (counter >> 62) & 0xfff;
+            let rand_b = counter & ((1 << 62) - 1);
+            let want = u128::from(millis) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b;
+            assert_eq!(id.as_u128(), want, "{millis} {counter:x}");
+            assert_eq!(split(id), (millis, counter));
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Reply {
     }
 
     /// Returns one stored tuple (referenced, not copied).
-    pub fn tuple(&mut self, tuple: store::TupleRef) -> Result<()> {
+    pub fn tuple(&mut self, tuple: &store::TupleRef<'_>) -> Result<()> {
         // SAFETY: `ctx` is the live call context; the tuple is live and Tarantool
         // takes its own reference.
         if unsafe { box_return_tuple(self.ctx, tuple.as_ptr()) } < 0 {
@@ -113,9 +113,13 @@ impl Reply {
 
     /// Returns one stored message as clients see it: its six fields, without
     /// the store's `bucket_id`.
-    pub fn message(&mut self, tuple: store::TupleRef) -> Result<()> {
+    pub fn message(&mut self, tuple: &store::TupleRef<'_>) -> Result<()> {
         let client = tuple.client_form(&mut self.scratch)?;
-        self.tuple(client)
+        // SAFETY: as in `tuple`; the scratch buffer is not touched meanwhile.
+        if unsafe { box_return_tuple(self.ctx, client.as_ptr()) } < 0 {
+            return Err(Error::last_box_error());
+        }
+        Ok(())
     }
 }
 
@@ -141,11 +145,13 @@ unsafe fn serve(
         scratch: Vec::new(),
     };
     let result = store::TxnMark::take().and_then(|mark| {
+        // Our own boundary: #[tarantool::proc] has none, and a panic that
+        // unwinds into Tarantool's C frames aborts the whole server.
         match panic::catch_unwind(AssertUnwindSafe(|| body(args, &mut reply))) {
             Ok(result) => result,
             Err(payload) => {
                 // A panic may have left the procedure's writes in place: undo
-                // them, and only them. (An error has not: Transaction::run rolls
+                // them, and only them. (An error has not: store::atomically rolls
                 // back on every error, and a caller's transaction is the
                 // caller's to end.)
                 mark.undo();

@@ -135,8 +135,7 @@ impl<'a> NewDialog<'a> {
         text: &str,
         request_id: Option<Uuid>,
     ) -> Result<Uuid> {
-        // SAFETY: a plain clock read.
-        let now_us = unsafe { tarantool::ffi::tarantool::clock_realtime64() } / 1000;
+        let now_us = tarantool::clock::time64() / 1000;
         let stored_max = store.max_id()?;
         let Issued { id, floor_ahead_ms } = IDS
             .with(|ids| ids.issue(now_us / 1000, stored_max))

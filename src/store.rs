@@ -4,19 +4,27 @@
 //! `dialogs_requests` space, resolved by name once and cached for the life of the
 //! loaded module (a schema change that drops them resets the cache), with the
 //! bucket count the messages are sharded by. Every method
-//! goes straight to the C API with msgpack built by hand: no Lua, no serde, no
-//! intermediate tuples on the hot path.
+//! goes straight to the C API: no Lua, no serde, no intermediate tuples on the
+//! hot path. Stored tuples come back either owned ([`Tuple`], referenced, for the
+//! single-row look-ups) or borrowed ([`TupleRef`], tied by its lifetime to the
+//! iterator step that produced it, for pages).
 
 use std::cell::Cell;
 use std::ffi::c_char;
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
+use tarantool::datetime::Datetime;
 use tarantool::ffi::tarantool as ffi;
+use tarantool::msgpack::{Context, Encode};
+use tarantool::transaction::{self, TransactionError};
+use tarantool::tuple::Tuple;
 use uuid::Uuid;
 
 use crate::bucket::bucket_id;
 use crate::error::{Error, Result};
-use crate::msgpack::{Reader, Value, Write, EXT_DATETIME};
+use crate::get_dialog::GetDialog;
+use crate::msgpack::{Reader, Value, Write};
 
 /// The message space, as `init.lua` creates it.
 const SPACE: &str = "dialogs";
@@ -98,55 +106,117 @@ thread_local! {
     static CACHED: Cell<Option<Store>> = const { Cell::new(None) };
 }
 
-/// A stored tuple, valid until the calling fiber yields.
-#[derive(Clone, Copy)]
-pub struct TupleRef(NonNull<ffi::BoxTuple>);
+/// A stored tuple, borrowed for `'a`: from the iterator step or the call that
+/// produced it, which does not yield while `'a` lasts (Tarantool keeps a tuple it
+/// handed out alive until the fiber yields). Not `Copy`: it cannot outlive its
+/// source by being copied out of it.
+pub struct TupleRef<'a> {
+    tuple: NonNull<ffi::BoxTuple>,
+    _source: PhantomData<&'a ffi::BoxTuple>,
+}
 
-impl TupleRef {
-    pub fn as_ptr(self) -> *mut ffi::BoxTuple {
-        self.0.as_ptr()
+impl<'a> TupleRef<'a> {
+    /// # Safety
+    /// `tuple` must stay a live tuple for `'a`: either referenced by what `'a`
+    /// borrows, or handed out by Tarantool in a stretch of code that does not yield.
+    unsafe fn new(tuple: NonNull<ffi::BoxTuple>) -> Self {
+        TupleRef {
+            tuple,
+            _source: PhantomData,
+        }
+    }
+
+    /// An owned (referenced) tuple, borrowed.
+    pub fn of(tuple: &'a Tuple) -> Self {
+        // The pointer is never null (the Tuple holds it), and `tuple`'s reference
+        // keeps it alive for 'a.
+        TupleRef {
+            tuple: NonNull::from(tuple_header(tuple)),
+            _source: PhantomData,
+        }
+    }
+
+    pub fn as_ptr(&self) -> *mut ffi::BoxTuple {
+        self.tuple.as_ptr()
+    }
+
+    fn field_count(&self) -> u32 {
+        // SAFETY: a live tuple.
+        unsafe { ffi::box_tuple_field_count(self.as_ptr()) }
+    }
+
+    /// A uuid field, read in place.
+    fn uuid(&self, fieldno: u32) -> Option<Uuid> {
+        // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
+        // inside the tuple. The format makes `fieldno` a uuid, so the 18 bytes read
+        // lie within the tuple; they are checked to be a uuid before use.
+        let bytes = unsafe {
+            let start = ffi::box_tuple_field(self.as_ptr(), fieldno);
+            if start.is_null() || ffi::box_tuple_bsize(self.as_ptr()) < UUID_MP_LEN {
+                return None;
+            }
+            std::slice::from_raw_parts(start.cast::<u8>(), UUID_MP_LEN)
+        };
+        Reader::new(bytes).read().ok()?.as_uuid()
     }
 
     /// Appends the message as clients see it to `out`: a msgpack array of its
     /// first six fields, without the store's `bucket_id` (a stored tuple of six
     /// fields is copied whole).
-    pub fn append_client_to(self, out: &mut Vec<u8>) -> Result<()> {
-        let tuple = self.0.as_ptr();
+    pub fn append_client_to(&self, out: &mut Vec<u8>) -> Result<()> {
+        if self.field_count() <= CLIENT_FIELDS {
+            return self.append_to(out);
+        }
         // SAFETY: a live tuple; box_tuple_field returns null or a pointer into the
         // tuple's msgpack, where fields lie in order, so the bytes from the start
         // of field 0 to the start of field 6 are exactly fields 0..=5; they are
         // copied before anything can yield.
-        unsafe {
-            if ffi::box_tuple_field_count(tuple) <= CLIENT_FIELDS {
-                return append_tuple(self.0, out);
-            }
-            let first = ffi::box_tuple_field(tuple, 0).cast::<u8>();
-            let bucket = ffi::box_tuple_field(tuple, FIELD_BUCKET).cast::<u8>();
+        let fields = unsafe {
+            let first = ffi::box_tuple_field(self.as_ptr(), 0).cast::<u8>();
+            let bucket = ffi::box_tuple_field(self.as_ptr(), FIELD_BUCKET).cast::<u8>();
             if first.is_null() || bucket.is_null() || bucket < first {
                 return Err(corrupt(SPACE));
             }
             let len = usize::try_from(bucket.offset_from(first)).map_err(|_| corrupt(SPACE))?;
-            out.put_array_header(CLIENT_FIELDS);
-            out.extend_from_slice(std::slice::from_raw_parts(first, len));
+            std::slice::from_raw_parts(first, len)
+        };
+        out.put_array_header(CLIENT_FIELDS);
+        out.extend_from_slice(fields);
+        Ok(())
+    }
+
+    /// Copies the tuple's msgpack to the end of `out`.
+    fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
+        // SAFETY: a live tuple; the copy goes into spare capacity reserved for it,
+        // and the length is only extended by what box_tuple_to_buf wrote.
+        unsafe {
+            let size = ffi::box_tuple_bsize(self.as_ptr());
+            out.reserve(size);
+            let dst = out.as_mut_ptr().add(out.len()).cast::<c_char>();
+            let written = ffi::box_tuple_to_buf(self.as_ptr(), dst, size);
+            let written = usize::try_from(written).map_err(|_| Error::last_box_error())?;
+            out.set_len(out.len() + written.min(size));
         }
         Ok(())
     }
 
     /// The message as clients see it, as a tuple: a stored tuple of six fields
     /// is itself; otherwise a new tuple (not stored) of its first six fields,
-    /// built in `scratch`. (A tuple, not raw msgpack: Tarantool 2.6 cannot hand
+    /// built in `scratch`, alive until the next tuple is made: the borrow of
+    /// `scratch` says so. (A tuple, not raw msgpack: Tarantool 2.6 cannot hand
     /// more than a few dozen msgpack results of a C procedure to a Lua caller, but
     /// any number of tuples.)
-    pub fn client_form(self, scratch: &mut Vec<u8>) -> Result<TupleRef> {
-        // SAFETY: a live tuple.
-        if unsafe { ffi::box_tuple_field_count(self.0.as_ptr()) } <= CLIENT_FIELDS {
-            return Ok(self);
+    pub fn client_form<'s>(&'s self, scratch: &'s mut Vec<u8>) -> Result<TupleRef<'s>> {
+        if self.field_count() <= CLIENT_FIELDS {
+            // SAFETY: the same tuple, for a shorter lifetime.
+            return Ok(unsafe { TupleRef::new(self.tuple) });
         }
         scratch.clear();
         self.append_client_to(scratch)?;
         let range = scratch.as_ptr_range();
         // SAFETY: `scratch` holds one msgpack array; Tarantool copies it into a new
-        // tuple, referenced until the next tuple is made (box_tuple_new's contract).
+        // tuple, referenced until the next tuple is made (box_tuple_new's
+        // contract), which needs `scratch` again, so not while 's lasts.
         let made = unsafe {
             ffi::box_tuple_new(
                 ffi::box_tuple_format_default(),
@@ -154,10 +224,16 @@ impl TupleRef {
                 range.end.cast(),
             )
         };
-        NonNull::new(made)
-            .map(TupleRef)
-            .ok_or_else(Error::last_box_error)
+        let made = NonNull::new(made).ok_or_else(Error::last_box_error)?;
+        // SAFETY: see above.
+        Ok(unsafe { TupleRef::new(made) })
     }
+}
+
+/// The box tuple an owned [`Tuple`] references.
+fn tuple_header(tuple: &Tuple) -> &ffi::BoxTuple {
+    // SAFETY: a Tuple always holds a live, referenced, non-null tuple.
+    unsafe { &*tuple.as_ptr() }
 }
 
 /// Owns a box iterator and frees it on every path out.
@@ -171,33 +247,21 @@ impl Drop for IndexCursor {
 }
 
 impl IndexCursor {
-    fn advance(&mut self) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+    /// The next tuple, valid until the cursor moves again.
+    fn advance(&mut self) -> Result<Option<TupleRef<'_>>> {
         let mut tuple = ptr::null_mut();
         // SAFETY: a live iterator and a valid out-pointer.
         if unsafe { ffi::box_iterator_next(self.0.as_ptr(), &mut tuple) } < 0 {
             return Err(Error::last_box_error());
         }
-        Ok(NonNull::new(tuple))
+        // SAFETY: the iterator's current tuple stays alive while the iterator
+        // is borrowed (it keeps its own reference until it moves).
+        Ok(NonNull::new(tuple).map(|t| unsafe { TupleRef::new(t) }))
     }
 }
 
 /// Length of a msgpack uuid: the fixext16 marker, the type, 16 bytes.
 const UUID_MP_LEN: usize = 18;
-
-/// A uuid field of a tuple, read in place.
-fn uuid_field(tuple: NonNull<ffi::BoxTuple>, fieldno: u32) -> Option<Uuid> {
-    // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
-    // inside the tuple. The format makes `fieldno` a uuid, so the 18 bytes read
-    // lie within the tuple; they are checked to be a uuid before use.
-    let bytes = unsafe {
-        let start = ffi::box_tuple_field(tuple.as_ptr(), fieldno);
-        if start.is_null() || ffi::box_tuple_bsize(tuple.as_ptr()) < UUID_MP_LEN {
-            return None;
-        }
-        std::slice::from_raw_parts(start.cast::<u8>(), UUID_MP_LEN)
-    };
-    Reader::new(bytes).read().ok()?.as_uuid()
-}
 
 fn check(rc: i32) -> Result<()> {
     if rc < 0 {
@@ -244,9 +308,7 @@ fn stored_bucket_count() -> Result<u32> {
     let mut k = Vec::with_capacity(BUCKET_COUNT_KEY.len() + 2);
     k.put_array_header(1);
     k.put_str(BUCKET_COUNT_KEY);
-    let tuple = Store::get_tuple(space, &k)?.ok_or_else(not_set)?;
-    let mut bytes = Vec::new();
-    append_tuple(tuple, &mut bytes)?;
+    let bytes = Store::get_tuple(space, &k)?.ok_or_else(not_set)?.to_vec();
     let mut r = Reader::new(&bytes);
     r.read().ok(); // the array header
     r.read().ok(); // the key
@@ -307,11 +369,12 @@ impl Store {
                 &mut tuple,
             )
         })?;
-        Ok(NonNull::new(tuple).and_then(|t| uuid_field(t, FIELD_ID)))
+        // SAFETY: the greatest tuple, read before anything can yield.
+        Ok(NonNull::new(tuple).and_then(|t| unsafe { TupleRef::new(t) }.uuid(FIELD_ID)))
     }
 
     /// The msgpack of a message tuple.
-    fn encode(&self, m: &Message<'_>) -> Vec<u8> {
+    fn encode(&self, m: &Message<'_>) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(96 + m.text.len());
         buf.put_array_header(MESSAGE_FIELDS);
         buf.put_uuid(&m.id);
@@ -321,26 +384,15 @@ impl Store {
         buf.put_str(m.text);
         match self.created_at {
             TimeField::Micros => buf.put_uint(m.created_at_us),
-            TimeField::Datetime => {
-                // seconds (i64 LE), nanoseconds (i32 LE), tzoffset, tzindex (i16 LE).
-                let secs = i64::try_from(m.created_at_us / 1_000_000).unwrap_or(i64::MAX);
-                let nanos = i32::try_from(m.created_at_us % 1_000_000 * 1000).unwrap_or(0);
-                let mut data = [0u8; 16];
-                for (dst, src) in data
-                    .iter_mut()
-                    .zip(secs.to_le_bytes().iter().chain(&nanos.to_le_bytes()))
-                {
-                    *dst = *src;
-                }
-                if nanos == 0 {
-                    buf.put_ext(EXT_DATETIME, data.get(..8).unwrap_or(&data));
-                } else {
-                    buf.put_ext(EXT_DATETIME, &data);
-                }
-            }
+            TimeField::Datetime => created_at_datetime(m.created_at_us)?
+                .encode(&mut buf, &Context::DEFAULT)
+                .map_err(|e| Error::Internal {
+                    proc: "store",
+                    what: format!("encoding created_at: {e}"),
+                })?,
         }
         buf.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
-        buf
+        Ok(buf)
     }
 
     fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
@@ -361,19 +413,19 @@ impl Store {
 
     /// Stores one message.
     pub fn insert(&self, m: &Message<'_>) -> Result<()> {
-        Self::insert_raw(self.space, &self.encode(m))
+        Self::insert_raw(self.space, &self.encode(m)?)
     }
 
     /// Stores one message and records `request_id` for it, atomically.
     pub fn insert_with_request(&self, m: &Message<'_>, request_id: Uuid) -> Result<()> {
-        let buf = self.encode(m);
+        let buf = self.encode(m)?;
         let mut req = Vec::with_capacity(48);
         req.put_array_header(REQUEST_FIELDS);
         req.put_uuid(&request_id);
         req.put_uuid(&m.id);
         // A request lives in its message's bucket and moves with it.
         req.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
-        Transaction::run(|| {
+        atomically(|| {
             Self::insert_raw(self.requests, &req)?;
             Self::insert_raw(self.space, &buf)
         })
@@ -387,7 +439,7 @@ impl Store {
         let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
             return Ok(None);
         };
-        self.stored_request(req)
+        self.stored_request(&req)
     }
 
     /// What an earlier try of `request_id` stored, answered only once that try
@@ -405,25 +457,23 @@ impl Store {
         request_id: Uuid,
         same: impl FnOnce(&StoredRequest) -> bool,
     ) -> Result<Option<(StoredRequest, bool)>> {
-        Transaction::run(|| {
+        atomically(|| {
             let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
                 return Ok(None);
             };
-            let Some(stored) = self.stored_request(req)? else {
+            let Some(stored) = self.stored_request(&req)? else {
                 return Ok(None);
             };
             if !same(&stored) {
                 return Ok(Some((stored, false)));
             }
-            let mut row = Vec::new();
-            append_tuple(req, &mut row)?;
-            Self::replace_raw(self.requests, &row)?;
+            Self::replace_raw(self.requests, &req.to_vec())?;
             Ok(Some((stored, true)))
         })
     }
 
-    fn stored_request(&self, req: NonNull<ffi::BoxTuple>) -> Result<Option<StoredRequest>> {
-        let message_id = uuid_field(req, 1).ok_or_else(|| corrupt(REQUESTS))?;
+    fn stored_request(&self, req: &Tuple) -> Result<Option<StoredRequest>> {
+        let message_id = TupleRef::of(req).uuid(1).ok_or_else(|| corrupt(REQUESTS))?;
         let Some(msg) = Self::get_tuple(self.space, &key(&[message_id]))? else {
             // The message was deleted since; the request is still answered.
             return Ok(Some(StoredRequest {
@@ -431,16 +481,16 @@ impl Store {
                 content: None,
             }));
         };
-        let mut bytes = Vec::new();
-        append_tuple(msg, &mut bytes)?;
-        let content = StoredContent::decode(&bytes).ok_or_else(|| corrupt(SPACE))?;
+        let content = StoredContent::decode(&msg.to_vec()).ok_or_else(|| corrupt(SPACE))?;
         Ok(Some(StoredRequest {
             message_id,
             content: Some(content),
         }))
     }
 
-    fn get_tuple(space: u32, key: &[u8]) -> Result<Option<NonNull<ffi::BoxTuple>>> {
+    /// The tuple of `key` in `space`'s primary index, referenced (it stays valid
+    /// across a yield, such as a commit).
+    fn get_tuple(space: u32, key: &[u8]) -> Result<Option<Tuple>> {
         let range = key.as_ptr_range();
         let mut tuple = ptr::null_mut();
         // SAFETY: a valid key and out-pointer.
@@ -453,21 +503,24 @@ impl Store {
                 &mut tuple,
             )
         })?;
-        Ok(NonNull::new(tuple))
+        Ok(Tuple::try_from_ptr(tuple))
     }
 
-    /// Passes to `emit` up to `limit` messages of `dialog_id` strictly between
-    /// `after` and `before`, ascending or (with `reverse`) descending by id.
-    /// Returns how many it passed.
+    /// Passes to `emit` the page `request` asks for: up to `limit` messages of
+    /// its dialog strictly between `after` and `before`, ascending or (with
+    /// `reverse`) descending by id. Returns how many it passed.
     pub fn page(
         &self,
-        dialog_id: Uuid,
-        after: Option<Uuid>,
-        before: Option<Uuid>,
-        reverse: bool,
-        limit: u32,
-        mut emit: impl FnMut(TupleRef) -> Result<()>,
+        request: &GetDialog,
+        mut emit: impl FnMut(&TupleRef<'_>) -> Result<()>,
     ) -> Result<u32> {
+        let GetDialog {
+            dialog_id,
+            limit,
+            after,
+            before,
+            reverse,
+        } = *request;
         // Start at the cursor on the side we walk from; stop at the other one.
         let (iter, start, stop) = match (reverse, after, before) {
             (false, Some(a), _) => (Iter::Gt, Some(a), before),
@@ -499,18 +552,16 @@ impl Store {
         while count < limit {
             let Some(tuple) = it.advance()? else { break };
             // GT and LT run on past the dialog; EQ and REQ never do.
-            if matches!(iter, Iter::Gt | Iter::Lt)
-                && uuid_field(tuple, FIELD_DIALOG) != Some(dialog_id)
-            {
+            if matches!(iter, Iter::Gt | Iter::Lt) && tuple.uuid(FIELD_DIALOG) != Some(dialog_id) {
                 break;
             }
             if let Some(stop) = stop {
-                let id = uuid_field(tuple, FIELD_ID).ok_or_else(|| corrupt(SPACE))?;
+                let id = tuple.uuid(FIELD_ID).ok_or_else(|| corrupt(SPACE))?;
                 if (!reverse && id >= stop) || (reverse && id <= stop) {
                     break;
                 }
             }
-            emit(TupleRef(tuple))?;
+            emit(&tuple)?;
             count += 1;
         }
         Ok(count)
@@ -525,21 +576,6 @@ fn key(parts: &[Uuid]) -> Vec<u8> {
         key.put_uuid(part);
     }
     key
-}
-
-/// Copies a tuple's msgpack to the end of `out`.
-fn append_tuple(tuple: NonNull<ffi::BoxTuple>, out: &mut Vec<u8>) -> Result<()> {
-    // SAFETY: a live tuple; the copy goes into spare capacity reserved for it,
-    // and the length is only extended by what box_tuple_to_buf wrote.
-    unsafe {
-        let size = ffi::box_tuple_bsize(tuple.as_ptr());
-        out.reserve(size);
-        let dst = out.as_mut_ptr().add(out.len()).cast::<c_char>();
-        let written = ffi::box_tuple_to_buf(tuple.as_ptr(), dst, size);
-        let written = usize::try_from(written).map_err(|_| Error::last_box_error())?;
-        out.set_len(out.len() + written.min(size));
-    }
-    Ok(())
 }
 
 fn corrupt(space: &str) -> Error {
@@ -589,35 +625,33 @@ impl StoredContent {
     }
 }
 
-/// A box transaction that rolls back unless committed.
-pub struct Transaction;
+/// `created_at` as a Tarantool `datetime`: UTC, to the microsecond. (Through
+/// `time`'s calendar and back, this costs about 65 ns against 15 ns for the bytes
+/// written by hand, measured in a release build: 0.2% of a write's 30 us of server
+/// CPU, below what the A/B of whole calls can see, so the crate's type is used.)
+fn created_at_datetime(us: u64) -> Result<Datetime> {
+    let at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).map_err(|e| {
+            Error::Internal {
+                proc: "store",
+                what: format!("created_at {us} us: {e}"),
+            }
+        })?;
+    Ok(Datetime::from_inner(at))
+}
 
-impl Transaction {
-    /// Runs `f` in a transaction of its own, committing on success.
-    pub fn run<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-        // SAFETY: plain C API calls in the tx thread.
-        check(unsafe { ffi::box_txn_begin() })?;
-        match f() {
-            Ok(v) => {
-                check(unsafe { ffi::box_txn_commit() })?;
-                Ok(v)
-            }
-            Err(e) => {
-                Self::rollback();
-                Err(e)
-            }
-        }
-    }
-
-    /// Rolls back the current transaction, if there is one.
-    pub fn rollback() {
-        // SAFETY: plain C API calls in the tx thread.
-        unsafe {
-            if ffi::box_txn() {
-                ffi::box_txn_rollback();
-            }
-        }
-    }
+/// Runs `f` in a transaction of its own (the crate's), committing on success and
+/// rolling back on an error. Inside a caller's transaction nothing runs: the call
+/// is refused with Tarantool's own error for it (79, ER_ACTIVE_TRANSACTION).
+pub fn atomically<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    transaction::transaction(f).map_err(|e| match e {
+        TransactionError::RolledBack(e) => e,
+        // Tarantool's error is still the fiber's last one: the box error itself
+        // (code and message) is what the caller gets, as it always was.
+        TransactionError::AlreadyStarted
+        | TransactionError::FailedToCommit(_)
+        | TransactionError::FailedToRollback(_) => Error::last_box_error(),
+    })
 }
 
 /// A savepoint inside a transaction (Tarantool's `box_txn_savepoint_t`).
@@ -653,7 +687,7 @@ impl TxnMark {
         // SAFETY: plain C API calls in the tx thread; the savepoint lives on the
         // transaction's memory and is used only while that transaction is open.
         unsafe {
-            if !ffi::box_txn() {
+            if !transaction::is_in_transaction() {
                 return Ok(TxnMark::Outside);
             }
             match NonNull::new(box_txn_savepoint()) {
@@ -667,15 +701,59 @@ impl TxnMark {
     /// call opened, or returns the caller's transaction to the mark.
     pub fn undo(self) {
         match self {
-            TxnMark::Outside => Transaction::rollback(),
+            TxnMark::Outside => {
+                if transaction::is_in_transaction() {
+                    // What could fail here has no one to tell: the panic's own
+                    // error is the reply.
+                    let _ = transaction::rollback();
+                }
+            }
             // SAFETY: the caller's transaction is still the one the savepoint
             // belongs to: a procedure never commits or ends a transaction it did
-            // not open (Transaction::run refuses to begin inside one).
+            // not open (`atomically` refuses to begin inside one).
             TxnMark::Inside(sp) => unsafe {
-                if ffi::box_txn() {
+                if transaction::is_in_transaction() {
                     box_txn_rollback_to_savepoint(sp.as_ptr());
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crate's datetime writes what the store always wrote: a fixext of the
+    /// seconds (i64 LE), and the nanoseconds (i32 LE) with a zero offset and zone
+    /// only when there are any.
+    #[test]
+    fn created_at_datetime_bytes() {
+        for us in [
+            0u64,
+            1,
+            1_700_000_000_000_000,
+            1_700_000_000_123_456,
+            999_999,
+        ] {
+            let mut got = Vec::new();
+            created_at_datetime(us)
+                .unwrap()
+                .encode(&mut got, &Context::DEFAULT)
+                .unwrap();
+            let secs = i64::try_from(us / 1_000_000).unwrap().to_le_bytes();
+            let nanos = i32::try_from(us % 1_000_000 * 1000).unwrap().to_le_bytes();
+            let mut want = Vec::new();
+            if us % 1_000_000 == 0 {
+                want.extend_from_slice(&[0xd7, 4]);
+                want.extend_from_slice(&secs);
+            } else {
+                want.extend_from_slice(&[0xd8, 4]);
+                want.extend_from_slice(&secs);
+                want.extend_from_slice(&nanos);
+                want.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            assert_eq!(got, want, "{us} us");
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::bucket::bucket_id;
 use crate::error::code;
 use crate::ids::pair_dialog;
 use crate::new_dialog::NewDialog;
-use crate::store::{Store, TimeField, Transaction};
+use crate::store::{self, Store, TimeField};
 use crate::Results;
 
 // --- the runner --------------------------------------------------------------
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn dialogs_test_panic(
         if tarantool::transaction::is_in_transaction() {
             write_then_panic()
         } else {
-            Transaction::run(write_then_panic)
+            store::atomically(write_then_panic)
         }
     })
 }
