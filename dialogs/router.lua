@@ -12,9 +12,16 @@
 --      reads with callbro (any member, replicas included);
 --   3. raise a storage procedure's error unchanged, and turn vshard's own errors
 --      into the documented codes below, retryable ones marked.
+--
+-- On a server whose Lua functions can take their arguments undecoded
+-- (`takes_raw_args`, with msgpack objects), the client's argument bytes go to
+-- the check and on to the storage as they came, and the storage's reply comes
+-- back to the client as it left the storage (vshard's `return_raw`): the router
+-- decodes neither. Elsewhere both travel as Lua values.
 
 local fiber = require('fiber')
 local log = require('log')
+local msgpack = require('msgpack')
 
 local access = require('dialogs.access')
 local capabilities = require('dialogs.capabilities')
@@ -77,6 +84,9 @@ local state = {
     -- vshard.router's callrw and callbro.
     callrw = nil,
     callbro = nil,
+    -- Whether the client functions take the client's argument bytes as one
+    -- msgpack object (set by register_functions()).
+    raw = false,
     -- The settings start() ran with.
     settings = nil,
 }
@@ -114,9 +124,6 @@ function M.raise_routed_error(proc, err)
     raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
 end
 
--- (vshard's return_raw, which would pass a page on undecoded, is not used: in
--- 0.1.42 it hands a bucket's WRONG_BUCKET or BUCKET_IS_LOCKED back as a result
--- instead of retrying.)
 local function routed(proc, call, args)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
@@ -127,9 +134,91 @@ local function routed(proc, call, args)
     return result
 end
 
+-- vshard errors after which the storage did not run the procedure and vshard's
+-- router, called without return_raw, tries again (another replica set, a new
+-- master) until its timeout.
+local RETRIED = {
+    WRONG_BUCKET = true,
+    BUCKET_IS_LOCKED = true,
+    TRANSFER_IS_IN_PROGRESS = true,
+    NON_MASTER = true,
+}
+
+local function is_object(v)
+    return type(v) == 'userdata' and msgpack.is_object(v)
+end
+
+local function array_header(it)
+    return it:decode_array_header()
+end
+
+-- The one value of a storage function's reply taken with return_raw (`result`,
+-- a msgpack object of the values), undecoded: or nil and the error. The
+-- procedure's own error comes as a second value ({nil, error}); vshard 0.1.42
+-- returns a storage's refusal (a bucket that moved or is moving) in place of the
+-- value (it decodes the storage's nil status as box.NULL, which counts as true):
+-- a map, where new_dialog's id is a string and get_dialog's page an array. (Only
+-- the header is read: indexing or decoding a page costs as much as the whole
+-- router.)
+local function raw_value(proc, result)
+    local it = result:iterator()
+    if it:decode_array_header() ~= 1 then
+        return nil, result:decode()[2]
+    end
+    local value = it:take()
+    if proc == 'new_dialog' then
+        local id = value:decode()
+        if type(id) == 'table' then
+            return nil, id
+        end
+    elseif not pcall(array_header, value:iterator()) then
+        return nil, value:decode()
+    end
+    return value
+end
+
+-- routed() for arguments that came as one msgpack object (`raw`, the client's
+-- argument array as sent): returns the storage function's one value as a msgpack
+-- object, undecoded. With return_raw, vshard 0.1.42 hands a storage's refusal
+-- back (a bucket that moved or is moving, a replica asked to write) instead of
+-- trying again; then the call is made once more the ordinary way, which retries
+-- and refreshes the router's idea of where the bucket is, and its one (decoded)
+-- value is returned.
+local function routed_raw(proc, call, raw)
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+    local name = storage.FUNCTIONS[proc]
+    local deadline = fiber.clock() + state.call_timeout
+    local result, err = call(bucket_id, name, raw,
+        {timeout = state.call_timeout, return_raw = true})
+    if is_object(result) then
+        result, err = raw_value(proc, result)
+        if err == nil then
+            return result
+        end
+    elseif err == nil then
+        -- A vshard without return_raw: the value decoded.
+        return result
+    elseif is_object(err) then
+        err = err:decode()[1]
+    end
+    if type(err) == 'table' and err.type == 'ShardingError' and RETRIED[err.name] then
+        result, err = call(bucket_id, name, raw,
+            {timeout = math.max(deadline - fiber.clock(), 0.001)})
+        if err == nil then
+            return result
+        end
+    end
+    M.raise_routed_error(proc, err)
+end
+
 -- The functions clients call.
 function M.new_dialog(...)
-    local id = routed('new_dialog', state.callrw, {...})
+    local id
+    if state.raw then
+        id = routed_raw('new_dialog', state.callrw, ...)
+    else
+        id = routed('new_dialog', state.callrw, {...})
+    end
     if state.wrap_id then
         return {id}
     end
@@ -137,20 +226,31 @@ function M.new_dialog(...)
 end
 
 function M.get_dialog(...)
+    if state.raw then
+        return routed_raw('get_dialog', state.callbro, ...)
+    end
     return routed('get_dialog', state.callbro, {...})
 end
 
 -- The check function (not granted to anyone: the router's functions run as their
 -- owner) and the two client functions as setuid Lua functions. As admin.
+--
+-- Where a function can take its arguments undecoded (its box.func object says
+-- whether it does, and msgpack objects exist), the client functions are defined
+-- so (then serve() sets state.raw): the router passes the client's bytes on (routed_raw).
 function M.register_functions()
     box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
+    local raw = msgpack.is_object ~= nil and box.func[M.ROUTE_FUNCTION].takes_raw_args ~= nil
     for _, name in ipairs(config.PROCEDURES) do
         local f = box.func[name]
-        if f ~= nil and (f.language ~= 'LUA' or not f.setuid) then
-            log.warn('dialogs: function %s was not a setuid Lua function: redefining it', name)
+        if f ~= nil and (f.language ~= 'LUA' or not f.setuid
+                         or (raw and f.takes_raw_args ~= true)) then
+            log.warn('dialogs: function %s was not a setuid Lua function%s: redefining it',
+                name, raw and ' taking raw arguments' or '')
             box.schema.func.drop(name)
         end
-        box.schema.func.create(name, {setuid = true, if_not_exists = true})
+        box.schema.func.create(name, {setuid = true, if_not_exists = true,
+                                      takes_raw_args = raw or nil})
     end
 end
 
@@ -200,6 +300,9 @@ local function serve(bucket_count, call_timeout)
     state.bucket_count = bucket_count
     state.call_timeout = call_timeout
     state.wrap_id = not capabilities.c_results_one_each()
+    -- As the client functions are defined (register_functions()).
+    local f = box.func[config.PROCEDURES[1]]
+    state.raw = f ~= nil and f.takes_raw_args == true
     local vshard = require('vshard')
     rawset(_G, 'vshard', vshard)
     state.callrw = vshard.router.callrw
