@@ -81,9 +81,10 @@ local state = {
     -- Whether a C procedure's results reach clients wrapped in one array: then a
     -- direct new_dialog's reply is {id}, and the router's must be too.
     wrap_id = true,
-    -- vshard.router's callrw and callbro.
+    -- vshard.router's callrw, callbro and route.
     callrw = nil,
     callbro = nil,
+    route = nil,
     -- Whether the client functions take the client's argument bytes as one
     -- msgpack object (set by register_functions()).
     raw = false,
@@ -124,8 +125,26 @@ function M.raise_routed_error(proc, err)
     raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
 end
 
+-- A write to a bucket whose replica set's master is down right now (its
+-- connection lost and being retried) is refused at once, instead of waiting
+-- for the master until the call's timeout.
+local function check_master(proc, call, bucket_id)
+    if call ~= state.callrw then
+        return
+    end
+    local replicaset = state.route(bucket_id)
+    local master = replicaset ~= nil and replicaset.master or nil
+    local conn = master ~= nil and master.conn or nil
+    if conn ~= nil and conn.state == 'error_reconnect' then
+        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
+            .. 'retry: UNREACHABLE_MASTER: the master %s is not connected: %s', proc,
+            tostring(master.name or master.uri), tostring(conn.error)))
+    end
+end
+
 local function routed(proc, call, args)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
+    check_master(proc, call, bucket_id)
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
         {timeout = state.call_timeout})
     if err ~= nil then
@@ -186,6 +205,7 @@ end
 -- value is returned.
 local function routed_raw(proc, call, raw)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+    check_master(proc, call, bucket_id)
     local name = storage.FUNCTIONS[proc]
     local deadline = fiber.clock() + state.call_timeout
     local result, err = call(bucket_id, name, raw,
@@ -307,6 +327,7 @@ local function serve(bucket_count, call_timeout)
     rawset(_G, 'vshard', vshard)
     state.callrw = vshard.router.callrw
     state.callbro = vshard.router.callbro
+    state.route = vshard.router.route
     rawset(_G, 'new_dialog', M.new_dialog)
     rawset(_G, 'get_dialog', M.get_dialog)
     require('dialogs.background').start('router_bootstrap', bootstrap_loop)
