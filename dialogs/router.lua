@@ -15,7 +15,7 @@
 --
 -- On a server whose Lua functions can take their arguments undecoded
 -- (`takes_raw_args`, with msgpack objects), the client's argument bytes go to
--- the check and on to the storage as they came, and the storage's reply comes
+-- the check and on to the storage as they came, and get_dialog's page comes
 -- back to the client as it left the storage (vshard's `return_raw`): the router
 -- decodes neither. Elsewhere both travel as Lua values.
 
@@ -176,21 +176,15 @@ end
 -- procedure's own error comes as a second value ({nil, error}); vshard 0.1.42
 -- returns a storage's refusal (a bucket that moved or is moving) in place of the
 -- value (it decodes the storage's nil status as box.NULL, which counts as true):
--- a map, where new_dialog's id is a string and get_dialog's page an array. (Only
--- the header is read: indexing or decoding a page costs as much as the whole
--- router.)
-local function raw_value(proc, result)
+-- a map, where get_dialog's page is an array. (Only the header is read: indexing
+-- or decoding a page costs as much as the whole router.)
+local function raw_value(result)
     local it = result:iterator()
     if it:decode_array_header() ~= 1 then
         return nil, result:decode()[2]
     end
     local value = it:take()
-    if proc == 'new_dialog' then
-        local id = value:decode()
-        if type(id) == 'table' then
-            return nil, id
-        end
-    elseif not pcall(array_header, value:iterator()) then
+    if not pcall(array_header, value:iterator()) then
         return nil, value:decode()
     end
     return value
@@ -211,7 +205,7 @@ local function routed_raw(proc, call, raw)
     local result, err = call(bucket_id, name, raw,
         {timeout = state.call_timeout, return_raw = true})
     if is_object(result) then
-        result, err = raw_value(proc, result)
+        result, err = raw_value(result)
         if err == nil then
             return result
         end
@@ -232,10 +226,12 @@ local function routed_raw(proc, call, raw)
 end
 
 -- The functions clients call.
+-- new_dialog's reply (an id) is small: decoding it costs less than the msgpack
+-- objects of return_raw, so only its arguments travel undecoded.
 function M.new_dialog(...)
     local id
     if state.raw then
-        id = routed_raw('new_dialog', state.callrw, ...)
+        id = routed('new_dialog', state.callrw, ...)
     else
         id = routed('new_dialog', state.callrw, {...})
     end
