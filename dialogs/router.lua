@@ -190,16 +190,14 @@ local function raw_value(result)
     return value
 end
 
--- routed() for arguments that came as one msgpack object (`raw`, the client's
--- argument array as sent): returns the storage function's one value as a msgpack
--- object, undecoded. With return_raw, vshard 0.1.42 hands a storage's refusal
--- back (a bucket that moved or is moving, a replica asked to write) instead of
--- trying again; then the call is made once more the ordinary way, which retries
--- and refreshes the router's idea of where the bucket is, and its one (decoded)
--- value is returned.
+-- routed() of a read whose arguments came as one msgpack object (`raw`, the
+-- client's argument array as sent): returns the storage function's one value as
+-- a msgpack object, undecoded. With return_raw, vshard 0.1.42 hands a storage's
+-- refusal back (a bucket that moved or is moving) instead of trying again; then
+-- the call is made once more the ordinary way, which retries and refreshes the
+-- router's idea of where the bucket is, and its one (decoded) value is returned.
 local function routed_raw(proc, call, raw)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
-    check_master(proc, call, bucket_id)
     local name = storage.FUNCTIONS[proc]
     local deadline = fiber.clock() + state.call_timeout
     local result, err = call(bucket_id, name, raw,
@@ -253,7 +251,7 @@ end
 --
 -- Where a function can take its arguments undecoded (its box.func object says
 -- whether it does, and msgpack objects exist), the client functions are defined
--- so (then serve() sets state.raw): the router passes the client's bytes on (routed_raw).
+-- so (then serve() sets state.raw): the router passes the client's bytes on.
 function M.register_functions()
     box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
     local raw = msgpack.is_object ~= nil and box.func[M.ROUTE_FUNCTION].takes_raw_args ~= nil
