@@ -189,7 +189,7 @@ bench-smoke: build deps-postgres tarantool-path
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
 # README "Sizing": the sizing table of a sharded store from the measured figures
-# (bench/results/sharded/latest.json, bench/results/rebalance.json).
+# (the newest bench/results/sharded/tarantool-*.json, bench/results/rebalance.json).
 .PHONY: sizing
 sizing:
 	$(PYTHON) bench/sizing.py

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Sizing of a sharded dialogs store, from measured figures (README, "Sizing").
 
-    python3 bench/sizing.py [--bench bench/results/sharded/latest.json]
+    python3 bench/sizing.py [--bench bench/results/sharded/tarantool-<version>.json]
                             [--rebalance bench/results/rebalance.json]
 
 Reads what `make bench` measured (server CPU per call of the native and the
 sharded path, router and storage parts, and memory per message) and what the
 live rebalancing test measured (bucket move speed), and prints the sizing table
 as markdown: every number says which measurement or which stated assumption it
-comes from. Re-run it after a new `make bench` or rebalancing run.
+comes from. Re-run it after a new `make bench` or rebalancing run. Without
+--bench it reads the newest run (by the date recorded in it) of
+bench/results/sharded/tarantool-*.json, the files a `sharded` run writes there.
 """
 
 from __future__ import annotations
@@ -45,13 +47,34 @@ GIB = 1024 ** 3
 
 
 def cell(report: dict, target: str, workload: str) -> dict:
+    """The cell at the C nearest TARGET_C; of several rounds (--rounds), the one with
+    the median server CPU per call, as the benchmark's own report takes it."""
     cells = [c for c in report["cells"]
              if c["target"] == target and c["workload"] == workload
              and c["mode"] == "conns" and c["durability"] == "write"]
     if not cells:
         raise SystemExit(f"{target} {workload} not in the benchmark report: run make bench "
                          f"with the sharded target (VSHARD_DIR=...)")
-    return min(cells, key=lambda c: abs(c["concurrency"] - TARGET_C))
+    c = min((c["concurrency"] for c in cells), key=lambda c: abs(c - TARGET_C))
+    rounds = sorted((x for x in cells if x["concurrency"] == c),
+                    key=lambda x: x["server_cpu_us"])
+    return rounds[len(rounds) // 2]
+
+
+def shown(path: Path) -> str:
+    """A path as the table names it: from the repository root when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def newest_sharded_run() -> Path:
+    """bench/results/sharded/tarantool-<version>.json of the newest run."""
+    runs = sorted(ROOT.glob("bench/results/sharded/tarantool-*.json"),
+                  key=lambda p: json.loads(p.read_text()).get("date", ""))
+    if not runs:
+        raise SystemExit("no bench/results/sharded/tarantool-*.json: run the benchmark's "
+                         "sharded target with --out bench/results/sharded (README, \"Cost\")")
+    return runs[-1]
 
 
 def fmt(n: float) -> str:
@@ -76,9 +99,14 @@ def duration(seconds: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bench", type=Path, default=ROOT / "bench/results/sharded/latest.json")
+    ap.add_argument("--bench", type=Path, default=None,
+                    help="a sharded run's report (default: the newest of "
+                         "bench/results/sharded/tarantool-*.json)")
     ap.add_argument("--rebalance", type=Path, default=ROOT / "bench/results/rebalance.json")
     args = ap.parse_args()
+    if args.bench is None:
+        args.bench = newest_sharded_run()
+    args.bench = args.bench.resolve()
     bench = json.loads(args.bench.read_text())
     reb = json.loads(args.rebalance.read_text())
 
@@ -87,14 +115,17 @@ def main() -> None:
     storage_write = write["server_cpu_us"] - router_write
     storage_page = page["server_cpu_us"] - router_page
     mem = bench["tt_memory"]
+    if not mem:
+        raise SystemExit(f"{shown(args.bench)} has no memory measurement (a --cells-only run): "
+                         "pass --bench a full run's report")
     bytes_per_msg = mem["arena_used"] / mem["tuples"]
     move_speed = reb["moved_messages_per_second"]
     src = {
-        "cpu": f"{args.bench.relative_to(ROOT)} (`sharded` cells at C={write['concurrency']}, "
+        "cpu": f"{shown(args.bench)} (`sharded` cells at C={write['concurrency']}, "
                f"{bench['date']}, {bench['machine']}, Tarantool {bench['tarantool_version']})",
-        "mem": f"{args.bench.relative_to(ROOT)} (memory: {mem['tuples']:.0f} messages of 100 "
+        "mem": f"{shown(args.bench)} (memory: {mem['tuples']:.0f} messages of 100 "
                "characters, memtx arena growth)",
-        "move": f"{args.rebalance.relative_to(ROOT)} ({reb['buckets_moved']} buckets, "
+        "move": f"{shown(args.rebalance)} ({reb['buckets_moved']} buckets, "
                 f"{reb['messages_on_new_replica_set']} messages moved in {reb['move_seconds']} s "
                 f"with rebalancer_max_sending={reb['rebalancer_max_sending']}, under load)",
     }

@@ -12,9 +12,16 @@
 --      reads with callbro (any member, replicas included);
 --   3. raise a storage procedure's error unchanged, and turn vshard's own errors
 --      into the documented codes below, retryable ones marked.
+--
+-- On a server whose Lua functions can take their arguments undecoded
+-- (`takes_raw_args`, with msgpack objects), the client's argument bytes go to
+-- the check and on to the storage as they came, and get_dialog's page comes
+-- back to the client as it left the storage (vshard's `return_raw`): the router
+-- decodes neither. Elsewhere both travel as Lua values.
 
 local fiber = require('fiber')
 local log = require('log')
+local msgpack = require('msgpack')
 
 local access = require('dialogs.access')
 local capabilities = require('dialogs.capabilities')
@@ -74,9 +81,13 @@ local state = {
     -- Whether a C procedure's results reach clients wrapped in one array: then a
     -- direct new_dialog's reply is {id}, and the router's must be too.
     wrap_id = true,
-    -- vshard.router's callrw and callbro.
+    -- vshard.router's callrw, callbro and route.
     callrw = nil,
     callbro = nil,
+    route = nil,
+    -- Whether the client functions take the client's argument bytes as one
+    -- msgpack object (set by register_functions()).
+    raw = false,
     -- The settings start() ran with.
     settings = nil,
 }
@@ -114,11 +125,26 @@ function M.raise_routed_error(proc, err)
     raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
 end
 
--- (vshard's return_raw, which would pass a page on undecoded, is not used: in
--- 0.1.42 it hands a bucket's WRONG_BUCKET or BUCKET_IS_LOCKED back as a result
--- instead of retrying.)
+-- A write to a bucket whose replica set's master is down right now (its
+-- connection lost and being retried) is refused at once, instead of waiting
+-- for the master until the call's timeout.
+local function check_master(proc, call, bucket_id)
+    if call ~= state.callrw then
+        return
+    end
+    local replicaset = state.route(bucket_id)
+    local master = replicaset ~= nil and replicaset.master or nil
+    local conn = master ~= nil and master.conn or nil
+    if conn ~= nil and conn.state == 'error_reconnect' then
+        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
+            .. 'retry: UNREACHABLE_MASTER: the master %s is not connected: %s', proc,
+            tostring(master.name or master.uri), tostring(conn.error)))
+    end
+end
+
 local function routed(proc, call, args)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
+    check_master(proc, call, bucket_id)
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
         {timeout = state.call_timeout})
     if err ~= nil then
@@ -127,9 +153,86 @@ local function routed(proc, call, args)
     return result
 end
 
+-- vshard errors after which the storage did not run the procedure and vshard's
+-- router, called without return_raw, tries again (another replica set, a new
+-- master) until its timeout.
+local RETRIED = {
+    WRONG_BUCKET = true,
+    BUCKET_IS_LOCKED = true,
+    TRANSFER_IS_IN_PROGRESS = true,
+    NON_MASTER = true,
+}
+
+local function is_object(v)
+    return type(v) == 'userdata' and msgpack.is_object(v)
+end
+
+local function array_header(it)
+    return it:decode_array_header()
+end
+
+-- The one value of a storage function's reply taken with return_raw (`result`,
+-- a msgpack object of the values), undecoded: or nil and the error. The
+-- procedure's own error comes as a second value ({nil, error}); vshard 0.1.42
+-- returns a storage's refusal (a bucket that moved or is moving) in place of the
+-- value (it decodes the storage's nil status as box.NULL, which counts as true):
+-- a map, where get_dialog's page is an array. (Only the header is read: indexing
+-- or decoding a page costs as much as the whole router.)
+local function raw_value(result)
+    local it = result:iterator()
+    if it:decode_array_header() ~= 1 then
+        return nil, result:decode()[2]
+    end
+    local value = it:take()
+    if not pcall(array_header, value:iterator()) then
+        return nil, value:decode()
+    end
+    return value
+end
+
+-- routed() of a read whose arguments came as one msgpack object (`raw`, the
+-- client's argument array as sent): returns the storage function's one value as
+-- a msgpack object, undecoded. With return_raw, vshard 0.1.42 hands a storage's
+-- refusal back (a bucket that moved or is moving) instead of trying again; then
+-- the call is made once more the ordinary way, which retries and refreshes the
+-- router's idea of where the bucket is, and its one (decoded) value is returned.
+local function routed_raw(proc, call, raw)
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+    local name = storage.FUNCTIONS[proc]
+    local deadline = fiber.clock() + state.call_timeout
+    local result, err = call(bucket_id, name, raw,
+        {timeout = state.call_timeout, return_raw = true})
+    if is_object(result) then
+        result, err = raw_value(result)
+        if err == nil then
+            return result
+        end
+    elseif err == nil then
+        -- A vshard without return_raw: the value decoded.
+        return result
+    elseif is_object(err) then
+        err = err:decode()[1]
+    end
+    if type(err) == 'table' and err.type == 'ShardingError' and RETRIED[err.name] then
+        result, err = call(bucket_id, name, raw,
+            {timeout = math.max(deadline - fiber.clock(), 0.001)})
+        if err == nil then
+            return result
+        end
+    end
+    M.raise_routed_error(proc, err)
+end
+
 -- The functions clients call.
+-- new_dialog's reply (an id) is small: decoding it costs less than the msgpack
+-- objects of return_raw, so only its arguments travel undecoded.
 function M.new_dialog(...)
-    local id = routed('new_dialog', state.callrw, {...})
+    local id
+    if state.raw then
+        id = routed('new_dialog', state.callrw, ...)
+    else
+        id = routed('new_dialog', state.callrw, {...})
+    end
     if state.wrap_id then
         return {id}
     end
@@ -137,20 +240,31 @@ function M.new_dialog(...)
 end
 
 function M.get_dialog(...)
+    if state.raw then
+        return routed_raw('get_dialog', state.callbro, ...)
+    end
     return routed('get_dialog', state.callbro, {...})
 end
 
 -- The check function (not granted to anyone: the router's functions run as their
 -- owner) and the two client functions as setuid Lua functions. As admin.
+--
+-- Where a function can take its arguments undecoded (its box.func object says
+-- whether it does, and msgpack objects exist), the client functions are defined
+-- so (then serve() sets state.raw): the router passes the client's bytes on.
 function M.register_functions()
     box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
+    local raw = msgpack.is_object ~= nil and box.func[M.ROUTE_FUNCTION].takes_raw_args ~= nil
     for _, name in ipairs(config.PROCEDURES) do
         local f = box.func[name]
-        if f ~= nil and (f.language ~= 'LUA' or not f.setuid) then
-            log.warn('dialogs: function %s was not a setuid Lua function: redefining it', name)
+        if f ~= nil and (f.language ~= 'LUA' or not f.setuid
+                         or (raw and f.takes_raw_args ~= true)) then
+            log.warn('dialogs: function %s was not a setuid Lua function%s: redefining it',
+                name, raw and ' taking raw arguments' or '')
             box.schema.func.drop(name)
         end
-        box.schema.func.create(name, {setuid = true, if_not_exists = true})
+        box.schema.func.create(name, {setuid = true, if_not_exists = true,
+                                      takes_raw_args = raw or nil})
     end
 end
 
@@ -200,10 +314,14 @@ local function serve(bucket_count, call_timeout)
     state.bucket_count = bucket_count
     state.call_timeout = call_timeout
     state.wrap_id = not capabilities.c_results_one_each()
+    -- As the client functions are defined (register_functions()).
+    local f = box.func[config.PROCEDURES[1]]
+    state.raw = f ~= nil and f.takes_raw_args == true
     local vshard = require('vshard')
     rawset(_G, 'vshard', vshard)
     state.callrw = vshard.router.callrw
     state.callbro = vshard.router.callbro
+    state.route = vshard.router.route
     rawset(_G, 'new_dialog', M.new_dialog)
     rawset(_G, 'get_dialog', M.get_dialog)
     require('dialogs.background').start('router_bootstrap', bootstrap_loop)

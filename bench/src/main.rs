@@ -441,7 +441,11 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     let main: Vec<Cell> = (0..args.rounds.max(1))
         .flat_map(|_| one_round.iter().copied())
         .collect();
-    let sharded: Vec<Cell> = sharded_cells(&plan).into_iter().filter(wanted).collect();
+    // The sharded cells round after round too (their own cluster, after the main ones).
+    let sharded_round: Vec<Cell> = sharded_cells(&plan).into_iter().filter(wanted).collect();
+    let sharded: Vec<Cell> = (0..args.rounds.max(1))
+        .flat_map(|_| sharded_round.iter().copied())
+        .collect();
     let vshard_dir = args
         .vshard_dir
         .clone()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import struct
 import uuid
 
+import msgpack
 import pytest
 import tarantool
 
 from dialogs_api import (ID, TEXT, USER_FROM, DIALOG_ID, derived_dialog_id, get_dialog,
                          new_dialog, new_user, walk_dialog)
+from iproto_raw import RawConnection
 from sharded import make_cluster, needs_vshard, retrying  # noqa: F401 (a fixture)
 
 pytestmark = needs_vshard
@@ -148,6 +150,63 @@ def _shape(data) -> list:
     return [[row(t) for t in page] for page in data]
 
 
+def msgpack_only_calls(d: str, a: str, b: str) -> list:
+    """Calls a Lua caller could not tell from good ones, as argument bytes: an
+    integral float where an integer goes, `bin` where a string goes (16 uuid bytes,
+    a uuid's text, valid UTF-8 text)."""
+    def pack(args):
+        return msgpack.packb(args, use_bin_type=True)
+    return [
+        ("get_dialog", pack([d, {"limit": 5.0}])),
+        ("get_dialog", pack([uuid.UUID(d).bytes])),
+        ("new_dialog", pack([None, a, uuid.UUID(b).bytes, "t"])),
+        ("new_dialog", pack([None, a, b.encode(), "t"])),
+        ("new_dialog", pack([None, a, b, "bin text".encode()])),
+        ("new_dialog", pack([d, a, b, "t", {"request_id": str(uuid.uuid4()).encode()}])),
+    ]
+
+
+def router_takes_raw_arguments(cluster) -> bool:
+    return cluster.eval(cluster.routers[0], "box.func.new_dialog.takes_raw_args == true")
+
+
+def raw_outcomes(srv, calls: list) -> list:
+    conn = RawConnection(srv.host, srv.port, srv.user, srv.password)
+    try:
+        return [conn.call(proc, args) for proc, args in calls]
+    finally:
+        conn.close()
+
+
+def test_a_router_with_raw_arguments_refuses_what_the_store_refuses(make_cluster, make_server):
+    cluster = make_cluster({"s1": 1})
+    if not router_takes_raw_arguments(cluster):
+        pytest.skip("this server's Lua functions cannot take raw arguments (takes_raw_args): "
+                    "the router sees decoded arguments (README, \"What a client sees\")")
+    a, b = str(new_user()), str(new_user())
+    d = str(derived_dialog_id(uuid.UUID(a), uuid.UUID(b)))
+    calls = msgpack_only_calls(d, a, b)
+    got = raw_outcomes(cluster.routers[0], calls)
+    want = raw_outcomes(make_server("single"), calls)
+    for call, g, w in zip(calls, got, want):
+        assert w[0] != 0, (call, w)
+        assert g == w, call
+    # Nothing reached a storage.
+    assert get_dialog(cluster.connect(), uuid.UUID(d)) == []
+
+
+def test_a_router_without_raw_arguments_sees_lua_values(make_cluster):
+    cluster = make_cluster({"s1": 1})
+    if router_takes_raw_arguments(cluster):
+        pytest.skip("this server's router takes the client's argument bytes: no difference")
+    a, b = str(new_user()), str(new_user())
+    d = str(derived_dialog_id(uuid.UUID(a), uuid.UUID(b)))
+    codes = [code for code, _ in raw_outcomes(cluster.routers[0], msgpack_only_calls(d, a, b))]
+    # README, "What a client sees": an integral float counts as the integer, bin as
+    # a string (16 bytes: a malformed uuid, 1003; a uuid's text or UTF-8 text: taken).
+    assert codes == [0, 1003, 1003, 0, 0, 0]
+
+
 def test_bad_calls_are_refused_before_any_storage_is_asked(make_cluster):
     cluster = make_cluster({"s1": 1, "s2": 1})
     conn = cluster.connect()
@@ -207,6 +266,12 @@ def test_a_retry_after_its_bucket_moved_returns_the_first_id(make_cluster):
     # Nothing was written to the source after the bucket left it: what it still
     # holds of the bucket (until vshard's garbage collector runs) is what moved.
     assert set(cluster.rows_of_bucket(cluster.master(source), "dialogs", bucket)) <= set(before)
+
+    # Back to the source: the router, which saw the bucket on the target last, reads
+    # it all the same (where the router takes raw replies, the target's refusal comes
+    # back as a value and the call is made again the ordinary way).
+    cluster.move(bucket, source)
+    assert [str(r[ID]) for r in get_dialog(conn, dialog)] == before + after
 
 
 def test_ids_stay_ordered_after_a_storage_failover(make_cluster):
