@@ -4,7 +4,14 @@
 either ``tarantool --config FILE --name NAME`` (a shipped configuration, from
 `Cluster`) or ``scripts/run`` (what `make run` executes). Everything else (waiting
 until the application user can log in, stopping by PID, the log, connections,
-`harness.admin_eval` through the console socket) is the harness's.
+`harness.admin_eval` through the console socket) is the harness's, but for when an
+instance that runs a configuration is ready: Tarantool 3 binds iproto.listen and
+creates the configuration's users before it applies the roles, so the application
+user logs in while the role is still setting the store up (a call in that moment
+is refused for access, a config:reload() with "already in progress"). Such an
+instance is ready once `config:info().status` says its start is over (`ready`, or
+`check_warnings`), the signal Tarantool documents (also broadcast as the
+`config.info` event); it is asked on the console socket.
 
 `Cluster` copies one of the repository's configuration files (config/*.yaml) into a
 short temporary directory, changing nothing but the loopback ports (to free ones)
@@ -29,7 +36,8 @@ from typing import Mapping, Optional
 
 import harness
 from dialogs_api import multireturn_of_binary, set_multireturn
-from harness import DEFAULT_PASSWORD, REPLICATION_PASSWORD, REPO_ROOT, Server, ServerError
+from harness import (DEFAULT_PASSWORD, REPLICATION_PASSWORD, REPO_ROOT, Server, ServerError,
+                     admin_eval)
 
 TARANTOOL = os.environ.get("TARANTOOL") or "tarantool"
 CONFIG_DIR = REPO_ROOT / "config"
@@ -40,6 +48,10 @@ CONFIG_PROBE = ("os.exit(pcall(require, 'config') and "
 CONSOLE_SOCKET = "tarantool.control"
 # A shipped address: 127.0.0.1 and a port of the 33xx range the files use.
 ADDRESS = re.compile(r"127\.0\.0\.1:(33\d\d)")
+# config:info().status once an instance's start (or reload) is over: every applier
+# and role has run (`check_warnings`: with a warning alert, e.g. a privilege the
+# credentials could not grant yet).
+CONFIG_STARTED = ("ready", "check_warnings")
 
 
 def has_config_module(binary: str = TARANTOOL) -> bool:
@@ -67,7 +79,7 @@ class ConfigServer(Server):
 
     def __init__(self, base_dir: Path, *, name: str, port: int, command: list,
                  cwd: Path, console: Path, env: Optional[Mapping[str, Optional[str]]] = None,
-                 password: str = DEFAULT_PASSWORD):
+                 password: str = DEFAULT_PASSWORD, config_road: Optional[bool] = None):
         e = {
             "TARANTOOL": TARANTOOL,
             "LUA_PATH": lua_path(),
@@ -90,6 +102,10 @@ class ConfigServer(Server):
         self.command = command
         self.cwd = cwd
         self.console = console
+        # Whether the process runs a Tarantool 3 configuration (ready by its
+        # status, see the module's docstring): `--config` on the command line
+        # unless the caller knows better (scripts/run picks its road itself).
+        self.config_road = "--config" in command if config_road is None else config_road
 
     def child_env(self) -> dict:
         # DIALOGS_ADMIN_SOCKET is in self.env only for harness.admin_eval: the
@@ -103,6 +119,23 @@ class ConfigServer(Server):
         name looked up on PATH)."""
         name = self.env.get("TARANTOOL") or TARANTOOL
         return shutil.which(name) or name
+
+    def config_status(self) -> Optional[str]:
+        """`config:info().status` of the running instance, asked on its console, or
+        None while the console does not answer yet."""
+        if not self.console.exists():
+            return None
+        try:
+            return admin_eval(self, "require('config'):info().status", timeout=10)
+        except (OSError, ServerError, RuntimeError, AssertionError):
+            return None
+
+    def _set_up_done(self) -> bool:
+        # The application user logs in (harness.Server's check) ...
+        if not super()._set_up_done():
+            return False
+        # ... and, on a configuration, its start (every role applied) is over.
+        return not self.config_road or self.config_status() in CONFIG_STARTED
 
     def start(self, *, wait: bool = True, timeout: float = harness.START_TIMEOUT_S):
         # How this server sends a C function's results (dialogs_api's reply shapes).
@@ -207,5 +240,7 @@ def run_server(base_dir: Path, env: Optional[Mapping[str, Optional[str]]] = None
         "LUA_CPATH": None,
     }
     e.update(env or {})
+    # scripts/run takes the configuration's road where the server has it.
     return ConfigServer(base_dir, name=name, port=port, command=[str(RUN_SCRIPT)],
-                        cwd=REPO_ROOT, console=data / CONSOLE_SOCKET, env=e)
+                        cwd=REPO_ROOT, console=data / CONSOLE_SOCKET, env=e,
+                        config_road=has_config_module(e.get("TARANTOOL") or TARANTOOL))
