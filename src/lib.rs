@@ -244,5 +244,11 @@ pub unsafe extern "C" fn dialogs_storage_get(
     args: *const c_char,
     args_end: *const c_char,
 ) -> c_int {
-    serve("dialogs_storage_get", ctx, args, args_end, storage_read::call)
+    serve(
+        "dialogs_storage_get",
+        ctx,
+        args,
+        args_end,
+        storage_read::call,
+    )
 }

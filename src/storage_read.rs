@@ -62,7 +62,10 @@ fn not_here(bucket_id: u64, why: &str) -> Error {
 /// Whether this instance may serve reads of `bucket_id` now, or why not.
 fn check_readable(bucket_id: u64) -> Result<()> {
     let Some(space) = tarantool::space::Space::find(BUCKET_SPACE) else {
-        return Err(not_here(bucket_id, "no _bucket space (not a vshard storage)"));
+        return Err(not_here(
+            bucket_id,
+            "no _bucket space (not a vshard storage)",
+        ));
     };
     let tuple = space
         .get(&(bucket_id,))
