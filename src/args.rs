@@ -9,6 +9,8 @@ use crate::msgpack::{Reader, Value, EXT_UUID};
 use crate::MAX_TEXT_CHARS;
 
 const EXPECTED_UUID: &str = "a uuid (string or msgpack uuid)";
+/// Length of a uuid's canonical (hyphenated) string form.
+const CANONICAL_LEN: usize = 36;
 /// How much of a bad string an error message quotes.
 const QUOTE_CHARS: usize = 40;
 
@@ -98,27 +100,13 @@ pub fn optional_uuid(arg: Arg, v: Value<'_>) -> Result<Option<Uuid>> {
 
 /// Parses exactly `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits in either
 /// case. Braces, urn: prefixes and the 32-digit form are refused: one spelling,
-/// so that one id has one string form.
+/// so that one id has one string form. `uuid` parses; the length check is what
+/// keeps its other spellings out (36 bytes is only ever the hyphenated form).
 fn parse_canonical(s: &[u8]) -> Option<Uuid> {
-    if s.len() != 36 {
+    if s.len() != CANONICAL_LEN {
         return None;
     }
-    let mut out = [0u8; 16];
-    let mut nibbles = 0usize;
-    for (i, &c) in s.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let d = char::from(c).to_digit(16)?;
-        let byte = out.get_mut(nibbles / 2)?;
-        // to_digit(16) is below 16, so the narrowing keeps every bit.
-        *byte = (*byte << 4) | d as u8;
-        nibbles += 1;
-    }
-    (nibbles == 32).then(|| Uuid::from_bytes(out))
+    Uuid::try_parse_ascii(s).ok()
 }
 
 /// A printable, bounded excerpt of client bytes for an error message.
@@ -261,6 +249,12 @@ mod tests {
             "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a011",
             "0b0f9b9e+4a3e-4b8e-9d1c-1f6f0c9f2a01",
             "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0é",
+            "0b0f9b9e4-a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2é1",
+            " b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0\0",
+            "urn:uuid:0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "------------------------------------",
         ] {
             assert_eq!(parse_canonical(bad.as_bytes()), None, "{bad}");
         }

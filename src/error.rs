@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use tarantool::error::BoxError;
+use tarantool::error::{BoxError, IntoBoxError};
 
 /// Stable error codes, as documented in README.md.
 pub mod code {
@@ -35,36 +35,47 @@ pub const ER_TUPLE_FOUND: u32 = 3;
 /// Tarantool's code for a transaction aborted by a concurrent one under memtx MVCC.
 pub const ER_TRANSACTION_CONFLICT: u32 = 97;
 
-/// Why a call was refused.
-#[derive(Debug)]
+/// Why a call was refused. The messages are the documented ones (README
+/// "Errors"), word for word.
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The call had `got` arguments; `expected` describes the signature.
+    #[error("{proc}: expected {expected}, got {got}")]
     Arity {
         proc: &'static str,
         expected: &'static str,
         got: u32,
     },
     /// `arg` has msgpack type `got`; `expected` says what fits.
+    #[error("{arg}: expected {expected}, got {got}")]
     Type {
         arg: Arg,
         expected: &'static str,
         got: &'static str,
     },
     /// `arg` is a string but not a canonical uuid; `value` is a printable excerpt.
+    #[error("{arg}: malformed uuid {value}")]
     Uuid { arg: Arg, value: String },
     /// `arg` is the nil uuid, which is never a valid id.
+    #[error("{arg}: the nil uuid is not a valid id")]
     NilUuid { arg: Arg },
     /// The text has `chars` characters, outside `1..=MAX_TEXT_CHARS`.
+    #[error("text: must be 1 to {max} characters, got {chars}", max = crate::MAX_TEXT_CHARS)]
     TextLength { chars: usize },
     /// The text is not valid UTF-8.
+    #[error("text: not valid UTF-8")]
     TextEncoding,
     /// An option name this procedure does not know.
+    #[error("opts: unknown option {name}")]
     UnknownOption { name: String },
     /// An option given more than once in one map.
+    #[error("opts: option {name:?} given twice")]
     RepeatedOption { name: &'static str },
     /// An option key that is not a string.
+    #[error("opts: option names must be strings, got {got}")]
     OptionKey { got: &'static str },
     /// An integer option outside its range.
+    #[error("{arg}: must be {min} to {max}, got {got}")]
     OptionRange {
         arg: Arg,
         min: u64,
@@ -72,12 +83,16 @@ pub enum Error {
         got: String,
     },
     /// `new_dialog` on a read-only instance.
+    #[error("new_dialog: this instance is read-only; send writes to the master")]
     ReadOnly,
     /// `opts.request_id` already stored another message.
+    #[error("opts.request_id: already used for message {message_id} with other content")]
     RequestConflict { message_id: uuid::Uuid },
     /// A panic or broken invariant inside `proc`.
+    #[error("{proc}: internal error: {what}")]
     Internal { proc: &'static str, what: String },
     /// An error raised by Tarantool itself, passed through unchanged.
+    #[error("{0}")]
     Box(Box<BoxError>),
 }
 
@@ -114,6 +129,12 @@ impl Arg {
     }
 }
 
+impl fmt::Display for Arg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Error {
     /// The stable code of this error (Tarantool's own code for [`Error::Box`]).
     pub fn code(&self) -> u32 {
@@ -135,68 +156,128 @@ impl Error {
 
     /// Makes this error the fiber's last error, which Tarantool sends to the client
     /// when the procedure returns -1.
-    pub fn set_last(&self) {
-        match self {
-            Error::Box(e) => e.set_last(),
-            other => BoxError::new(other.code(), other.to_string()).set_last(),
-        }
+    #[track_caller]
+    pub fn set_last(self) {
+        self.set_last_error();
     }
 
     /// The last error Tarantool raised, translated where the client deserves a
     /// clearer word (a write on a replica).
     pub fn last_box_error() -> Error {
-        let e = BoxError::last();
-        if e.error_code() == ER_READONLY {
-            Error::ReadOnly
-        } else {
-            Error::Box(Box::new(e))
+        match BoxError::maybe_last() {
+            Err(e) if e.error_code() == ER_READONLY => Error::ReadOnly,
+            Err(e) => Error::Box(Box::new(e)),
+            // A failed call that set no error: Tarantool's bug, still a refusal.
+            Ok(()) => Error::Box(Box::new(BoxError::new(
+                code::INTERNAL,
+                "a Tarantool call failed and set no error",
+            ))),
         }
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// The crate's conversion into a box error: our stable code and message, or
+/// Tarantool's own error passed through as it was raised.
+impl IntoBoxError for Error {
+    #[track_caller]
+    fn into_box_error(self) -> BoxError {
         match self {
-            Error::Arity {
-                proc,
-                expected,
-                got,
-            } => write!(f, "{proc}: expected {expected}, got {got}"),
-            Error::Type { arg, expected, got } => {
-                write!(f, "{}: expected {expected}, got {got}", arg.name())
-            }
-            Error::Uuid { arg, value } => write!(f, "{}: malformed uuid {value}", arg.name()),
-            Error::NilUuid { arg } => {
-                write!(f, "{}: the nil uuid is not a valid id", arg.name())
-            }
-            Error::TextLength { chars } => write!(
-                f,
-                "text: must be 1 to {} characters, got {chars}",
-                crate::MAX_TEXT_CHARS
-            ),
-            Error::TextEncoding => f.write_str("text: not valid UTF-8"),
-            Error::UnknownOption { name } => write!(f, "opts: unknown option {name}"),
-            Error::RepeatedOption { name } => write!(f, "opts: option {name:?} given twice"),
-            Error::OptionKey { got } => {
-                write!(f, "opts: option names must be strings, got {got}")
-            }
-            Error::OptionRange { arg, min, max, got } => {
-                write!(f, "{}: must be {min} to {max}, got {got}", arg.name())
-            }
-            Error::ReadOnly => {
-                f.write_str("new_dialog: this instance is read-only; send writes to the master")
-            }
-            Error::RequestConflict { message_id } => write!(
-                f,
-                "opts.request_id: already used for message {message_id} with other content"
-            ),
-            Error::Internal { proc, what } => write!(f, "{proc}: internal error: {what}"),
-            Error::Box(e) => write!(f, "{e}"),
+            Error::Box(e) => *e,
+            other => BoxError::new(other.code(), other.to_string()),
         }
     }
-}
 
-impl std::error::Error for Error {}
+    fn error_code(&self) -> u32 {
+        self.code()
+    }
+}
 
 /// What a procedure step returns.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages README "Errors" documents, word for word.
+    #[test]
+    fn messages_are_the_documented_ones() {
+        let id = uuid::Uuid::from_bytes([1; 16]);
+        let cases = [
+            (
+                Error::Arity {
+                    proc: "get_dialog",
+                    expected: "1 or 2 arguments (dialog_id [, opts])",
+                    got: 3,
+                },
+                "get_dialog: expected 1 or 2 arguments (dialog_id [, opts]), got 3",
+            ),
+            (
+                Error::Type {
+                    arg: Arg::UserTo,
+                    expected: "a uuid (string or msgpack uuid)",
+                    got: "integer",
+                },
+                "user_to: expected a uuid (string or msgpack uuid), got integer",
+            ),
+            (
+                Error::Uuid {
+                    arg: Arg::After,
+                    value: "\"x\"".into(),
+                },
+                "opts.after: malformed uuid \"x\"",
+            ),
+            (
+                Error::NilUuid { arg: Arg::DialogId },
+                "dialog_id: the nil uuid is not a valid id",
+            ),
+            (
+                Error::TextLength { chars: 4097 },
+                "text: must be 1 to 4096 characters, got 4097",
+            ),
+            (Error::TextEncoding, "text: not valid UTF-8"),
+            (
+                Error::UnknownOption {
+                    name: "\"lim\"".into(),
+                },
+                "opts: unknown option \"lim\"",
+            ),
+            (
+                Error::RepeatedOption { name: "limit" },
+                "opts: option \"limit\" given twice",
+            ),
+            (
+                Error::OptionKey { got: "integer" },
+                "opts: option names must be strings, got integer",
+            ),
+            (
+                Error::OptionRange {
+                    arg: Arg::Limit,
+                    min: 1,
+                    max: 1000,
+                    got: "-1".into(),
+                },
+                "opts.limit: must be 1 to 1000, got -1",
+            ),
+            (
+                Error::ReadOnly,
+                "new_dialog: this instance is read-only; send writes to the master",
+            ),
+            (
+                Error::RequestConflict { message_id: id },
+                "opts.request_id: already used for message \
+                 01010101-0101-0101-0101-010101010101 with other content",
+            ),
+            (
+                Error::Internal {
+                    proc: "new_dialog",
+                    what: "boom".into(),
+                },
+                "new_dialog: internal error: boom",
+            ),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
+    }
+}

@@ -1,9 +1,20 @@
-//! The little MessagePack the procedures need, read and written by hand.
+//! The MessagePack the procedures read and write, on `rmp`.
 //!
-//! Arguments arrive as one msgpack array. [`Reader`] walks it without copying or
-//! allocating and reports every value it did not expect by its msgpack type name,
-//! so that validation can say "expected a uuid, got boolean". It never indexes
-//! out of bounds: truncated input is an error, not a panic.
+//! `rmp` decodes every marker, length and number. What stays here is what it has
+//! no single call for: [`Reader::read`], "the next value, whatever it is",
+//! borrowing strings and extension payloads from the input instead of copying
+//! them, and [`Value::type_name`], the msgpack type names our error messages use
+//! ("expected a uuid, got boolean"). Truncated input is an error, not a panic.
+//! (The tarantool crate's own msgpack decodes into typed values, with its own
+//! error texts, and its uuid is the older `uuid` 0.8.)
+//!
+//! [`Write`] appends the few encodings the procedures build (tuples, keys,
+//! replies) with `rmp::encode`, which picks the same shortest forms Tarantool
+//! itself writes.
+
+use rmp::decode::{self, NumValueReadError, ValueReadError};
+use rmp::encode::{self, ValueWriteError};
+use rmp::Marker;
 
 /// Msgpack extension type of a Tarantool uuid (16 big-endian bytes).
 pub const EXT_UUID: i8 = 2;
@@ -29,7 +40,7 @@ impl Value<'_> {
     /// The uuid this value holds: a uuid extension of exactly 16 bytes.
     pub fn as_uuid(&self) -> Option<uuid::Uuid> {
         match self {
-            Value::Ext(EXT_UUID, b) => <[u8; 16]>::try_from(*b).ok().map(uuid::Uuid::from_bytes),
+            Value::Ext(EXT_UUID, b) => uuid::Uuid::from_slice(b).ok(),
             _ => None,
         }
     }
@@ -58,6 +69,18 @@ impl Value<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
+impl<E: decode::RmpReadErr> From<ValueReadError<E>> for Malformed {
+    fn from(_: ValueReadError<E>) -> Self {
+        Malformed
+    }
+}
+
+impl<E: decode::RmpReadErr> From<NumValueReadError<E>> for Malformed {
+    fn from(_: NumValueReadError<E>) -> Self {
+        Malformed
+    }
+}
+
 /// A cursor over msgpack bytes.
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -73,122 +96,75 @@ impl<'a> Reader<'a> {
         self.buf
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
-        if n > self.buf.len() {
-            return Err(Malformed);
-        }
-        let (head, tail) = self.buf.split_at(n);
+    /// The next `len` bytes, borrowed from the input.
+    fn take(&mut self, len: u32) -> Result<&'a [u8], Malformed> {
+        let len = usize::try_from(len).map_err(|_| Malformed)?;
+        let (head, tail) = self.buf.split_at_checked(len).ok_or(Malformed)?;
         self.buf = tail;
         Ok(head)
-    }
-
-    fn byte(&mut self) -> Result<u8, Malformed> {
-        let [b] = self.array()?;
-        Ok(b)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn len8(&mut self) -> Result<usize, Malformed> {
-        Ok(usize::from(self.byte()?))
-    }
-
-    fn len16(&mut self) -> Result<usize, Malformed> {
-        Ok(usize::from(u16::from_be_bytes(self.array()?)))
-    }
-
-    fn len32(&mut self) -> Result<usize, Malformed> {
-        usize::try_from(u32::from_be_bytes(self.array()?)).map_err(|_| Malformed)
-    }
-
-    fn ext(&mut self, len: usize) -> Result<Value<'a>, Malformed> {
-        let kind = i8::from_be_bytes(self.array()?);
-        Ok(Value::Ext(kind, self.take(len)?))
     }
 
     /// Reads the next value's header. For strings and extensions the payload is
     /// consumed and returned; for arrays and maps only the header is, and the
     /// elements follow.
+    ///
+    /// Measured against the hand-written reader this replaced (A/B, in-process,
+    /// release build, 2 busy cores): a few ns more per value in isolation
+    /// (`new_dialog` arguments as msgpack uuids with a `request_id`: best 186 vs
+    /// 213 ns, medians 192 vs 241 ns), invisible in a whole call (in-process
+    /// `new_dialog` and `get_dialog`, server CPU per call: no change beyond the
+    /// 10-20% run-to-run spread).
     pub fn read(&mut self) -> Result<Value<'a>, Malformed> {
-        let m = self.byte()?;
-        Ok(match m {
-            0x00..=0x7f => Value::Uint(u64::from(m)),
-            0x80..=0x8f => Value::Map(u32::from(m & 0x0f)),
-            0x90..=0x9f => Value::Array(u32::from(m & 0x0f)),
-            0xa0..=0xbf => Value::Str(self.take(usize::from(m & 0x1f))?),
-            0xc0 => Value::Nil,
-            0xc2 => Value::Bool(false),
-            0xc3 => Value::Bool(true),
-            0xc4 => {
-                let n = self.len8()?;
-                self.take(n)?;
-                Value::Bin
+        let first = *self.buf.first().ok_or(Malformed)?;
+        // The marker is peeked to choose the `rmp` reader, which reads it again.
+        let r = &mut self.buf;
+        Ok(match Marker::from_u8(first) {
+            Marker::Null => {
+                decode::read_nil(r)?;
+                Value::Nil
             }
-            0xc5 => {
-                let n = self.len16()?;
-                self.take(n)?;
-                Value::Bin
+            Marker::True | Marker::False => Value::Bool(decode::read_bool(r)?),
+            Marker::FixPos(_) | Marker::U8 | Marker::U16 | Marker::U32 | Marker::U64 => {
+                Value::Uint(decode::read_int(r)?)
             }
-            0xc6 => {
-                let n = self.len32()?;
-                self.take(n)?;
-                Value::Bin
+            Marker::FixNeg(_) | Marker::I8 | Marker::I16 | Marker::I32 | Marker::I64 => {
+                Value::Int(decode::read_int(r)?)
             }
-            0xc7 => {
-                let n = self.len8()?;
-                self.ext(n)?
-            }
-            0xc8 => {
-                let n = self.len16()?;
-                self.ext(n)?
-            }
-            0xc9 => {
-                let n = self.len32()?;
-                self.ext(n)?
-            }
-            0xca => {
-                self.take(4)?;
+            Marker::F32 => {
+                decode::read_f32(r)?;
                 Value::Float
             }
-            0xcb => {
-                self.take(8)?;
+            Marker::F64 => {
+                decode::read_f64(r)?;
                 Value::Float
             }
-            0xcc => Value::Uint(u64::from(self.byte()?)),
-            0xcd => Value::Uint(u64::from(u16::from_be_bytes(self.array()?))),
-            0xce => Value::Uint(u64::from(u32::from_be_bytes(self.array()?))),
-            0xcf => Value::Uint(u64::from_be_bytes(self.array()?)),
-            0xd0 => Value::Int(i64::from(i8::from_be_bytes(self.array()?))),
-            0xd1 => Value::Int(i64::from(i16::from_be_bytes(self.array()?))),
-            0xd2 => Value::Int(i64::from(i32::from_be_bytes(self.array()?))),
-            0xd3 => Value::Int(i64::from_be_bytes(self.array()?)),
-            0xd4 => self.ext(1)?,
-            0xd5 => self.ext(2)?,
-            0xd6 => self.ext(4)?,
-            0xd7 => self.ext(8)?,
-            0xd8 => self.ext(16)?,
-            0xd9 => {
-                let n = self.len8()?;
-                Value::Str(self.take(n)?)
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                let len = decode::read_str_len(r)?;
+                Value::Str(self.take(len)?)
             }
-            0xda => {
-                let n = self.len16()?;
-                Value::Str(self.take(n)?)
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+                let len = decode::read_bin_len(r)?;
+                self.take(len)?;
+                Value::Bin
             }
-            0xdb => {
-                let n = self.len32()?;
-                Value::Str(self.take(n)?)
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                Value::Array(decode::read_array_len(r)?)
             }
-            0xdc => Value::Array(u32::from(u16::from_be_bytes(self.array()?))),
-            0xdd => Value::Array(u32::from_be_bytes(self.array()?)),
-            0xde => Value::Map(u32::from(u16::from_be_bytes(self.array()?))),
-            0xdf => Value::Map(u32::from_be_bytes(self.array()?)),
-            0xe0..=0xff => Value::Int(i64::from(i8::from_be_bytes([m]))),
-            0xc1 => return Err(Malformed),
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                Value::Map(decode::read_map_len(r)?)
+            }
+            Marker::FixExt1
+            | Marker::FixExt2
+            | Marker::FixExt4
+            | Marker::FixExt8
+            | Marker::FixExt16
+            | Marker::Ext8
+            | Marker::Ext16
+            | Marker::Ext32 => {
+                let meta = decode::read_ext_meta(r)?;
+                Value::Ext(meta.typeid, self.take(meta.size)?)
+            }
+            Marker::Reserved => return Err(Malformed),
         })
     }
 }
@@ -202,36 +178,27 @@ pub trait Write {
     fn put_ext(&mut self, kind: i8, data: &[u8]);
 }
 
+/// Ends one `rmp::encode` call on a `Vec`. `Vec`'s `io::Write` never returns
+/// an error (a failed allocation aborts), so there is none to pass on.
+///
+/// Measured (A/B against the hand-written encoder this replaced, in-process,
+/// release build, 2 busy cores): building a message tuple costs about 4 ns more
+/// at best (35 vs 39 ns, medians 43 vs 54 ns), under 0.2% of a `new_dialog`
+/// call, whose own run-to-run spread is over 10%. Through `rmp`'s infallible
+/// `ByteBuf` instead it cost 30 ns more (moving the vector in and out per value).
+fn append<T>(written: Result<T, ValueWriteError<std::io::Error>>) {
+    debug_assert!(written.is_ok());
+}
+
 impl Write for Vec<u8> {
     fn put_array_header(&mut self, n: u32) {
-        if n < 16 {
-            // n < 16, so the cast keeps every bit.
-            self.push(0x90 | n as u8);
-        } else if let Ok(n) = u16::try_from(n) {
-            self.push(0xdc);
-            self.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.push(0xdd);
-            self.extend_from_slice(&n.to_be_bytes());
-        }
+        append(encode::write_array_len(self, n));
     }
 
     fn put_str(&mut self, s: &str) {
-        let len = s.len();
-        if len < 32 {
-            self.push(0xa0 | len as u8);
-        } else if let Ok(n) = u8::try_from(len) {
-            self.push(0xd9);
-            self.push(n);
-        } else if let Ok(n) = u16::try_from(len) {
-            self.push(0xda);
-            self.extend_from_slice(&n.to_be_bytes());
-        } else {
-            // Strings come from validated input, far below 4 GiB.
-            self.push(0xdb);
-            self.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-        }
-        self.extend_from_slice(s.as_bytes());
+        // Strings written here are validated text and fixed keys, far below the
+        // 4 GiB a msgpack string can hold.
+        append(encode::write_str(self, s));
     }
 
     fn put_uuid(&mut self, id: &uuid::Uuid) {
@@ -240,41 +207,13 @@ impl Write for Vec<u8> {
 
     fn put_uint(&mut self, n: u64) {
         // The shortest form, as Tarantool itself encodes: a bucket id takes 3 bytes.
-        if n < 0x80 {
-            self.push(n as u8);
-        } else if let Ok(n) = u8::try_from(n) {
-            self.push(0xcc);
-            self.push(n);
-        } else if let Ok(n) = u16::try_from(n) {
-            self.push(0xcd);
-            self.extend_from_slice(&n.to_be_bytes());
-        } else if let Ok(n) = u32::try_from(n) {
-            self.push(0xce);
-            self.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.push(0xcf);
-            self.extend_from_slice(&n.to_be_bytes());
-        }
+        append(encode::write_uint(self, n));
     }
 
     fn put_ext(&mut self, kind: i8, data: &[u8]) {
-        let marker = match data.len() {
-            1 => Some(0xd4),
-            2 => Some(0xd5),
-            4 => Some(0xd6),
-            8 => Some(0xd7),
-            16 => Some(0xd8),
-            _ => None,
-        };
-        match marker {
-            Some(m) => self.push(m),
-            None => {
-                // Only fixed-size extensions are written here (uuid, datetime).
-                self.push(0xc7);
-                self.push(u8::try_from(data.len()).unwrap_or(u8::MAX));
-            }
-        }
-        self.extend_from_slice(&kind.to_be_bytes());
+        // Only fixed-size extensions are written here (uuid, datetime).
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        append(encode::write_ext_meta(self, len, kind));
         self.extend_from_slice(data);
     }
 }
@@ -324,5 +263,53 @@ mod tests {
             assert_eq!(r.read(), Ok(Value::Uint(n)));
         }
         assert_eq!(r.read(), Err(Malformed));
+    }
+
+    #[test]
+    fn writes_the_shortest_forms_tarantool_writes() {
+        let mut out = Vec::new();
+        out.put_array_header(3);
+        out.put_array_header(1000);
+        out.put_array_header(70_000);
+        assert_eq!(out, [0x93, 0xdc, 0x03, 0xe8, 0xdd, 0, 1, 0x11, 0x70]);
+        let mut out = Vec::new();
+        for n in [7, 200, 3000, 70_000, 1 << 40] {
+            out.put_uint(n);
+        }
+        assert_eq!(
+            out,
+            [
+                0x07, 0xcc, 200, 0xcd, 0x0b, 0xb8, 0xce, 0, 1, 0x11, 0x70, 0xcf, 0, 0, 1, 0, 0, 0,
+                0, 0
+            ]
+        );
+        let mut out = Vec::new();
+        out.put_str("hi");
+        out.put_str(&"x".repeat(40));
+        assert_eq!(out.get(..5), Some(&[0xa2, b'h', b'i', 0xd9, 40][..]));
+        assert_eq!(out.len(), 3 + 2 + 40);
+        let mut out = Vec::new();
+        out.put_uuid(&uuid::Uuid::from_bytes([7; 16]));
+        out.put_ext(EXT_DATETIME, &[1; 8]);
+        out.put_ext(EXT_DATETIME, &[2; 3]);
+        let mut expected = vec![0xd8, 2];
+        expected.extend_from_slice(&[7; 16]);
+        expected.extend_from_slice(&[0xd7, 4, 1, 1, 1, 1, 1, 1, 1, 1]);
+        expected.extend_from_slice(&[0xc7, 3, 4, 2, 2, 2]);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn reads_every_length_form() {
+        let mut buf = vec![0xdd, 0, 0, 0, 2, 0xde, 0, 1, 0xc4, 2, 9, 9];
+        buf.extend_from_slice(&[0xc7, 3, 5, 1, 2, 3, 0xd1, 0xff, 0x38, 0xca, 0, 0, 0, 0]);
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.read(), Ok(Value::Array(2)));
+        assert_eq!(r.read(), Ok(Value::Map(1)));
+        assert_eq!(r.read(), Ok(Value::Bin));
+        assert_eq!(r.read(), Ok(Value::Ext(5, &[1, 2, 3])));
+        assert_eq!(r.read(), Ok(Value::Int(-200)));
+        assert_eq!(r.read(), Ok(Value::Float));
+        assert!(r.rest().is_empty());
     }
 }
