@@ -142,11 +142,11 @@ local function check_master(proc, call, bucket_id)
     end
 end
 
-local function routed(proc, call, args, bucket_id)
+local function routed(proc, call, args, bucket_id, timeout)
     bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     check_master(proc, call, bucket_id)
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
-        {timeout = state.call_timeout})
+        {timeout = timeout or state.call_timeout})
     if err ~= nil then
         M.raise_routed_error(proc, err)
     end
@@ -196,12 +196,13 @@ end
 -- refusal back (a bucket that moved or is moving) instead of trying again; then
 -- the call is made once more the ordinary way, which retries and refreshes the
 -- router's idea of where the bucket is, and its one (decoded) value is returned.
-local function routed_raw(proc, call, raw, bucket_id)
+local function routed_raw(proc, call, raw, bucket_id, timeout)
     bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+    timeout = timeout or state.call_timeout
     local name = storage.FUNCTIONS[proc]
-    local deadline = fiber.clock() + state.call_timeout
+    local deadline = fiber.clock() + timeout
     local result, err = call(bucket_id, name, raw,
-        {timeout = state.call_timeout, return_raw = true})
+        {timeout = timeout, return_raw = true})
     if is_object(result) then
         result, err = raw_value(result)
         if err == nil then
@@ -271,14 +272,18 @@ end
 local function get_dialog_routed(call_args, raw)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'get_dialog',
         call_args})
+    -- The ordinary way gets what is left of the call's time (DIALOGS_ROUTER_TIMEOUT
+    -- covers both).
+    local deadline = fiber.clock() + state.call_timeout
     local page = read_direct(bucket_id, call_args, raw)
     if page ~= nil then
         return page
     end
+    local left = math.max(deadline - fiber.clock(), 0.001)
     if raw then
-        return routed_raw('get_dialog', state.callbro, call_args, bucket_id)
+        return routed_raw('get_dialog', state.callbro, call_args, bucket_id, left)
     end
-    return routed('get_dialog', state.callbro, call_args, bucket_id)
+    return routed('get_dialog', state.callbro, call_args, bucket_id, left)
 end
 
 -- The functions clients call.
