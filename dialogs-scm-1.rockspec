@@ -38,7 +38,8 @@ cargo build --release -p dialogs &&
 mkdir -p target/rock &&
 cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so &&
-cp target/release/libdialogs.so target/rock/dialogs_route.so
+cp target/release/libdialogs.so target/rock/dialogs_route.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_get.so
 ]],
     -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
     -- modules the store grows, and the libraries (dialogs_route.so: the check a
@@ -46,6 +47,6 @@ cp target/release/libdialogs.so target/rock/dialogs_route.so
     install_command = [[
 mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
 cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
-cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so "$(LIBDIR)/"
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so "$(LIBDIR)/"
 ]],
 }

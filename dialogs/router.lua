@@ -142,11 +142,11 @@ local function check_master(proc, call, bucket_id)
     end
 end
 
-local function routed(proc, call, args)
-    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
+local function routed(proc, call, args, bucket_id, timeout)
+    bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     check_master(proc, call, bucket_id)
     local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
-        {timeout = state.call_timeout})
+        {timeout = timeout or state.call_timeout})
     if err ~= nil then
         M.raise_routed_error(proc, err)
     end
@@ -196,12 +196,13 @@ end
 -- refusal back (a bucket that moved or is moving) instead of trying again; then
 -- the call is made once more the ordinary way, which retries and refreshes the
 -- router's idea of where the bucket is, and its one (decoded) value is returned.
-local function routed_raw(proc, call, raw)
-    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+local function routed_raw(proc, call, raw, bucket_id, timeout)
+    bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
+    timeout = timeout or state.call_timeout
     local name = storage.FUNCTIONS[proc]
-    local deadline = fiber.clock() + state.call_timeout
+    local deadline = fiber.clock() + timeout
     local result, err = call(bucket_id, name, raw,
-        {timeout = state.call_timeout, return_raw = true})
+        {timeout = timeout, return_raw = true})
     if is_object(result) then
         result, err = raw_value(result)
         if err == nil then
@@ -223,6 +224,68 @@ local function routed_raw(proc, call, raw)
     M.raise_routed_error(proc, err)
 end
 
+-- get_dialog through the storage's native read entry (storage.READ_FUNCTION),
+-- called directly on the bucket's replica set (any member): its one value, the
+-- page, undecoded where `raw` (the client's argument bytes as one msgpack object),
+-- else decoded. Where a C function's results travel wrapped in one array
+-- (state.wrap_id, as on the storages), that value comes as [page]. Returns the
+-- page, or nil when the entry did not answer (it refused the bucket, or vshard or
+-- the connection failed): the caller then takes the ordinary way, which retries
+-- and refreshes where the bucket is.
+local function read_direct(bucket_id, args, raw)
+    local replicaset = state.route(bucket_id)
+    if replicaset == nil then
+        return nil
+    end
+    local result, err
+    if raw then
+        result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
+            {timeout = state.call_timeout, return_raw = true})
+        if err ~= nil or not is_object(result) then
+            return nil
+        end
+        local it = result:iterator()
+        if it:decode_array_header() ~= 1 then
+            return nil
+        end
+        local value = it:take()
+        if state.wrap_id then
+            it = value:iterator()
+            if it:decode_array_header() ~= 1 then
+                return nil
+            end
+            value = it:take()
+        end
+        return value
+    end
+    result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
+        {timeout = state.call_timeout})
+    if err ~= nil or type(result) ~= 'table' then
+        return nil
+    end
+    if state.wrap_id then
+        result = result[1]
+    end
+    return result
+end
+
+local function get_dialog_routed(call_args, raw)
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'get_dialog',
+        call_args})
+    -- The ordinary way gets what is left of the call's time (DIALOGS_ROUTER_TIMEOUT
+    -- covers both).
+    local deadline = fiber.clock() + state.call_timeout
+    local page = read_direct(bucket_id, call_args, raw)
+    if page ~= nil then
+        return page
+    end
+    local left = math.max(deadline - fiber.clock(), 0.001)
+    if raw then
+        return routed_raw('get_dialog', state.callbro, call_args, bucket_id, left)
+    end
+    return routed('get_dialog', state.callbro, call_args, bucket_id, left)
+end
+
 -- The functions clients call.
 -- new_dialog's reply (an id) is small: decoding it costs less than the msgpack
 -- objects of return_raw, so only its arguments travel undecoded.
@@ -241,9 +304,9 @@ end
 
 function M.get_dialog(...)
     if state.raw then
-        return routed_raw('get_dialog', state.callbro, ...)
+        return get_dialog_routed(..., true)
     end
-    return routed('get_dialog', state.callbro, {...})
+    return get_dialog_routed({...}, false)
 end
 
 -- The check function (not granted to anyone: the router's functions run as their

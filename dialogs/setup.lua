@@ -49,6 +49,11 @@ function M.writable_instance(s)
         if s.replication ~= nil then
             access.setup_replication_user(s.replication)
         end
+        if s.takes_clients == false then
+            -- A storage: the read entry routers call (after the replication user).
+            require('dialogs.storage').register_functions(
+                s.replication ~= nil and s.replication.user or nil)
+        end
     end)
 end
 

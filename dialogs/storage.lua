@@ -28,6 +28,40 @@ M.FUNCTIONS = {
     get_dialog = 'dialogs_storage.get_dialog',
 }
 
+-- The native read entry routers call directly for get_dialog (src/storage_read.rs):
+-- get_dialog's page, with the bucket checked in the same call, or error
+-- READ_REFUSED when this instance may not read the bucket now (then the router
+-- takes the ordinary way, FUNCTIONS.get_dialog through vshard.storage.call).
+M.READ_FUNCTION = 'dialogs_storage_get'
+M.READ_REFUSED = 1012
+
+-- Defines the read entry (a setuid C function) and lets the user routers log in
+-- as execute it, and nobody else: the role `sharding` where the configuration
+-- declares it (Tarantool 3), else `user` (vshard's user, the replication user).
+-- On the writable instance, as admin.
+function M.register_functions(user)
+    local f = box.func[M.READ_FUNCTION]
+    if f ~= nil and (f.language ~= 'C' or not f.setuid) then
+        box.schema.func.drop(M.READ_FUNCTION)
+    end
+    box.schema.func.create(M.READ_FUNCTION, {language = 'C', setuid = true, if_not_exists = true})
+    local grantee = nil
+    if box.schema.role.exists('sharding') then
+        box.schema.role.grant('sharding', 'execute', 'function', M.READ_FUNCTION,
+            {if_not_exists = true})
+        grantee = 'role sharding'
+    end
+    if user ~= nil and box.schema.user.exists(user) then
+        box.schema.user.grant(user, 'execute', 'function', M.READ_FUNCTION,
+            {if_not_exists = true})
+        grantee = 'user ' .. user
+    end
+    if grantee == nil then
+        log.warn('dialogs: %s granted to nobody yet: routers read through '
+            .. 'vshard.storage.call', M.READ_FUNCTION)
+    end
+end
+
 local function failure(e)
     if type(e) ~= 'cdata' then
         e = {code = box.error.PROC_LUA, message = tostring(e)}

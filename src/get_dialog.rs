@@ -85,23 +85,27 @@ impl GetDialog {
     pub fn apply(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
         match Results::of_server() {
             Results::Wrapped => self.walk(store, |tuple| reply.message(tuple)),
-            Results::OneEach => {
-                let mut buf = match PAGE_BUF.try_lock() {
-                    Ok(buf) => buf,
-                    // A panic while a page was built: the buffer is cleared below.
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                    // In use only by a call this one made (none does today).
-                    Err(TryLockError::WouldBlock) => {
-                        return self.one_value(store, reply, &mut Vec::new())
-                    }
-                };
-                let count = self.one_value(store, reply, &mut buf);
-                if buf.capacity() > PAGE_BUF_KEEP {
-                    *buf = Vec::new();
-                }
-                count
-            }
+            Results::OneEach => self.apply_one_value(store, reply),
         }
+    }
+
+    /// Adds the page to `reply` as one return value, an array of the messages,
+    /// whatever the server does with a C function's results (3.x's
+    /// [`Results::OneEach`] shape of [`GetDialog::apply`], and the storage read
+    /// entry's on every server, src/storage_read.rs).
+    pub fn apply_one_value(&self, store: &Store, reply: &mut Reply) -> Result<u32> {
+        let mut buf = match PAGE_BUF.try_lock() {
+            Ok(buf) => buf,
+            // A panic while a page was built: the buffer is cleared below.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            // In use only by a call this one made (none does today).
+            Err(TryLockError::WouldBlock) => return self.one_value(store, reply, &mut Vec::new()),
+        };
+        let count = self.one_value(store, reply, &mut buf);
+        if buf.capacity() > PAGE_BUF_KEEP {
+            *buf = Vec::new();
+        }
+        count
     }
 
     /// The page as one return value, an array of the messages, built in `out`.

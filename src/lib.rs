@@ -3,7 +3,8 @@
 //! This library is loaded by Tarantool as the C functions `new_dialog` and
 //! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`), and on a
 //! vshard router as `dialogs_route`, the check of a call before it is routed
-//! ([`route`]). A call
+//! ([`route`]), and on a vshard storage as `dialogs_storage_get`, `get_dialog`
+//! with its bucket checked, which routers call for reads ([`storage_read`]). A call
 //! enters at the `extern "C"` functions below, is parsed and validated into a
 //! typed request ([`new_dialog::NewDialog`], [`get_dialog::GetDialog`]), applied
 //! to the [`store::Store`] (the only code that touches spaces), and the reply is
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod msgpack;
 pub mod new_dialog;
 pub mod route;
+pub mod storage_read;
 pub mod store;
 
 #[cfg(feature = "test")]
@@ -227,4 +229,26 @@ pub unsafe extern "C" fn dialogs_route(
     args_end: *const c_char,
 ) -> c_int {
     serve("dialogs_route", ctx, args, args_end, route::call)
+}
+
+/// `dialogs_storage_get(bucket_id, args)` → `get_dialog(unpack(args))`'s page as
+/// one value, if this storage may read `bucket_id` now; else error 1012
+/// ([`storage_read::NOT_HERE`]). Called by the vshard router on a storage
+/// (README, "Sharding by dialog_id with vshard"); not for clients.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_get(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_get",
+        ctx,
+        args,
+        args_end,
+        storage_read::call,
+    )
 }
