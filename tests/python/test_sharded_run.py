@@ -6,6 +6,7 @@ Ctrl-C stopping everything it started. Needs vshard; skipped without it."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,14 +26,39 @@ RUN_SHARDED = REPO_ROOT / "scripts" / "run-sharded"
 OFFSETS = (0, 10, 11, 20, 21)
 
 
-def port_is_free(port: int) -> bool:
+def nobody_listens(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def port_is_free(port: int) -> bool:
+    """Nobody listens on the port and no connection uses it as its local port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_base_port() -> int:
-    for _ in range(50):
-        base = free_port()
+    """A block of ports for the five instances, below the ephemeral range where it
+    can be: the members connect to each other while they start, and an outgoing
+    connection's local port taken from the block would make a member's bind fail."""
+    low, _ = ephemeral_ports()
+    bases = random.Random().sample(range(10000, low - 21), 50) if low - 21 > 10000 else []
+    bases += [free_port() for _ in range(50)]
+    for base in bases:
         if base + 21 < 65536 and all(port_is_free(base + o) for o in OFFSETS):
             return base
     raise AssertionError("no free block of ports")
@@ -74,6 +100,6 @@ def test_run_sharded_serves_the_reports_client_and_stops_on_ctrl_c(tmp_path):
             raise
     # Nothing it started still listens.
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not all(port_is_free(port + o) for o in OFFSETS):
+    while time.monotonic() < deadline and not all(nobody_listens(port + o) for o in OFFSETS):
         time.sleep(0.2)
-    assert all(port_is_free(port + o) for o in OFFSETS)
+    assert all(nobody_listens(port + o) for o in OFFSETS)
