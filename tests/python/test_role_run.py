@@ -10,7 +10,8 @@ import os
 
 import pytest
 
-from config_harness import has_config_module, run_server
+import config_harness
+from config_harness import has_config_module
 from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
 from harness import DEV_PASSWORD, module_built
 
@@ -19,6 +20,22 @@ pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` fir
 CONFIG_ROAD = has_config_module()
 CONFIG_LINE = "has the declarative configuration: starting config/single.yaml"
 INIT_LINE = "dialogs: listening on"
+
+# Every server a test made, stopped when the test ends, whatever its outcome.
+_made: list = []
+
+
+def run_server(*args, **kwargs):
+    srv = config_harness.run_server(*args, **kwargs)
+    _made.append(srv)
+    return srv
+
+
+@pytest.fixture(autouse=True)
+def stop_every_server():
+    yield
+    while _made:
+        _made.pop().stop()
 
 
 def test_run_serves_the_client_on_the_road_the_server_has(tmp_path):
