@@ -171,6 +171,17 @@ local function array_header(it)
     return it:decode_array_header()
 end
 
+-- The one element of a msgpack object that is a one-element array, undecoded;
+-- nil for anything else.
+local function sole_element(object)
+    local it = object:iterator()
+    local ok, count = pcall(array_header, it)
+    if not ok or count ~= 1 then
+        return nil
+    end
+    return it:take()
+end
+
 -- The one value of a storage function's reply taken with return_raw (`result`,
 -- a msgpack object of the values), undecoded: or nil and the error. The
 -- procedure's own error comes as a second value ({nil, error}); vshard 0.1.42
@@ -179,11 +190,10 @@ end
 -- a map, where get_dialog's page is an array. (Only the header is read: indexing
 -- or decoding a page costs as much as the whole router.)
 local function raw_value(result)
-    local it = result:iterator()
-    if it:decode_array_header() ~= 1 then
+    local value = sole_element(result)
+    if value == nil then
         return nil, result:decode()[2]
     end
-    local value = it:take()
     if not pcall(array_header, value:iterator()) then
         return nil, value:decode()
     end
@@ -244,17 +254,9 @@ local function read_direct(bucket_id, args, raw)
         if err ~= nil or not is_object(result) then
             return nil
         end
-        local it = result:iterator()
-        if it:decode_array_header() ~= 1 then
-            return nil
-        end
-        local value = it:take()
-        if state.wrap_id then
-            it = value:iterator()
-            if it:decode_array_header() ~= 1 then
-                return nil
-            end
-            value = it:take()
+        local value = sole_element(result)
+        if value ~= nil and state.wrap_id then
+            value = sole_element(value)
         end
         return value
     end
