@@ -140,9 +140,14 @@ impl<'a> TupleRef<'a> {
         self.tuple.as_ptr()
     }
 
-    fn field_count(&self) -> u32 {
-        // SAFETY: a live tuple.
-        unsafe { ffi::box_tuple_field_count(self.as_ptr()) }
+    /// Where the stored `bucket_id` starts in the tuple's msgpack; None for a
+    /// tuple of six fields or fewer (stored before sharding), which is already
+    /// the message as clients see it. (One look-up: Tarantool keeps the offset
+    /// of an indexed field, and `bucket_id` is indexed.)
+    fn bucket_field(&self) -> Option<NonNull<u8>> {
+        // SAFETY: a live tuple; box_tuple_field returns null for a field it lacks.
+        let field = unsafe { ffi::box_tuple_field(self.as_ptr(), FIELD_BUCKET) };
+        NonNull::new(field.cast_mut().cast::<u8>())
     }
 
     /// A uuid field, read in place.
@@ -164,17 +169,17 @@ impl<'a> TupleRef<'a> {
     /// first six fields, without the store's `bucket_id` (a stored tuple of six
     /// fields is copied whole).
     pub fn append_client_to(&self, out: &mut Vec<u8>) -> Result<()> {
-        if self.field_count() <= CLIENT_FIELDS {
+        let Some(bucket) = self.bucket_field() else {
             return self.append_to(out);
-        }
+        };
         // SAFETY: a live tuple; box_tuple_field returns null or a pointer into the
         // tuple's msgpack, where fields lie in order, so the bytes from the start
         // of field 0 to the start of field 6 are exactly fields 0..=5; they are
         // copied before anything can yield.
         let fields = unsafe {
             let first = ffi::box_tuple_field(self.as_ptr(), 0).cast::<u8>();
-            let bucket = ffi::box_tuple_field(self.as_ptr(), FIELD_BUCKET).cast::<u8>();
-            if first.is_null() || bucket.is_null() || bucket < first {
+            let bucket = bucket.as_ptr().cast_const();
+            if first.is_null() || bucket < first {
                 return Err(corrupt(SPACE));
             }
             let len = usize::try_from(bucket.offset_from(first)).map_err(|_| corrupt(SPACE))?;
@@ -207,7 +212,7 @@ impl<'a> TupleRef<'a> {
     /// more than a few dozen msgpack results of a C procedure to a Lua caller, but
     /// any number of tuples.)
     pub fn client_form<'s>(&'s self, scratch: &'s mut Vec<u8>) -> Result<TupleRef<'s>> {
-        if self.field_count() <= CLIENT_FIELDS {
+        if self.bucket_field().is_none() {
             // SAFETY: the same tuple, for a shorter lifetime.
             return Ok(unsafe { TupleRef::new(self.tuple) });
         }
