@@ -868,13 +868,7 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
     ));
     let (a, b) = (user(), user());
     let bucket = bucket_id(pair_dialog(a, b), stored_bucket_count());
-    let args = |text: &str| {
-        format!(
-            "{{{bucket}, {{box.NULL, {}, {}, '{text}'}}}}",
-            q(&a),
-            q(&b)
-        )
-    };
+    let args = |text: &str| format!("{{{bucket}, {{box.NULL, {}, {}, '{text}'}}}}", q(&a), q(&b));
     let refused = |why: &str| format!("{ENTRY}: bucket {bucket} is not writable here: {why}");
     assert_refused(
         ENTRY,
@@ -888,8 +882,15 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
     );
     assert_refused(ENTRY, &args("absent"), 1012, &refused("not found"));
     for status in ["sending", "receiving", "readonly", "sent", "garbage"] {
-        lua_exec(&format!("box.space._bucket:replace{{{bucket}, '{status}'}}"));
-        assert_refused(ENTRY, &args(status), 1012, &refused(&format!("status {status}")));
+        lua_exec(&format!(
+            "box.space._bucket:replace{{{bucket}, '{status}'}}"
+        ));
+        assert_refused(
+            ENTRY,
+            &args(status),
+            1012,
+            &refused(&format!("status {status}")),
+        );
     }
     let other = bucket % stored_bucket_count() + 1;
     assert_refused(
@@ -899,7 +900,9 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
         &format!("{ENTRY}: bucket {other} is not writable here: the dialog is in bucket {bucket}"),
     );
     for status in ["active", "pinned"] {
-        lua_exec(&format!("box.space._bucket:replace{{{bucket}, '{status}'}}"));
+        lua_exec(&format!(
+            "box.space._bucket:replace{{{bucket}, '{status}'}}"
+        ));
         let values = call(ENTRY, &args(status)).ok();
         assert_eq!(values.len(), 1, "one return value: {values:?}");
         let id = Uuid::parse_str(values[0].as_str().expect("the id is a string")).unwrap();
