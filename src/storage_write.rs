@@ -12,10 +12,11 @@
 //! with a status vshard writes to (`active`, `pinned`); else the call is refused
 //! with [`NOT_HERE`](crate::storage_read::NOT_HERE) and writes nothing, and the
 //! router takes the ordinary way, which waits for a bucket on the move and finds
-//! its new home. The reply is
-//! `new_dialog`'s on this server. A `request_id` works as in `new_dialog`: its
-//! record is written with the message, in the same bucket and transaction. Not
-//! granted to clients; inside a caller's transaction the call is refused (79).
+//! its new home. The reply is `new_dialog`'s on this server. A `request_id` works
+//! as in `new_dialog`: its record is written with the message, in the same bucket
+//! and transaction, and the bucket is checked first in every transaction that
+//! writes (the rewrite that confirms an earlier try's record too). Not granted to
+//! clients; inside a caller's transaction the call is refused (79).
 //!
 //! # Why no vshard bucket reference (checked against vshard 0.1.42)
 //!
@@ -54,12 +55,13 @@
 //! writes: nothing yields.)
 //!
 //! Two things `vshard.storage.call` checks and this entry leaves to the server:
-//! whether vshard counts this instance as its replica set's master (here: whether
-//! the instance is writable, the read-only refusal 1006 otherwise; vshard, Tarantool
-//! 3's configuration and elections keep the two the same, only an operator's hand
-//! makes a non-master writable, and then a client's direct write lands there too),
-//! and whether vshard's storage is disabled (during its configuration): neither
-//! changes where a bucket's rows are, which `_bucket` decides.
+//! whether vshard counts this instance as its replica set's master (here the
+//! instance must be writable, else the read-only refusal 1006 and the router's
+//! ordinary way; vshard's `read_only` from its configuration, Tarantool 3's
+//! configuration and elections keep the two the same: only an instance made
+//! writable by hand against the configuration would take a write vshard refuses),
+//! and whether vshard's storage is disabled (while it is configured). Neither
+//! decides where a bucket's rows are: `_bucket` does.
 
 use crate::bucket;
 use crate::error::{Error, Result};
