@@ -13,11 +13,11 @@ TARANTOOL_TEST_VERSION := 0.7.0
 # The release module and the directory init.lua loads it from: one real file,
 # replaced atomically on each build (a running server keeps its mapping and can
 # reload), and one symlink per procedure name (dialogs_route: the vshard router's
-# check of a call; dialogs_storage_get: a storage's read entry for routers; README
-# "Sharding by dialog_id with vshard").
+# check of a call; dialogs_storage_get, dialogs_storage_new: a storage's read and
+# write entries for routers; README "Sharding by dialog_id with vshard").
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
-PROCS := new_dialog get_dialog dialogs_route dialogs_storage_get
+PROCS := new_dialog get_dialog dialogs_route dialogs_storage_get dialogs_storage_new
 
 # The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
 # (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from
@@ -138,8 +138,8 @@ test: deps build build-test tarantool-path
 test-unit:
 	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
-	  if [ "$$exported" != "dialogs_route dialogs_storage_get get_dialog new_dialog " ]; then \
-	    echo "release module exports [$$exported], expected [dialogs_route dialogs_storage_get get_dialog new_dialog]"; exit 1; fi; \
+	  if [ "$$exported" != "dialogs_route dialogs_storage_get dialogs_storage_new get_dialog new_dialog " ]; then \
+	    echo "release module exports [$$exported], expected [dialogs_route dialogs_storage_get dialogs_storage_new get_dialog new_dialog]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.

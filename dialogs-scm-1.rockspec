@@ -39,7 +39,8 @@ mkdir -p target/rock &&
 cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so &&
 cp target/release/libdialogs.so target/rock/dialogs_route.so &&
-cp target/release/libdialogs.so target/rock/dialogs_storage_get.so
+cp target/release/libdialogs.so target/rock/dialogs_storage_get.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_new.so
 ]],
     -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
     -- modules the store grows, and the libraries (dialogs_route.so: the check a
@@ -47,6 +48,6 @@ cp target/release/libdialogs.so target/rock/dialogs_storage_get.so
     install_command = [[
 mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
 cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
-cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so "$(LIBDIR)/"
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so "$(LIBDIR)/"
 ]],
 }

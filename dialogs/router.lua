@@ -288,15 +288,72 @@ local function get_dialog_routed(call_args, raw)
     return routed('get_dialog', state.callbro, call_args, bucket_id, left)
 end
 
+-- Errors of the storages' write entry after which it wrote nothing: its refusal
+-- of the bucket, an instance that cannot write now (a replica: 1006, the
+-- procedures' read-only code; loading; a bucket status changing under memtx
+-- MVCC), an entry not there or not granted (yet).
+local WRITE_NOT_RUN = {
+    [storage.WRITE_REFUSED] = true,
+    [1006] = true,
+    [box.error.READONLY] = true,
+    [box.error.LOADING] = true,
+    [box.error.TRANSACTION_CONFLICT] = true,
+    [box.error.NO_SUCH_PROC] = true,
+    [box.error.NO_SUCH_FUNCTION] = true,
+    [box.error.ACCESS_DENIED] = true,
+}
+
+-- new_dialog through the storages' native write entry (storage.WRITE_FUNCTION),
+-- called directly on the master of the bucket's replica set with the client's
+-- arguments (`args`: undecoded where the router takes them so): the new id, or
+-- nil when nothing was written and the caller may take the ordinary way, which
+-- retries and refreshes where the bucket is (the entry refused, vshard found no
+-- master to send to). After a failure that may have come after the write (a
+-- timeout, a lost connection) only a call with a request_id is tried again (the
+-- storage then answers with the first try's id); any other gets the retryable
+-- 1009, as on the ordinary way. The entry's own errors are raised as they came.
+local function write_direct(bucket_id, args)
+    local replicaset = state.route(bucket_id)
+    if replicaset == nil then
+        return nil
+    end
+    local id, err = replicaset:callrw(storage.WRITE_FUNCTION, {bucket_id, args},
+        {timeout = state.call_timeout})
+    if err == nil and id ~= nil then
+        -- Where a C function's results travel wrapped (state.wrap_id): {id}.
+        return state.wrap_id and type(id) == 'table' and id[1] or id
+    end
+    if type(err) == 'table' and (err.type == 'ShardingError' or WRITE_NOT_RUN[err.code]) then
+        return nil
+    end
+    if type(err) ~= 'table' or err.code == nil or UNAVAILABLE_TYPES[err.type]
+            or UNAVAILABLE_BOX[err.code] or err.code == box.error.PROC_LUA then
+        if is_object(args) then
+            args = args:decode()
+        end
+        if type(args[5]) == 'table' and args[5].request_id ~= nil then
+            return nil
+        end
+        M.raise_routed_error('new_dialog', err)
+    end
+    raise(err.code, err.message)
+end
+
 -- The functions clients call.
 -- new_dialog's reply (an id) is small: decoding it costs less than the msgpack
--- objects of return_raw, so only its arguments travel undecoded.
+-- objects of return_raw, so only its arguments travel undecoded. It goes to the
+-- storages' write entry first; the ordinary way gets what is left of the call's
+-- time (DIALOGS_ROUTER_TIMEOUT covers both).
 function M.new_dialog(...)
-    local id
-    if state.raw then
-        id = routed('new_dialog', state.callrw, ...)
-    else
-        id = routed('new_dialog', state.callrw, {...})
+    -- One msgpack object where the router takes the arguments undecoded.
+    local args = state.raw and (...) or {...}
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'new_dialog', args})
+    check_master('new_dialog', state.callrw, bucket_id)
+    local deadline = fiber.clock() + state.call_timeout
+    local id = write_direct(bucket_id, args)
+    if id == nil then
+        id = routed('new_dialog', state.callrw, args, bucket_id,
+            math.max(deadline - fiber.clock(), 0.001))
     end
     if state.wrap_id then
         return {id}

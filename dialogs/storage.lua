@@ -34,31 +34,36 @@ M.FUNCTIONS = {
 -- takes the ordinary way, FUNCTIONS.get_dialog through vshard.storage.call).
 M.READ_FUNCTION = 'dialogs_storage_get'
 M.READ_REFUSED = 1012
+-- Its write twin for new_dialog (src/storage_write.rs): the bucket checked inside
+-- the write's transaction; the same refusal (WRITE_REFUSED), nothing written.
+M.WRITE_FUNCTION = 'dialogs_storage_new'
+M.WRITE_REFUSED = M.READ_REFUSED
 
--- Defines the read entry (a setuid C function) and lets the user routers log in
--- as execute it, and nobody else: the role `sharding` where the configuration
+-- Defines the two entries (setuid C functions) and lets the user routers log in
+-- as execute them, and nobody else: the role `sharding` where the configuration
 -- declares it (Tarantool 3), else `user` (vshard's user, the replication user).
 -- On the writable instance, as admin.
 function M.register_functions(user)
-    local f = box.func[M.READ_FUNCTION]
-    if f ~= nil and (f.language ~= 'C' or not f.setuid) then
-        box.schema.func.drop(M.READ_FUNCTION)
-    end
-    box.schema.func.create(M.READ_FUNCTION, {language = 'C', setuid = true, if_not_exists = true})
-    local grantee = nil
-    if box.schema.role.exists('sharding') then
-        box.schema.role.grant('sharding', 'execute', 'function', M.READ_FUNCTION,
-            {if_not_exists = true})
-        grantee = 'role sharding'
-    end
-    if user ~= nil and box.schema.user.exists(user) then
-        box.schema.user.grant(user, 'execute', 'function', M.READ_FUNCTION,
-            {if_not_exists = true})
-        grantee = 'user ' .. user
-    end
-    if grantee == nil then
-        log.warn('dialogs: %s granted to nobody yet: routers read through '
-            .. 'vshard.storage.call', M.READ_FUNCTION)
+    for _, name in ipairs({M.READ_FUNCTION, M.WRITE_FUNCTION}) do
+        local f = box.func[name]
+        if f ~= nil and (f.language ~= 'C' or not f.setuid) then
+            box.schema.func.drop(name)
+        end
+        box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
+        local grantee = nil
+        if box.schema.role.exists('sharding') then
+            box.schema.role.grant('sharding', 'execute', 'function', name,
+                {if_not_exists = true})
+            grantee = 'role sharding'
+        end
+        if user ~= nil and box.schema.user.exists(user) then
+            box.schema.user.grant(user, 'execute', 'function', name, {if_not_exists = true})
+            grantee = 'user ' .. user
+        end
+        if grantee == nil then
+            log.warn('dialogs: %s granted to nobody yet: routers go through '
+                .. 'vshard.storage.call', name)
+        end
     end
 end
 

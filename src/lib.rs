@@ -4,7 +4,8 @@
 //! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`), and on a
 //! vshard router as `dialogs_route`, the check of a call before it is routed
 //! ([`route`]), and on a vshard storage as `dialogs_storage_get`, `get_dialog`
-//! with its bucket checked, which routers call for reads ([`storage_read`]). A call
+//! with its bucket checked, which routers call for reads ([`storage_read`]), and
+//! `dialogs_storage_new`, `new_dialog` likewise, for writes ([`storage_write`]). A call
 //! enters at the `extern "C"` functions below, is parsed and validated into a
 //! typed request ([`new_dialog::NewDialog`], [`get_dialog::GetDialog`]), applied
 //! to the [`store::Store`] (the only code that touches spaces), and the reply is
@@ -26,6 +27,7 @@ pub mod msgpack;
 pub mod new_dialog;
 pub mod route;
 pub mod storage_read;
+pub mod storage_write;
 pub mod store;
 
 #[cfg(feature = "test")]
@@ -250,5 +252,28 @@ pub unsafe extern "C" fn dialogs_storage_get(
         args,
         args_end,
         storage_read::call,
+    )
+}
+
+/// `dialogs_storage_new(bucket_id, args)` → `new_dialog(unpack(args))`'s reply, if
+/// the dialog is in `bucket_id` and this storage may write it now (checked in the
+/// write's own transaction); else error 1012 ([`storage_read::NOT_HERE`]) and
+/// nothing written. Called by the vshard router on a storage's master (README,
+/// "Sharding by dialog_id with vshard"); not for clients.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_new(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_new",
+        ctx,
+        args,
+        args_end,
+        storage_write::call,
     )
 }

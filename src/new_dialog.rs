@@ -7,7 +7,7 @@ use crate::args::{self, Args};
 use crate::error::{Arg, Error, Result, ER_TRANSACTION_CONFLICT, ER_TUPLE_FOUND};
 use crate::ids::{pair_dialog, IdGenerator, Issued};
 use crate::msgpack::Write;
-use crate::store::{Message, Store, StoredContent, StoredRequest};
+use crate::store::{Guard, Message, Store, StoredContent, StoredRequest};
 use crate::Reply;
 
 const SIGNATURE: &str = "4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])";
@@ -76,9 +76,16 @@ impl<'a> NewDialog<'a> {
     /// same way: the second finds the first's row (or collides with it on
     /// insert) and waits for it.
     pub fn apply(&self, store: &Store) -> Result<Uuid> {
+        self.apply_guarded(store, None)
+    }
+
+    /// [`NewDialog::apply`], with `guard` run first inside each transaction that
+    /// writes (the message's, and the confirmation of an earlier try's): a
+    /// refusal by the guard writes nothing and is the call's error.
+    pub fn apply_guarded(&self, store: &Store, guard: Guard<'_>) -> Result<Uuid> {
         let dialog_id = self.dialog();
         let Some(request_id) = self.request_id else {
-            return self.store(store, dialog_id, self.text, None);
+            return self.store(store, dialog_id, self.text, None, guard);
         };
         // The arguments live in Tarantool's input buffer, which is reused once
         // the fiber yields (waiting for an earlier try does): keep a copy.
@@ -93,7 +100,7 @@ impl<'a> NewDialog<'a> {
         for _ in 0..REQUEST_ROUNDS {
             // Same content, or the message was deleted since: the same request.
             let same = |done: &StoredRequest| done.content.as_ref().is_none_or(|c| *c == mine);
-            match store.confirm_request(request_id, same) {
+            match store.confirm_request(request_id, same, guard) {
                 Ok(Some((done, true))) => return Ok(done.message_id),
                 Ok(Some((done, false))) => {
                     return Err(Error::RequestConflict {
@@ -112,7 +119,7 @@ impl<'a> NewDialog<'a> {
                     continue;
                 }
             }
-            match self.store(store, dialog_id, &mine.text, Some(request_id)) {
+            match self.store(store, dialog_id, &mine.text, Some(request_id), guard) {
                 // Another try of the same request stored it first (a duplicate
                 // key, or a conflict under memtx MVCC): confirm that one.
                 Err(e) if matches!(e.code(), ER_TUPLE_FOUND | ER_TRANSACTION_CONFLICT) => {
@@ -134,6 +141,7 @@ impl<'a> NewDialog<'a> {
         dialog_id: Uuid,
         text: &str,
         request_id: Option<Uuid>,
+        guard: Guard<'_>,
     ) -> Result<Uuid> {
         let now_us = tarantool::clock::time64() / 1000;
         let stored_max = store.max_id()?;
@@ -155,8 +163,8 @@ impl<'a> NewDialog<'a> {
             created_at_us: now_us,
         };
         match request_id {
-            None => store.insert(&message)?,
-            Some(request_id) => store.insert_with_request(&message, request_id)?,
+            None => store.insert(&message, guard)?,
+            Some(request_id) => store.insert_with_request(&message, request_id, guard)?,
         }
         Ok(id)
     }

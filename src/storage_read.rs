@@ -31,9 +31,9 @@ use crate::Reply;
 
 const PROC: &str = "dialogs_storage_get";
 
-/// The refusal of a bucket this instance may not read now: an internal code,
-/// between the router and a storage; clients never see it (the router falls back
-/// to `vshard.storage.call`).
+/// The refusal of a bucket this instance may not read (or, from the write entry,
+/// src/storage_write.rs, write) now: an internal code, between the router and a
+/// storage; clients never see it (the router falls back to `vshard.storage.call`).
 pub const NOT_HERE: u32 = 1012;
 
 /// vshard's bucket space: `{id, status, destination, ...}`, primary key `id`.
@@ -52,33 +52,43 @@ fn misuse(what: &str) -> Error {
     }
 }
 
-fn not_here(bucket_id: u64, why: &str) -> Error {
+/// The [`NOT_HERE`] refusal by entry `proc` of `bucket_id`, which is not
+/// `usable` ("readable", "writable") here, and why.
+pub(crate) fn not_here(proc: &str, bucket_id: u64, usable: &str, why: &str) -> Error {
     Error::Box(Box::new(BoxError::new(
         NOT_HERE,
-        format!("{PROC}: bucket {bucket_id} is not readable here: {why}"),
+        format!("{proc}: bucket {bucket_id} is not {usable} here: {why}"),
     )))
+}
+
+/// Whether `_bucket` holds `bucket_id` in one of the `allowed` statuses now, or
+/// the refusal of entry `proc` saying why not. Reads `_bucket` through the C API
+/// only: it never yields.
+pub(crate) fn check_bucket(
+    proc: &str,
+    bucket_id: u64,
+    allowed: &[&str],
+    usable: &str,
+) -> Result<()> {
+    let refuse = |why: &str| not_here(proc, bucket_id, usable, why);
+    let Some(space) = tarantool::space::Space::find(BUCKET_SPACE) else {
+        return Err(refuse("no _bucket space (not a vshard storage)"));
+    };
+    let tuple = space
+        .get(&(bucket_id,))
+        .map_err(|e| refuse(&e.to_string()))?
+        .ok_or_else(|| refuse("not found"))?;
+    let status: Option<&str> = tuple.field(1).map_err(|e| refuse(&e.to_string()))?;
+    match status {
+        Some(s) if allowed.contains(&s) => Ok(()),
+        Some(s) => Err(refuse(&format!("status {s}"))),
+        None => Err(refuse("no status")),
+    }
 }
 
 /// Whether this instance may serve reads of `bucket_id` now, or why not.
 fn check_readable(bucket_id: u64) -> Result<()> {
-    let Some(space) = tarantool::space::Space::find(BUCKET_SPACE) else {
-        return Err(not_here(
-            bucket_id,
-            "no _bucket space (not a vshard storage)",
-        ));
-    };
-    let tuple = space
-        .get(&(bucket_id,))
-        .map_err(|e| not_here(bucket_id, &e.to_string()))?
-        .ok_or_else(|| not_here(bucket_id, "not found"))?;
-    let status: Option<&str> = tuple
-        .field(1)
-        .map_err(|e| not_here(bucket_id, &e.to_string()))?;
-    match status {
-        Some(s) if READABLE.contains(&s) => Ok(()),
-        Some(s) => Err(not_here(bucket_id, &format!("status {s}"))),
-        None => Err(not_here(bucket_id, "no status")),
-    }
+    check_bucket(PROC, bucket_id, READABLE, "readable")
 }
 
 /// The procedure body: read the two arguments, validate `get_dialog`'s, check the

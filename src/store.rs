@@ -416,13 +416,28 @@ impl Store {
         })
     }
 
-    /// Stores one message.
-    pub fn insert(&self, m: &Message<'_>) -> Result<()> {
-        Self::insert_raw(self.space, &self.encode(m)?)
+    /// Stores one message: with no guard, as one statement (in a caller's
+    /// transaction, if one is open); with a guard, in a transaction of its own
+    /// that runs the guard first.
+    pub fn insert(&self, m: &Message<'_>, guard: Guard<'_>) -> Result<()> {
+        let buf = self.encode(m)?;
+        match guard {
+            None => Self::insert_raw(self.space, &buf),
+            Some(guard) => atomically(|| {
+                guard()?;
+                Self::insert_raw(self.space, &buf)
+            }),
+        }
     }
 
-    /// Stores one message and records `request_id` for it, atomically.
-    pub fn insert_with_request(&self, m: &Message<'_>, request_id: Uuid) -> Result<()> {
+    /// Stores one message and records `request_id` for it, atomically (after
+    /// the guard, if any, in the same transaction).
+    pub fn insert_with_request(
+        &self,
+        m: &Message<'_>,
+        request_id: Uuid,
+        guard: Guard<'_>,
+    ) -> Result<()> {
         let buf = self.encode(m)?;
         let mut req = Vec::with_capacity(48);
         req.put_array_header(REQUEST_FIELDS);
@@ -431,6 +446,7 @@ impl Store {
         // A request lives in its message's bucket and moves with it.
         req.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
         atomically(|| {
+            run(guard)?;
             Self::insert_raw(self.requests, &req)?;
             Self::insert_raw(self.space, &buf)
         })
@@ -456,13 +472,16 @@ impl Store {
     /// their order) and rolls back with any of them (a failed WAL write or a
     /// quorum timeout rolls back every later transaction too). So
     /// `Ok(Some((_, true)))` means the try that stored the row is committed, and
-    /// an error means it may have been rolled back: look again.
+    /// an error means it may have been rolled back: look again. The guard, if
+    /// any, runs first, in the same transaction.
     pub fn confirm_request(
         &self,
         request_id: Uuid,
         same: impl FnOnce(&StoredRequest) -> bool,
+        guard: Guard<'_>,
     ) -> Result<Option<(StoredRequest, bool)>> {
         atomically(|| {
+            run(guard)?;
             let Some(req) = Self::get_tuple(self.requests, &key(&[request_id]))? else {
                 return Ok(None);
             };
@@ -643,6 +662,15 @@ fn created_at_datetime(us: u64) -> Result<Datetime> {
             }
         })?;
     Ok(Datetime::from_inner(at))
+}
+
+/// A check a write makes first, inside the write's own transaction and with no
+/// yield before the write's statements (the storage write entry's check of its
+/// bucket, src/storage_write.rs); None for a client's call of `new_dialog`.
+pub type Guard<'g> = Option<&'g dyn Fn() -> Result<()>>;
+
+fn run(guard: Guard<'_>) -> Result<()> {
+    guard.map_or(Ok(()), |guard| guard())
 }
 
 /// Runs `f` in a transaction of its own (the crate's), committing on success and

@@ -851,3 +851,68 @@ fn a_refused_call_leaves_the_callers_transaction_alone() {
     );
     assert_eq!(page(d, "{}").len(), 1);
 }
+
+// --- the storages' write entry ---------------------------------------------
+
+/// `dialogs_storage_new` outside a vshard storage, with a `_bucket` space of its
+/// own making: a write only where the bucket's status is one vshard writes to,
+/// `new_dialog`'s reply and row then; a refusal (1012) that writes nothing
+/// otherwise, and inside a caller's transaction (the check must be the first
+/// statement of the write's own).
+#[tarantool::test]
+fn the_storage_write_entry_writes_only_a_writable_bucket() {
+    const ENTRY: &str = "dialogs_storage_new";
+    lua_exec(&format!(
+        "box.schema.func.create('{ENTRY}', {{language = 'C', setuid = true, \
+         if_not_exists = true}})"
+    ));
+    let (a, b) = (user(), user());
+    let bucket = bucket_id(pair_dialog(a, b), stored_bucket_count());
+    let args = |text: &str| format!("{{{bucket}, {{box.NULL, {}, {}, '{text}'}}}}", q(&a), q(&b));
+    let refused = |why: &str| format!("{ENTRY}: bucket {bucket} is not writable here: {why}");
+    assert_refused(
+        ENTRY,
+        &args("no _bucket"),
+        1012,
+        &refused("no _bucket space (not a vshard storage)"),
+    );
+    lua_exec(
+        "box.schema.space.create('_bucket', {format = {{'id', 'unsigned'}, \
+         {'status', 'string'}}}):create_index('pk')",
+    );
+    assert_refused(ENTRY, &args("absent"), 1012, &refused("not found"));
+    for status in ["sending", "receiving", "readonly", "sent", "garbage"] {
+        lua_exec(&format!(
+            "box.space._bucket:replace{{{bucket}, '{status}'}}"
+        ));
+        assert_refused(
+            ENTRY,
+            &args(status),
+            1012,
+            &refused(&format!("status {status}")),
+        );
+    }
+    let other = bucket % stored_bucket_count() + 1;
+    assert_refused(
+        ENTRY,
+        &format!("{{{other}, {{box.NULL, {}, {}, 'wrong'}}}}", q(&a), q(&b)),
+        1012,
+        &format!("{ENTRY}: bucket {other} is not writable here: the dialog is in bucket {bucket}"),
+    );
+    for status in ["active", "pinned"] {
+        lua_exec(&format!(
+            "box.space._bucket:replace{{{bucket}, '{status}'}}"
+        ));
+        let values = call(ENTRY, &args(status)).ok();
+        assert_eq!(values.len(), 1, "one return value: {values:?}");
+        let id = Uuid::parse_str(values[0].as_str().expect("the id is a string")).unwrap();
+        let row = page(pair_dialog(a, b), "{}").pop().expect("the message");
+        assert_eq!(row, (id, status.to_owned()));
+    }
+    lua_exec("box.begin()");
+    let inside = call(ENTRY, &args("inside"));
+    lua_exec("box.rollback()");
+    assert!(matches!(&inside, Outcome::Err(79, _)), "{inside:?}");
+    lua_exec("box.space._bucket:drop()");
+    assert_eq!(page(pair_dialog(a, b), "{}").len(), 2);
+}
