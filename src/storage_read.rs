@@ -44,12 +44,23 @@ const BUCKET_SPACE: &str = "_bucket";
 /// still here and take no writes).
 const READABLE: &[&str] = &["active", "pinned", "sending", "readonly"];
 
-/// A call of this entry that did not come from the router's code: a bug there.
-fn misuse(what: &str) -> Error {
-    Error::Internal {
-        proc: PROC,
-        what: format!("expected (bucket_id, {{get_dialog's arguments}}): {what}"),
+/// Splits a storage entry's two arguments, `(bucket_id, {<procedure>'s
+/// arguments})`, into the bucket and the bytes of the procedure's own argument
+/// array. Anything else is a call that did not come from the router's code: a bug
+/// there, refused as an internal error naming `proc` and what `inner` expects.
+pub fn split_args<'a>(proc: &'static str, inner: &str, args: &'a [u8]) -> Result<(u64, &'a [u8])> {
+    let misuse = |what: &str| Error::Internal {
+        proc,
+        what: format!("expected (bucket_id, {{{inner}'s arguments}}): {what}"),
+    };
+    let mut r = Reader::new(args);
+    if r.read() != Ok(Value::Array(2)) {
+        return Err(misuse("not two arguments"));
     }
+    let Ok(Value::Uint(bucket_id)) = r.read() else {
+        return Err(misuse("bucket_id is not an integer"));
+    };
+    Ok((bucket_id, r.rest()))
 }
 
 /// The [`NOT_HERE`] refusal by entry `proc` of `bucket_id`, which is not
@@ -94,15 +105,8 @@ fn check_readable(bucket_id: u64) -> Result<()> {
 /// The procedure body: read the two arguments, validate `get_dialog`'s, check the
 /// bucket, reply with the page.
 pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
-    let mut r = Reader::new(args);
-    if r.read() != Ok(Value::Array(2)) {
-        return Err(misuse("not two arguments"));
-    }
-    let Ok(Value::Uint(bucket_id)) = r.read() else {
-        return Err(misuse("bucket_id is not an integer"));
-    };
-    // The second argument, get_dialog's own argument array, is the rest.
-    let request = GetDialog::parse(r.rest())?;
+    let (bucket_id, get_dialog_args) = split_args(PROC, "get_dialog", args)?;
+    let request = GetDialog::parse(get_dialog_args)?;
     check_readable(bucket_id)?;
     request.apply_one_value(&Store::get()?, reply)?;
     Ok(())

@@ -64,10 +64,9 @@
 //! decides where a bucket's rows are: `_bucket` does.
 
 use crate::bucket;
-use crate::error::{Error, Result};
-use crate::msgpack::{Reader, Value};
+use crate::error::Result;
 use crate::new_dialog::NewDialog;
-use crate::storage_read::{check_bucket, not_here};
+use crate::storage_read::{check_bucket, not_here, split_args};
 use crate::store::Store;
 use crate::Reply;
 
@@ -77,27 +76,12 @@ const PROC: &str = "dialogs_storage_new";
 /// bucket `readonly`, `sending`, `receiving`, `sent` or `garbage` is not one.
 const WRITABLE: &[&str] = &["active", "pinned"];
 
-/// A call of this entry that did not come from the router's code: a bug there.
-fn misuse(what: &str) -> Error {
-    Error::Internal {
-        proc: PROC,
-        what: format!("expected (bucket_id, {{new_dialog's arguments}}): {what}"),
-    }
-}
-
 /// The procedure body: read the two arguments, validate `new_dialog`'s, check
 /// the dialog's bucket, write with `_bucket` checked inside the transaction,
 /// reply with the id.
 pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
-    let mut r = Reader::new(args);
-    if r.read() != Ok(Value::Array(2)) {
-        return Err(misuse("not two arguments"));
-    }
-    let Ok(Value::Uint(bucket_id)) = r.read() else {
-        return Err(misuse("bucket_id is not an integer"));
-    };
-    // The second argument, new_dialog's own argument array, is the rest.
-    let request = NewDialog::parse(r.rest())?;
+    let (bucket_id, new_dialog_args) = split_args(PROC, "new_dialog", args)?;
+    let request = NewDialog::parse(new_dialog_args)?;
     let store = Store::get()?;
     let dialogs_bucket = bucket::bucket_id(request.dialog(), store.bucket_count);
     if u64::from(dialogs_bucket) != bucket_id {
