@@ -105,21 +105,13 @@ impl Reply {
         Ok(())
     }
 
-    /// Returns one stored tuple (referenced, not copied).
-    pub fn tuple(&mut self, tuple: &store::TupleRef<'_>) -> Result<()> {
-        // SAFETY: `ctx` is the live call context; the tuple is live and Tarantool
-        // takes its own reference.
-        if unsafe { box_return_tuple(self.ctx, tuple.as_ptr()) } < 0 {
-            return Err(Error::last_box_error());
-        }
-        Ok(())
-    }
-
     /// Returns one stored message as clients see it: its six fields, without
-    /// the store's `bucket_id`.
+    /// the store's `bucket_id` (the stored tuple itself, or a new one built in
+    /// the scratch buffer; referenced, not copied).
     pub fn message(&mut self, tuple: &store::TupleRef<'_>) -> Result<()> {
         let client = tuple.client_form(&mut self.scratch)?;
-        // SAFETY: as in `tuple`; the scratch buffer is not touched meanwhile.
+        // SAFETY: `ctx` is the live call context; `client` is live (the scratch
+        // buffer is not touched meanwhile) and Tarantool takes its own reference.
         if unsafe { box_return_tuple(self.ctx, client.as_ptr()) } < 0 {
             return Err(Error::last_box_error());
         }
