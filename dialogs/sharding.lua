@@ -15,8 +15,9 @@
 -- instance's address is therefore part of its identity, for the life of its
 -- data directory.
 
-local digest = require('digest')
 local fio = require('fio')
+
+local ids = require('dialogs.ids')
 
 local M = {}
 
@@ -30,36 +31,12 @@ M.DEFAULT_CALL_TIMEOUT_S = 2
 M.DEFAULT_REBALANCER_MAX_SENDING = 1
 M.MAX_REBALANCER_MAX_SENDING = 15
 
-local function uuid_bytes(s)
-    local hex = s:gsub('-', '')
-    return (hex:gsub('..', function(h)
-        return string.char(tonumber(h, 16))
-    end))
-end
-
-local function uuid_string(bytes)
-    local hex = bytes:gsub('.', function(c)
-        return string.format('%02x', c:byte())
-    end)
-    return string.format('%s-%s-%s-%s-%s', hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16),
-        hex:sub(17, 20), hex:sub(21, 32))
-end
-
--- RFC 9562 UUIDv5 of `name` in the namespace `ns` (both strings).
-function M.uuid_v5(ns, name)
-    local h = digest.sha1(uuid_bytes(ns) .. name):sub(1, 16)
-    local b = {h:byte(1, 16)}
-    b[7] = bit.bor(bit.band(b[7], 0x0f), 0x50)
-    b[9] = bit.bor(bit.band(b[9], 0x3f), 0x80)
-    return uuid_string(string.char(unpack(b)))
-end
-
 function M.replicaset_uuid(name)
-    return M.uuid_v5(M.NAMESPACE, 'replicaset:' .. name)
+    return ids.v5(M.NAMESPACE, 'replicaset:' .. name):str()
 end
 
 function M.instance_uuid(replicaset, address)
-    return M.uuid_v5(M.NAMESPACE, 'instance:' .. replicaset .. '/' .. address)
+    return ids.v5(M.NAMESPACE, 'instance:' .. replicaset .. '/' .. address):str()
 end
 
 -- `fail(fmt, ...)` raises an error about the setting being parsed;

@@ -5,10 +5,12 @@
 use uuid::Uuid;
 
 use crate::error::{Arg, Error, Result};
+use crate::ids::{key_dialog, MAX_KEY_BYTES};
 use crate::msgpack::{Reader, Value, EXT_UUID};
 use crate::MAX_TEXT_CHARS;
 
 const EXPECTED_UUID: &str = "a uuid (string or msgpack uuid)";
+const EXPECTED_DIALOG: &str = "a uuid (string or msgpack uuid) or a dialog key (string)";
 /// Length of a uuid's canonical (hyphenated) string form.
 const CANONICAL_LEN: usize = 36;
 /// How much of a bad string an error message quotes.
@@ -90,12 +92,55 @@ pub fn uuid(arg: Arg, v: Value<'_>) -> Result<Uuid> {
     Ok(id)
 }
 
-/// A uuid or nil.
-pub fn optional_uuid(arg: Arg, v: Value<'_>) -> Result<Option<Uuid>> {
+/// A dialog id: a uuid (msgpack, or its canonical string), or a string key that
+/// names a dialog ([`key_dialog`]: 1..=[`MAX_KEY_BYTES`] bytes of UTF-8). A string
+/// that reads as a uuid in another notation (braces, `urn:uuid:`, 32 hex digits,
+/// or any 32..=36 hex digits and hyphens) is a mistake, not a key: refused as a
+/// malformed uuid, as before keys existed.
+pub fn dialog_id(v: Value<'_>) -> Result<Uuid> {
+    let arg = Arg::DialogId;
+    let Value::Str(s) = v else {
+        return match v {
+            Value::Ext(EXT_UUID, _) => uuid(arg, v),
+            other => Err(Error::Type {
+                arg,
+                expected: EXPECTED_DIALOG,
+                got: other.type_name(),
+            }),
+        };
+    };
+    if parse_canonical(s).is_some() || looks_like_uuid(s) {
+        return uuid(arg, v);
+    }
+    if s.is_empty() || s.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyLength { bytes: s.len() });
+    }
+    let key = std::str::from_utf8(s).map_err(|_| Error::KeyEncoding)?;
+    Ok(key_dialog(key))
+}
+
+/// A dialog id or nil.
+pub fn optional_dialog_id(v: Value<'_>) -> Result<Option<Uuid>> {
     match v {
         Value::Nil => Ok(None),
-        v => uuid(arg, v).map(Some),
+        v => dialog_id(v).map(Some),
     }
+}
+
+/// True for a string that is meant as a uuid: `{...}` or `urn:uuid:...` around,
+/// or alone, 32 to 36 characters that are all hex digits and hyphens.
+fn looks_like_uuid(s: &[u8]) -> bool {
+    let inner = s
+        .strip_prefix(b"{")
+        .and_then(|rest| rest.strip_suffix(b"}"))
+        .or_else(|| {
+            s.get(..9)
+                .filter(|p| p.eq_ignore_ascii_case(b"urn:uuid:"))
+                .and_then(|_| s.get(9..))
+        })
+        .unwrap_or(s);
+    (32..=CANONICAL_LEN).contains(&inner.len())
+        && inner.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-')
 }
 
 /// Parses exactly `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits in either
@@ -258,5 +303,86 @@ mod tests {
         ] {
             assert_eq!(parse_canonical(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    fn dialog_of(s: &str) -> Result<Uuid> {
+        dialog_id(Value::Str(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_canonical_string_stays_its_uuid() {
+        let id = "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01";
+        assert_eq!(dialog_of(id).ok(), Uuid::parse_str(id).ok());
+        assert_eq!(dialog_of(&id.to_uppercase()).ok(), Uuid::parse_str(id).ok());
+        let nil = dialog_of("00000000-0000-0000-0000-000000000000");
+        assert!(matches!(nil, Err(Error::NilUuid { arg: Arg::DialogId })));
+    }
+
+    #[test]
+    fn other_strings_are_keys() {
+        let report_key = "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a017c9e6679-7425-40de-944b-e07fc1f90ae7";
+        for key in [
+            "a",
+            "deadbeef",
+            report_key,
+            "чат №1",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01 ",
+            "0b0f9b9e4-a3e-4b8e-9d1c-1f6f0c9f2a01x",
+        ] {
+            assert_eq!(dialog_of(key).ok(), Some(key_dialog(key)), "{key}");
+        }
+        let longest = "é".repeat(MAX_KEY_BYTES / 2) + "x";
+        assert_eq!(longest.len(), MAX_KEY_BYTES);
+        assert_eq!(dialog_of(&longest).ok(), Some(key_dialog(&longest)));
+    }
+
+    #[test]
+    fn uuids_in_other_notations_are_refused_as_uuids() {
+        for bad in [
+            "0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01",
+            "{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}",
+            "urn:uuid:0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "URN:UUID:0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0",
+            "0b0f9b9e4-a3e-4b8e-9d1c-1f6f0c9f2a01",
+            "------------------------------------",
+        ] {
+            let e = dialog_of(bad).err();
+            assert!(
+                matches!(
+                    e,
+                    Some(Error::Uuid {
+                        arg: Arg::DialogId,
+                        ..
+                    })
+                ),
+                "{bad}: {e:?}"
+            );
+        }
+        // 36 characters that are not all hex digits and hyphens: a key.
+        let g = "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0g";
+        assert_eq!(dialog_of(g).ok(), Some(key_dialog(g)));
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert!(matches!(dialog_of(""), Err(Error::KeyLength { bytes: 0 })));
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        assert!(matches!(
+            dialog_of(&long),
+            Err(Error::KeyLength { bytes: 256 })
+        ));
+        assert!(matches!(
+            dialog_id(Value::Str(b"ab\xffcd")),
+            Err(Error::KeyEncoding)
+        ));
+        assert!(matches!(
+            dialog_id(Value::Uint(7)),
+            Err(Error::Type {
+                arg: Arg::DialogId,
+                expected: EXPECTED_DIALOG,
+                got: "integer"
+            })
+        ));
     }
 }

@@ -14,7 +14,8 @@ pub mod code {
     pub const BAD_ARITY: u32 = 1001;
     /// An argument or option of the wrong msgpack type, or nil where a value is needed.
     pub const BAD_TYPE: u32 = 1002;
-    /// A string that is not a canonical uuid, or the nil uuid.
+    /// A string that is not a canonical uuid, or the nil uuid; a `dialog_id`
+    /// string that is neither a canonical uuid nor a valid dialog key.
     pub const BAD_UUID: u32 = 1003;
     /// Text empty, too long or not UTF-8.
     pub const BAD_TEXT: u32 = 1004;
@@ -59,6 +60,12 @@ pub enum Error {
     /// `arg` is the nil uuid, which is never a valid id.
     #[error("{arg}: the nil uuid is not a valid id")]
     NilUuid { arg: Arg },
+    /// A `dialog_id` key of `bytes` bytes, outside `1..=MAX_KEY_BYTES`.
+    #[error("dialog_id: a dialog key must be 1 to {max} bytes, got {bytes}", max = crate::ids::MAX_KEY_BYTES)]
+    KeyLength { bytes: usize },
+    /// A `dialog_id` key that is not valid UTF-8.
+    #[error("dialog_id: a dialog key must be valid UTF-8")]
+    KeyEncoding,
     /// The text has `chars` characters, outside `1..=MAX_TEXT_CHARS`.
     #[error("text: must be 1 to {max} characters, got {chars}", max = crate::MAX_TEXT_CHARS)]
     TextLength { chars: usize },
@@ -141,7 +148,10 @@ impl Error {
         match self {
             Error::Arity { .. } => code::BAD_ARITY,
             Error::Type { .. } => code::BAD_TYPE,
-            Error::Uuid { .. } | Error::NilUuid { .. } => code::BAD_UUID,
+            Error::Uuid { .. }
+            | Error::NilUuid { .. }
+            | Error::KeyLength { .. }
+            | Error::KeyEncoding => code::BAD_UUID,
             Error::TextLength { .. } | Error::TextEncoding => code::BAD_TEXT,
             Error::UnknownOption { .. }
             | Error::RepeatedOption { .. }
@@ -230,6 +240,14 @@ mod tests {
             (
                 Error::NilUuid { arg: Arg::DialogId },
                 "dialog_id: the nil uuid is not a valid id",
+            ),
+            (
+                Error::KeyLength { bytes: 256 },
+                "dialog_id: a dialog key must be 1 to 255 bytes, got 256",
+            ),
+            (
+                Error::KeyEncoding,
+                "dialog_id: a dialog key must be valid UTF-8",
             ),
             (
                 Error::TextLength { chars: 4097 },

@@ -53,7 +53,7 @@ impl GetDialog {
     pub fn parse(buf: &[u8]) -> Result<Self> {
         let mut args = Args::open("get_dialog", buf, 1, 2, SIGNATURE)?;
         let mut req = GetDialog {
-            dialog_id: args::uuid(Arg::DialogId, args.read()?)?,
+            dialog_id: args::dialog_id(args.read()?)?,
             limit: MAX_PAGE,
             after: None,
             before: None,

@@ -17,6 +17,13 @@ use uuid::{Builder, Uuid};
 /// Namespace of dialog ids derived from a user pair (README, "Derived dialog ids").
 pub const PAIR_NAMESPACE: Uuid = Uuid::from_u128(0x891430a2_525c_5f8d_a17c_599239615dc5);
 
+/// Namespace of dialog ids named by a string key: `UUIDv5(KEY_NAMESPACE, the
+/// key's UTF-8 bytes)` (README, "Dialog keys"; dialogs/ids.lua derives the same).
+pub const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x2450fed4_12b1_4494_82cd_87a7412d823d);
+
+/// The longest string key that names a dialog, in bytes.
+pub const MAX_KEY_BYTES: usize = 255;
+
 /// A stored id stamped further than this ahead of the clock is logged as a warning
 /// (README, "Guarantees"): every later id carries that time until the clock passes it.
 pub const CLOCK_BEHIND_WARNING_MS: u64 = 1000;
@@ -199,6 +206,12 @@ pub fn pair_dialog(a: Uuid, b: Uuid) -> Uuid {
     Uuid::new_v5(&PAIR_NAMESPACE, &name)
 }
 
+/// The dialog a string key names: `UUIDv5(KEY_NAMESPACE, key)` over its bytes.
+/// One key is one dialog on every server, router and storage.
+pub fn key_dialog(key: &str) -> Uuid {
+    Uuid::new_v5(&KEY_NAMESPACE, key.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -319,6 +332,31 @@ mod tests {
             assert_eq!(id.as_u128(), want, "{millis} {counter:x}");
             assert_eq!(split(id), (millis, counter));
         }
+    }
+
+    #[test]
+    fn derived_dialogs_match_the_shared_vectors() {
+        let vectors = include_str!("../tests/ids_vectors.txt");
+        let mut checked = 0;
+        for line in vectors.lines().filter(|l| !l.starts_with('#')) {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(kind), Some(want), Some(rest)) = (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("bad vector line {line:?}");
+            };
+            let want = Uuid::parse_str(want).unwrap();
+            let got = match kind {
+                "key" => key_dialog(rest),
+                "pair" => {
+                    let (a, b) = rest.split_once(' ').unwrap();
+                    pair_dialog(Uuid::parse_str(a).unwrap(), Uuid::parse_str(b).unwrap())
+                }
+                _ => panic!("bad vector kind {line:?}"),
+            };
+            assert_eq!(got, want, "{line}");
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} vectors");
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl<'a> NewDialog<'a> {
     /// Validates the msgpack argument array; the first bad argument is the error.
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
         let mut args = Args::open("new_dialog", buf, 4, 5, SIGNATURE)?;
-        let dialog_id = args::optional_uuid(Arg::DialogId, args.read()?)?;
+        let dialog_id = args::optional_dialog_id(args.read()?)?;
         let user_from = args::uuid(Arg::UserFrom, args.read()?)?;
         let user_to = args::uuid(Arg::UserTo, args.read()?)?;
         let text = args::text(args.read()?)?;

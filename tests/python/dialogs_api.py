@@ -18,8 +18,10 @@ import msgpack
 import pytest
 import tarantool
 
-# README "Derived dialog ids".
+# README "Derived dialog ids" and "Dialog keys".
 DIALOG_NAMESPACE = uuid.UUID("891430a2-525c-5f8d-a17c-599239615dc5")
+KEY_NAMESPACE = uuid.UUID("2450fed4-12b1-4494-82cd-87a7412d823d")
+MAX_KEY_BYTES = 255
 MAX_PAGE = 1000
 MAX_TEXT_CHARS = 4096
 
@@ -50,6 +52,46 @@ def derived_dialog_id(a: uuid.UUID, b: uuid.UUID) -> uuid.UUID:
     lo, hi = sorted([a.bytes, b.bytes])
     digest = hashlib.sha1(DIALOG_NAMESPACE.bytes + lo + hi).digest()
     return uuid.UUID(bytes=digest[:16], version=5)
+
+
+def key_dialog_id(key: str) -> uuid.UUID:
+    """The dialog a string key names: UUIDv5(KEY_NAMESPACE, the key's UTF-8 bytes)."""
+    digest = hashlib.sha1(KEY_NAMESPACE.bytes + key.encode()).digest()
+    return uuid.UUID(bytes=digest[:16], version=5)
+
+
+def report_key(a: uuid.UUID, b: uuid.UUID) -> str:
+    """The report's service's dialog key for users a and b: their canonical strings
+    concatenated, the one whose unsigned 32-bit murmur3 hash (seed 0) is smaller
+    first."""
+    first, second = sorted([str(a), str(b)], key=lambda s: murmur3_32(s.encode()))
+    return first + second
+
+
+def murmur3_32(data: bytes, seed: int = 0) -> int:
+    """MurmurHash3 x86 32-bit, unsigned (what the report's service orders by)."""
+    c1, c2, mask = 0xCC9E2D51, 0x1B873593, 0xFFFFFFFF
+    h = seed
+    whole = len(data) // 4 * 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * c1) & mask
+        k = ((k << 15) | (k >> 17)) & mask
+        h ^= (k * c2) & mask
+        h = ((h << 13) | (h >> 19)) & mask
+        h = (h * 5 + 0xE6546B64) & mask
+    k = int.from_bytes(data[whole:], "little")
+    if len(data) & 3:
+        k = (k * c1) & mask
+        k = ((k << 15) | (k >> 17)) & mask
+        h ^= (k * c2) & mask
+    h ^= len(data)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & mask
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & mask
+    h ^= h >> 16
+    return h
 
 
 def new_user() -> uuid.UUID:
