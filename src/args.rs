@@ -94,9 +94,9 @@ pub fn uuid(arg: Arg, v: Value<'_>) -> Result<Uuid> {
 
 /// A dialog id: a uuid (msgpack, or its canonical string), or a string key that
 /// names a dialog ([`key_dialog`]: 1..=[`MAX_KEY_BYTES`] bytes of UTF-8). A string
-/// that reads as a uuid in another notation (braces, `urn:uuid:`, 32 hex digits,
-/// or any 32..=36 hex digits and hyphens) is a mistake, not a key: refused as a
-/// malformed uuid, as before keys existed.
+/// that reads as a uuid in another notation (braces, `urn:uuid:`, 32 hex digits)
+/// or as a mistyped one ([`looks_like_uuid`]) is a mistake, not a key: refused as
+/// a malformed uuid, as before keys existed.
 pub fn dialog_id(v: Value<'_>) -> Result<Uuid> {
     let arg = Arg::DialogId;
     let Value::Str(s) = v else {
@@ -127,9 +127,16 @@ pub fn optional_dialog_id(v: Value<'_>) -> Result<Option<Uuid>> {
     }
 }
 
-/// True for a string that is meant as a uuid: `{...}` or `urn:uuid:...` around,
-/// or alone, 32 to 36 characters that are all hex digits and hyphens.
+/// How long a string of hex digits and hyphens is when it is meant as a uuid: the
+/// 32-digit and the canonical form, and either with a digit or a hyphen too few
+/// or too many (a typo, not a key).
+const UUID_LIKE_CHARS: std::ops::RangeInclusive<usize> = 30..=40;
+
+/// True for a string that is meant as a uuid: after surrounding white space, and
+/// inside `{...}` or after `urn:uuid:`, [`UUID_LIKE_CHARS`] characters that are
+/// all hex digits and hyphens.
 fn looks_like_uuid(s: &[u8]) -> bool {
+    let s = s.trim_ascii();
     let inner = s
         .strip_prefix(b"{")
         .and_then(|rest| rest.strip_suffix(b"}"))
@@ -139,7 +146,7 @@ fn looks_like_uuid(s: &[u8]) -> bool {
                 .and_then(|_| s.get(9..))
         })
         .unwrap_or(s);
-    (32..=CANONICAL_LEN).contains(&inner.len())
+    UUID_LIKE_CHARS.contains(&inner.len())
         && inner.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-')
 }
 
@@ -326,8 +333,10 @@ mod tests {
             "deadbeef",
             report_key,
             "чат №1",
-            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01 ",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01 and more",
             "0b0f9b9e4-a3e-4b8e-9d1c-1f6f0c9f2a01x",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01-0b0f9b9e",
+            "deadbeefdeadbeefdeadbeefdeadb",
         ] {
             assert_eq!(dialog_of(key).ok(), Some(key_dialog(key)), "{key}");
         }
@@ -344,7 +353,9 @@ mod tests {
             "urn:uuid:0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01",
             "URN:UUID:0b0f9b9e4a3e4b8e9d1c1f6f0c9f2a01",
             "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a0",
+            "0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a011",
             "0b0f9b9e4-a3e-4b8e-9d1c-1f6f0c9f2a01",
+            " 0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01\n",
             "------------------------------------",
         ] {
             let e = dialog_of(bad).err();

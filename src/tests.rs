@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::bucket::bucket_id;
 use crate::error::code;
-use crate::ids::pair_dialog;
+use crate::ids::{key_dialog, pair_dialog};
 use crate::new_dialog::NewDialog;
 use crate::store::{self, Store, TimeField};
 use crate::Results;
@@ -363,6 +363,62 @@ fn a_nil_dialog_id_is_derived_from_the_pair_either_way() {
 }
 
 #[tarantool::test]
+fn a_string_key_names_one_dialog_for_writes_reads_and_retries() {
+    let (a, b) = (user(), user());
+    // The report's key shape: two canonical ids, 72 characters.
+    let key = format!("{a}{b}");
+    let args = |text: &str, rid: &Uuid| {
+        format!(
+            "{{{key:?}, {}, {}, {text:?}, {{request_id = {}}}}}",
+            q(&a),
+            q(&b),
+            q(rid)
+        )
+    };
+    let rid = user();
+    let first = call("new_dialog", &args("one", &rid)).ok();
+    let again = call("new_dialog", &args("one", &rid)).ok();
+    assert_eq!(first, again, "a retry by key returns the first id");
+    let second = send(Some(key_dialog(&key)), b, a, "two");
+    let dialog = key_dialog(&key);
+    let by_uuid = page(dialog, "{}");
+    assert_eq!(by_uuid.len(), 2);
+    assert_eq!(by_uuid[1], (second, "two".into()));
+    let by_key: Vec<Json> = messages(call("get_dialog", &format!("{{{key:?}}}")).ok());
+    assert_eq!(by_key.len(), 2);
+    assert_eq!(by_key[0][1].as_str(), Some(dialog.to_string().as_str()));
+    // Stored under the key's dialog, in its bucket.
+    let stored = lua_u64(&format!(
+        "box.space.dialogs.index.dialog_id_k:count({{require('uuid').fromstr('{dialog}')}})"
+    ));
+    assert_eq!(stored, 2);
+    let bucket = lua_u64(&format!(
+        "box.space.dialogs.index.dialog_id_k:select({{require('uuid').fromstr('{dialog}')}})[1][7]"
+    ));
+    assert_eq!(bucket, u64::from(bucket_id(dialog, stored_bucket_count())));
+    // Refused keys write nothing.
+    let (qa, qb) = (q(&a), q(&b));
+    assert_refused(
+        "new_dialog",
+        &format!("{{'', {qa}, {qb}, 'x'}}"),
+        code::BAD_UUID,
+        "dialog_id: a dialog key must be 1 to 255 bytes, got 0",
+    );
+    assert_refused(
+        "new_dialog",
+        &format!("{{string.rep('k', 256), {qa}, {qb}, 'x'}}"),
+        code::BAD_UUID,
+        "dialog_id: a dialog key must be 1 to 255 bytes, got 256",
+    );
+    assert_refused(
+        "get_dialog",
+        "{'chat\\xff'}",
+        code::BAD_UUID,
+        "dialog_id: a dialog key must be valid UTF-8",
+    );
+}
+
+#[tarantool::test]
 fn ids_follow_insertion_order() {
     let (a, b, d) = (user(), user(), user());
     let ids: Vec<Uuid> = (0..2000)
@@ -434,12 +490,12 @@ fn every_bad_new_dialog_call_is_refused_and_writes_nothing() {
         (
             format!("{{true, {a}, {b}, 'x'}}"),
             code::BAD_TYPE,
-            "dialog_id: expected a uuid (string or msgpack uuid), got boolean".into(),
+            "dialog_id: expected a uuid (string or msgpack uuid) or a dialog key (string), got boolean".into(),
         ),
         (
             format!("{{{{1}}, {a}, {b}, 'x'}}"),
             code::BAD_TYPE,
-            "dialog_id: expected a uuid (string or msgpack uuid), got array".into(),
+            "dialog_id: expected a uuid (string or msgpack uuid) or a dialog key (string), got array".into(),
         ),
         (
             format!("{{box.NULL, {a}, {b}, 12}}"),
@@ -716,12 +772,13 @@ fn every_bad_get_dialog_call_is_refused() {
         (
             "{box.NULL}".into(),
             code::BAD_TYPE,
-            "dialog_id: expected a uuid (string or msgpack uuid), got nil".into(),
+            "dialog_id: expected a uuid (string or msgpack uuid) or a dialog key (string), got nil"
+                .into(),
         ),
         (
-            "{'not-a-uuid'}".into(),
+            "{'{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}'}".into(),
             code::BAD_UUID,
-            "dialog_id: malformed uuid \"not-a-uuid\"".into(),
+            "dialog_id: malformed uuid \"{0b0f9b9e-4a3e-4b8e-9d1c-1f6f0c9f2a01}\"".into(),
         ),
         (
             format!("{{{d}, {{limit = 0}}}}"),

@@ -56,8 +56,8 @@ def test_malformed_options_from_raw_msgpack(shared_server):
                                              "uuid), got malformed uuid extension")
     # Another extension type where a uuid belongs (ext 1: decimal, a valid one).
     code, message = raw.call("get_dialog", mp_array(msgpack.packb(msgpack.ExtType(1, b"\x00\x0c"))))
-    assert (code, message) == (BAD_TYPE, "dialog_id: expected a uuid (string or msgpack uuid), "
-                                         "got decimal")
+    assert (code, message) == (BAD_TYPE, "dialog_id: expected a uuid (string or msgpack uuid) "
+                                         "or a dialog key (string), got decimal")
     # The same connection still answers a good call.
     code, data = raw.call("get_dialog", mp_array(dialog))
     assert code == 0, data

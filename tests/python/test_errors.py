@@ -65,8 +65,10 @@ def test_bad_new_dialog_is_refused_and_writes_nothing(conn, args, code, message,
 
 def test_malformed_dialog_id_is_refused(conn):
     u1, u2 = new_user(), new_user()
-    expect_error(lambda: conn.call("new_dialog", ["not-a-uuid", str(u1), str(u2), "t"]),
-                 BAD_UUID, 'dialog_id: malformed uuid "not-a-uuid"')
+    # A mistyped uuid (a digit short), not a dialog key (README "Dialog keys").
+    expect_error(lambda: conn.call("new_dialog", ["5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e0",
+                                                  str(u1), str(u2), "t"]),
+                 BAD_UUID, 'dialog_id: malformed uuid "5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e0"')
     expect_error(lambda: conn.call("new_dialog", [[1, 2], str(u1), str(u2), "t"]),
                  BAD_TYPE, None, r"^dialog_id: ")
     assert new_dialog(conn, None, u1, u2, "fine")
@@ -99,8 +101,10 @@ def test_bad_get_dialog_is_refused(conn, args, code, message, pattern):
 def test_get_dialog_without_arguments_or_id(conn):
     expect_error(lambda: conn.call("get_dialog", []), BAD_ARITY, None, r"^get_dialog: ")
     expect_error(lambda: conn.call("get_dialog", [None]), BAD_TYPE, None, r"^dialog_id: ")
-    expect_error(lambda: conn.call("get_dialog", ["abc"]), BAD_UUID,
-                 'dialog_id: malformed uuid "abc"')
+    expect_error(lambda: conn.call("get_dialog", ["{5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e02}"]),
+                 BAD_UUID, 'dialog_id: malformed uuid "{5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e02}"')
+    # "abc" is a dialog key, of a dialog nobody wrote to.
+    assert get_dialog(conn, "abc") == []
 
 
 def test_request_id_makes_a_retry_safe(conn):

@@ -37,6 +37,7 @@ CHECKS_EXTENSIONS = checks_request_extensions()
 NEW_SIG = "new_dialog: expected 4 or 5 arguments (dialog_id, user_from, user_to, text [, opts])"
 GET_SIG = "get_dialog: expected 1 or 2 arguments (dialog_id [, opts])"
 EXPECTED_UUID = "expected a uuid (string or msgpack uuid)"
+EXPECTED_DIALOG = "expected a uuid (string or msgpack uuid) or a dialog key (string)"
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,14 @@ def raw_map(*pairs) -> Raw:
 def raw_str(payload: bytes) -> Raw:
     """A msgpack str with any payload bytes, UTF-8 or not."""
     n = len(payload)
-    head = bytes([0xa0 | n]) if n < 32 else (b"\xd9" + bytes([n]) if n < 256
-                                             else b"\xda" + struct.pack(">H", n))
+    if n < 32:
+        head = bytes([0xa0 | n])
+    elif n < 256:
+        head = b"\xd9" + bytes([n])
+    elif n < 65536:
+        head = b"\xda" + struct.pack(">H", n)
+    else:
+        head = b"\xdb" + struct.pack(">I", n)
     return Raw(head + payload)
 
 
@@ -163,6 +170,11 @@ ARITY["get_dialog-100-args"] = refused("get_dialog", [None] * 100, BAD_ARITY,
 
 # --- 2. every msgpack type in every position -------------------------------------------
 
+def expected_of(arg: str) -> str:
+    """What a refusal of a wrong type says the argument takes."""
+    return EXPECTED_DIALOG if arg == "dialog_id" else EXPECTED_UUID
+
+
 TYPE_MATRIX = {}
 NEW_POSITIONS = [(0, "dialog_id"), (1, "user_from"), (2, "user_to")]
 for pos, arg in NEW_POSITIONS:
@@ -173,9 +185,10 @@ for pos, arg in NEW_POSITIONS:
             TYPE_MATRIX[key] = accepted("new_dialog", with_arg(VALID_NEW, pos, value), 1)
         else:
             TYPE_MATRIX[key] = refused("new_dialog", with_arg(VALID_NEW, pos, value), BAD_TYPE,
-                                       f"{arg}: {EXPECTED_UUID}, got {tname}")
+                                       f"{arg}: {expected_of(arg)}, got {tname}")
     TYPE_MATRIX[f"new_dialog-{arg}-empty-array"] = refused(
-        "new_dialog", with_arg(VALID_NEW, pos, []), BAD_TYPE, f"{arg}: {EXPECTED_UUID}, got array")
+        "new_dialog", with_arg(VALID_NEW, pos, []), BAD_TYPE,
+        f"{arg}: {expected_of(arg)}, got array")
     TYPE_MATRIX[f"new_dialog-{arg}-msgpack-uuid"] = accepted(
         "new_dialog", with_arg(VALID_NEW, pos, mp_uuid([DIALOG, ALICE, BOB][pos])), 1)
     TYPE_MATRIX[f"new_dialog-{arg}-uuid-ext-15-bytes"] = refused(
@@ -202,7 +215,7 @@ for tid, value, tname in TYPES + [EMPTY_ARRAY]:
                                    f"opts: expected a map, got {tname}")
 for tid, value, tname in TYPES + [EMPTY_ARRAY]:
     TYPE_MATRIX[f"get_dialog-dialog_id-{tid}"] = refused(
-        "get_dialog", [value], BAD_TYPE, f"dialog_id: {EXPECTED_UUID}, got {tname}")
+        "get_dialog", [value], BAD_TYPE, f"dialog_id: {EXPECTED_DIALOG}, got {tname}")
     key = f"get_dialog-opts-{tid}"
     if value is None or tid in ("empty-map", "empty-array"):
         TYPE_MATRIX[key] = accepted("get_dialog", [str(DIALOG), value], 0)
@@ -293,6 +306,22 @@ def rust_debug(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+# dialog_id strings beyond the uuid spellings: keys and refused keys.
+DIALOG_KEYS = [
+    ("report", (CANON + CANON_2).encode()),
+    ("one-byte", b"a"),
+    ("cyrillic", "чат".encode()),
+    ("255-bytes", b"k" * 255),
+    ("256-bytes", b"k" * 256),
+    ("70000-bytes", b"k" * 70000),
+    ("invalid-utf8-tail", b"chat\xc3"),
+    ("short-hex", b"deadbeef"),
+    ("29-hex-digits", b"d" * 29),
+    ("41-hex-digits", b"d" * 41),
+    ("braced-32-digits", ("{" + CANON.replace("-", "") + "}").encode()),
+    ("whitespace-around", (" " + CANON + "\t").encode()),
+]
+
 UUIDS = {}
 UUID_SLOTS = [
     ("new_dialog", "dialog_id", lambda v: with_arg(VALID_NEW, 0, v)),
@@ -303,12 +332,56 @@ UUID_SLOTS = [
     ("get_dialog", "opts.after", lambda v: [str(DIALOG), {"after": v}]),
     ("get_dialog", "opts.before", lambda v: [str(DIALOG), {"before": v}]),
 ]
+def dialog_string_refusal(s: bytes) -> Optional[str]:
+    """The refusal of a dialog_id string (README "Dialog keys"), or None for a key
+    or a canonical uuid: a mistyped uuid (30 to 40 hex digits and hyphens, inside
+    white space, braces or after urn:uuid:) is a malformed uuid; any other string
+    is a key of 1..=255 bytes of UTF-8."""
+    t = s.strip(b" \t\n\r\x0b\x0c")
+    if t.startswith(b"{") and t.endswith(b"}"):
+        t = t[1:-1]
+    elif t[:9].lower() == b"urn:uuid:":
+        t = t[9:]
+    if 30 <= len(t) <= 40 and all(c in b"0123456789abcdefABCDEF-" for c in t):
+        try:
+            if len(s) == 36 and str(uuid.UUID(s.decode())) == s.decode().lower():
+                return None
+        except ValueError:
+            pass
+        return f"dialog_id: malformed uuid {rust_debug(s.decode('utf-8', 'replace'))}"
+    if not 1 <= len(s) <= 255:
+        return f"dialog_id: a dialog key must be 1 to 255 bytes, got {len(s)}"
+    try:
+        s.decode()
+    except UnicodeDecodeError:
+        return "dialog_id: a dialog key must be valid UTF-8"
+    return None
+
+
+def dialog_string_case(proc: str, args: list, s: bytes) -> Case:
+    message = dialog_string_refusal(s)
+    if message is None:
+        return accepted(proc, args, 1 if proc == "new_dialog" else 0)
+    return refused(proc, args, BAD_UUID, message)
+
+
 for proc, arg, build in UUID_SLOTS:
     for sid, s in MALFORMED_UUIDS:
+        if arg == "dialog_id":
+            # A dialog_id string is a uuid or a key (README "Dialog keys").
+            UUIDS[f"{proc}-{arg}-{sid}"] = dialog_string_case(proc, build(s), s.encode())
+            continue
         UUIDS[f"{proc}-{arg}-{sid}"] = refused(proc, build(s), BAD_UUID,
                                                f"{arg}: malformed uuid {rust_debug(s)}")
-    UUIDS[f"{proc}-{arg}-not-utf8"] = refused(
-        proc, build(raw_str(b"\xff" * 36)), BAD_UUID, f"{arg}: malformed uuid \"{chr(0xfffd) * 36}\"")
+    if arg == "dialog_id":
+        UUIDS[f"{proc}-{arg}-not-utf8"] = dialog_string_case(
+            proc, build(raw_str(b"\xff" * 36)), b"\xff" * 36)
+        for kid, key in DIALOG_KEYS:
+            UUIDS[f"{proc}-{arg}-key-{kid}"] = dialog_string_case(proc, build(raw_str(key)), key)
+    else:
+        UUIDS[f"{proc}-{arg}-not-utf8"] = refused(
+            proc, build(raw_str(b"\xff" * 36)), BAD_UUID,
+            f"{arg}: malformed uuid \"{chr(0xfffd) * 36}\"")
     for nid, nil in [("nil-uuid-string", NIL_UUID), ("nil-uuid-ext", mp_uuid(uuid.UUID(int=0)))]:
         UUIDS[f"{proc}-{arg}-{nid}"] = refused(proc, build(nil), BAD_UUID,
                                                f"{arg}: the nil uuid is not a valid id")

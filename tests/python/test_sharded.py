@@ -17,7 +17,7 @@ import pytest
 import tarantool
 
 from dialogs_api import (ID, TEXT, USER_FROM, DIALOG_ID, derived_dialog_id, get_dialog,
-                         new_dialog, new_user, walk_dialog)
+                         key_dialog_id, new_dialog, new_user, walk_dialog)
 from iproto_raw import RawConnection
 from sharded import make_cluster, needs_vshard, retrying  # noqa: F401 (a fixture)
 
@@ -53,7 +53,10 @@ def bad_calls(d: str, a: str, b: str) -> list:
         ("new_dialog", [True, a, b, "t"]),
         ("new_dialog", [[1, 2], a, b, "t"]),
         ("new_dialog", [{"k": 1}, a, b, "t"]),
-        ("new_dialog", ["not-a-uuid", a, b, "t"]),
+        ("new_dialog", [d[:-1], a, b, "t"]),
+        ("new_dialog", ["", a, b, "t"]),
+        ("new_dialog", ["k" * 256, a, b, "t"]),
+        ("new_dialog", ["{" + d + "}", a, b, "t"]),
         ("new_dialog", [None, None, b, "t"]),
         ("new_dialog", [None, a, 42, "t"]),
         ("new_dialog", [None, a, NIL_UUID, "t"]),
@@ -73,7 +76,9 @@ def bad_calls(d: str, a: str, b: str) -> list:
         ("get_dialog", []),
         ("get_dialog", [None]),
         ("get_dialog", [True]),
-        ("get_dialog", ["abc"]),
+        ("get_dialog", [d.replace("-", "")]),
+        ("get_dialog", [""]),
+        ("get_dialog", ["urn:uuid:" + d]),
         ("get_dialog", [NIL_UUID]),
         ("get_dialog", [d, opts, 1]),
         ("get_dialog", [d, {"limit": 0}]),
@@ -102,7 +107,11 @@ def test_a_router_answers_as_a_single_store_does(make_cluster, make_server):
 
     # The same conversation on both: the same replies, shape included.
     rid = str(uuid.uuid4())
+    # A string key (README "Dialog keys"): the same dialog on both, and in the
+    # router's bucket.
+    key = str(a) + str(b)
     calls = [
+        ("new_dialog", [key, str(a), str(b), "by key"]),
         ("new_dialog", [None, str(a), str(b), "hi Bob"]),
         ("new_dialog", [None, str(b), str(a), "hi Alice"]),
         ("new_dialog", [d, a, b, "msgpack uuids"]),
@@ -118,14 +127,14 @@ def test_a_router_answers_as_a_single_store_does(make_cluster, make_server):
         ids.setdefault("router", []).append(got[1])
         ids.setdefault("direct", []).append(want[1])
     # The retry returned the first try's id, on both.
-    assert ids["router"][3] == ids["router"][4] and ids["direct"][3] == ids["direct"][4]
+    assert ids["router"][4] == ids["router"][5] and ids["direct"][4] == ids["direct"][5]
 
     conflict = [str(d), str(a), str(b), "other text", {"request_id": rid}]
     got, want = outcome(via_router, "new_dialog", conflict), outcome(direct, "new_dialog",
                                                                         conflict)
     assert got[:2] == want[:2] == ("error", 1007)
-    assert got[2] == want[2].replace(_first_id(ids["direct"][3]),
-                                     _first_id(ids["router"][3]))
+    assert got[2] == want[2].replace(_first_id(ids["direct"][4]),
+                                     _first_id(ids["router"][4]))
 
     for opts in [None, {}, {"limit": 2}, {"reverse": True, "limit": 3}, {"limit": 1000}]:
         args = [str(d)] + ([] if opts is None else [opts])
@@ -137,6 +146,11 @@ def test_a_router_answers_as_a_single_store_does(make_cluster, make_server):
     assert [r[USER_FROM] for r in rows] == [a, b, a, a]
     assert all(r[DIALOG_ID] == d for r in rows)
     assert get_dialog(via_router, uuid.uuid4()) == []
+    for conn in (via_router, direct):
+        keyed = get_dialog(conn, key)
+        assert [r[TEXT] for r in keyed] == ["by key"]
+        assert keyed[0][DIALOG_ID] == key_dialog_id(key)
+        assert get_dialog(conn, key_dialog_id(key)) == keyed
 
 
 def _first_id(data) -> str:

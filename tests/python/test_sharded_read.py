@@ -60,7 +60,7 @@ def test_reads_take_the_native_entry_and_fall_back_when_a_bucket_moved(make_clus
     assert refused[:2] == ["error", NOT_HERE], refused
     assert f"bucket {bucket} is not readable here" in refused[2]
     # get_dialog's own errors come first, as the procedure gives them.
-    bad = entry_outcome(cluster, cluster.master(source), bucket, ["not a uuid"])
+    bad = entry_outcome(cluster, cluster.master(source), bucket, ["{" + str(dialog) + "}"])
     assert bad[:2] == ["error", 1003], bad
 
     # Reads through the router: every page answered by the entry, none the ordinary way.

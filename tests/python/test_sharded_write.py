@@ -161,7 +161,8 @@ def test_the_entry_writes_only_a_bucket_writable_here(make_cluster):
     for bad, code, message in [
         ([None, a, b], 1001, "new_dialog: expected 4 or 5 arguments (dialog_id, "
                              "user_from, user_to, text [, opts]), got 3"),
-        (["not a uuid", a, b, "t"], 1003, 'dialog_id: malformed uuid "not a uuid"'),
+        (["{" + a + "}", a, b, "t"], 1003, f'dialog_id: malformed uuid "{{{a}}}"'),
+        (["", a, b, "t"], 1003, "dialog_id: a dialog key must be 1 to 255 bytes, got 0"),
         ([None, a, b, ""], 1004, "text: must be 1 to 4096 characters, got 0"),
         ([None, a, b, "t", {"lim": 1}], 1005, 'opts: unknown option "lim"'),
     ]:

@@ -157,6 +157,27 @@ fn uuid_like() -> impl Strategy<Value = Arg> {
     ]
 }
 
+/// A dialog_id: a uuid-like value, or a string key (README "Dialog keys"): the
+/// report's two-uuid keys over the pool (so keyed calls meet), short keys, keys
+/// around the 255-byte limit, and any bytes.
+fn dialog_like() -> impl Strategy<Value = Arg> {
+    let pool_key = (0..POOL.len(), 0..POOL.len()).prop_map(|(i, j)| {
+        Arg::Str(format!(
+            "{}{}",
+            Uuid::from_u128(POOL[i]),
+            Uuid::from_u128(POOL[j])
+        ))
+    });
+    prop_oneof![
+        8 => uuid_like(),
+        2 => pool_key,
+        2 => "[a-zé語 :-]{1,12}".prop_map(Arg::Str),
+        1 => vec(prop::sample::select(vec!['k', 'я']), 120..260)
+            .prop_map(|c| Arg::Str(c.into_iter().collect())),
+        1 => vec(any::<u8>(), 0..300).prop_map(Arg::RawStr),
+    ]
+}
+
 fn text_like() -> impl Strategy<Value = Arg> {
     let chars = prop::sample::select(vec!['a', 'z', ' ', 'é', '語', '🙂', '\0', '\u{301}']);
     prop_oneof![
@@ -218,7 +239,7 @@ fn opts_like() -> impl Strategy<Value = Arg> {
 
 /// A call: the procedure and its argument list.
 fn call() -> impl Strategy<Value = (&'static str, Vec<Arg>)> {
-    let dialog_or_nil = prop_oneof![3 => uuid_like(), 1 => Just(Arg::Nil)];
+    let dialog_or_nil = prop_oneof![3 => dialog_like(), 1 => Just(Arg::Nil)];
     let new_shaped = (
         dialog_or_nil,
         uuid_like(),
@@ -234,7 +255,7 @@ fn call() -> impl Strategy<Value = (&'static str, Vec<Arg>)> {
             }
             ("new_dialog", v)
         });
-    let get_shaped = (uuid_like(), opts_like(), any::<bool>())
+    let get_shaped = (dialog_like(), opts_like(), any::<bool>())
         .prop_map(|(d, o, with_opts)| ("get_dialog", if with_opts { vec![d, o] } else { vec![d] }));
     let proc = prop::sample::select(vec!["new_dialog", "get_dialog"]);
     prop_oneof![
