@@ -14,7 +14,7 @@ TARANTOOL_TEST_VERSION := 0.7.0
 # replaced atomically on each build (a running server keeps its mapping and can
 # reload), and one symlink per procedure name (dialogs_route: the vshard router's
 # check of a call; dialogs_storage_get, dialogs_storage_new: a storage's read and
-# write entries for routers; README "Sharding by dialog_id with vshard").
+# write entries for routers; docs/sharding.md, "How a call travels").
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog dialogs_route dialogs_storage_get dialogs_storage_new
@@ -153,7 +153,7 @@ test-tarantool: tarantool-path
 test-net: deps-python tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
 
-# The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
+# The sharded suites alone (docs/development.md, "Other servers, and the sharded suites"): they need vshard, from VSHARD_DIR or
 # the Lua path, and report themselves skipped without it. make test runs them too
 # when VSHARD_DIR is set.
 test-sharded: build deps-python tarantool-path
@@ -164,7 +164,7 @@ test-sharded: build deps-python tarantool-path
 test-e2e: tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
 
-# --- benchmark (bench/, see README "Benchmarks") ------------------------------------
+# --- benchmark (bench/, see docs/benchmarks.md) ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
 # 127.0.0.1, on free ports, in temporary directories, and stop them at the end.
 
@@ -189,7 +189,7 @@ bench-smoke: build deps-postgres tarantool-path
 	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
-# README "Sizing": the sizing table of a sharded store from the measured figures
+# docs/sharding.md, "Sizing": the sizing table of a sharded store from the measured figures
 # (the newest bench/results/sharded/tarantool-*.json, bench/results/rebalance.json).
 .PHONY: sizing
 sizing:
@@ -206,7 +206,7 @@ soak: build
 	ulimit -n $$(ulimit -Hn); DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
 	  $(CARGO) run --release -q -p dialogs-e2e --bin soak -- $(SOAK_ARGS)
 
-# --- failover (docs/replication-section.md) -------------------------------------------
+# --- failover (docs/operations.md, "Failover: an operator's act") -------------------------------------------
 # Makes the instance behind an admin socket the master: make promote ADMIN_SOCKET=path
 # (default $DIALOGS_ADMIN_SOCKET). Fence the old master first.
 .PHONY: promote
@@ -224,7 +224,7 @@ lint-lua: deps-luacheck
 	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
 
 # May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
-# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (docs/operations.md, "Rejoining an old master":
 # scripts/rejoin export, then replay).
 .PHONY: rejoin-check
 rejoin-check:

@@ -18,7 +18,7 @@ use uuid::{Builder, Uuid};
 pub const PAIR_NAMESPACE: Uuid = Uuid::from_u128(0x891430a2_525c_5f8d_a17c_599239615dc5);
 
 /// A stored id stamped further than this ahead of the clock is logged as a warning
-/// (README, "Guarantees"): every later id carries that time until the clock passes it.
+/// (docs/guarantees.md, "A clock far behind the ids is reported"): every later id carries that time until the clock passes it.
 pub const CLOCK_BEHIND_WARNING_MS: u64 = 1000;
 
 const COUNTER_BITS: u32 = 74;
