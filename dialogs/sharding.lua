@@ -20,7 +20,7 @@ local fio = require('fio')
 
 local M = {}
 
--- The namespace of the derived uuids (docs/operations.md, "Sharding").
+-- The namespace of the derived uuids (docs/operations.md, "Sharding settings").
 M.NAMESPACE = '79666864-243c-4ee5-9b00-0d947a8f563f'
 
 -- Seconds a router waits for one call before it answers with an error

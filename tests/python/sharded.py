@@ -1,7 +1,7 @@
 """A sharded store under test: storage replica sets and routers, all `init.lua`.
 
 Every member is a harness.Server configured only through the sharding variables a
-user sets (docs/operations.md, "Sharding"): DIALOGS_SHARDING, the
+user sets (docs/operations.md, "Sharding settings"): DIALOGS_SHARDING, the
 replication user and password, DIALOGS_READ_ONLY for replicas, DIALOGS_ROUTER for
 routers. Each has an admin console (DIALOGS_ADMIN_SOCKET) for what only an operator
 does: look into a storage's spaces, move a bucket by hand, promote a replica, give a
