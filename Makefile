@@ -9,12 +9,14 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 TARANTOOL_TEST_VERSION := 0.7.0
+# lychee checks the Markdown links (make check-refs); built without its e-mail check.
+LYCHEE_VERSION := 0.24.2
 
 # The release module and the directory init.lua loads it from: one real file,
 # replaced atomically on each build (a running server keeps its mapping and can
 # reload), and one symlink per procedure name (dialogs_route: the vshard router's
 # check of a call; dialogs_storage_get, dialogs_storage_new: a storage's read and
-# write entries for routers; README "Sharding by dialog_id with vshard").
+# write entries for routers; docs/sharding.md, "How a call travels").
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog dialogs_route dialogs_storage_get dialogs_storage_new
@@ -38,7 +40,7 @@ DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
 export DIALOGS_UPGRADE_FROM
 
 .PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run run-sharded test test-sharded \
-        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck bench bench-smoke deps-postgres clean soak tarantool-path
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck deps-lychee check-refs bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -46,6 +48,7 @@ help:
 	@echo "make test   build and run every test"
 	@echo "make build  build the release module into $(LIB_DIR)/"
 	@echo "make lint   cargo fmt --check, clippy -D warnings, luacheck (make lint-lua)"
+	@echo "make check-refs  every link and file reference in the docs and comments resolves"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make clean  remove build output (data/ is kept)"
@@ -100,7 +103,12 @@ deps-luacheck:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
 
-deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks
+deps-lychee:
+	@command -v lychee >/dev/null || { \
+	  echo "installing lychee $(LYCHEE_VERSION)"; \
+	  $(CARGO) install --locked --quiet lychee --version $(LYCHEE_VERSION) --no-default-features; }
+
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks deps-lychee
 
 # --- build ------------------------------------------------------------------------
 
@@ -127,8 +135,10 @@ run-sharded: build
 
 # Every suite runs to its end even after one fails; tests/run-suites.sh then adds up
 # the counts the runners printed and ends with one line, `N passed, N failed, N
-# skipped` (what CI reads), and the exit status says whether anything failed.
-SUITES := test-unit test-lua lint-lua test-tarantool test-net test-e2e bench-smoke
+# skipped` (what CI reads), counting tests only; the checks (lint-lua, check-refs,
+# bench-smoke) are reported on a `checks:` line of their own. The exit status says
+# whether anything failed, a test or a check.
+SUITES := test-unit test-lua lint-lua check-refs test-tarantool test-net test-e2e bench-smoke
 
 test: deps build build-test tarantool-path
 	@MAKE="$(MAKE)" ./tests/run-suites.sh $(SUITES)
@@ -153,7 +163,7 @@ test-tarantool: tarantool-path
 test-net: deps-python tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(VENV)/bin/python -m pytest -q -rfEsx -p no:cacheprovider tests/python
 
-# The sharded suites alone (README "Sharding"): they need vshard, from VSHARD_DIR or
+# The sharded suites alone (docs/development.md, "Other servers, and the sharded suites"): they need vshard, from VSHARD_DIR or
 # the Lua path, and report themselves skipped without it. make test runs them too
 # when VSHARD_DIR is set.
 test-sharded: build deps-python tarantool-path
@@ -164,7 +174,7 @@ test-sharded: build deps-python tarantool-path
 test-e2e: tarantool-path
 	$(WITH_TT) DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) $(CARGO) test --no-fail-fast -p dialogs-e2e
 
-# --- benchmark (bench/, see README "Benchmarks") ------------------------------------
+# --- benchmark (bench/, see docs/benchmarks.md) ------------------------------------
 # Both start their own Tarantool (init.lua + bench/lua/bench.lua) and PostgreSQL on
 # 127.0.0.1, on free ports, in temporary directories, and stop them at the end.
 
@@ -189,7 +199,7 @@ bench-smoke: build deps-postgres tarantool-path
 	ulimit -n $$(ulimit -Hn); $(WITH_TT) $(CARGO) run --release -q -p dialogs-bench -- \
 	  --smoke --lib-dir $(LIB_DIR) --out target/bench-smoke
 
-# README "Sizing": the sizing table of a sharded store from the measured figures
+# docs/sharding.md, "Sizing": the sizing table of a sharded store from the measured figures
 # (the newest bench/results/sharded/tarantool-*.json, bench/results/rebalance.json).
 .PHONY: sizing
 sizing:
@@ -206,7 +216,7 @@ soak: build
 	ulimit -n $$(ulimit -Hn); DIALOGS_LIB_DIR=$(abspath $(LIB_DIR)) \
 	  $(CARGO) run --release -q -p dialogs-e2e --bin soak -- $(SOAK_ARGS)
 
-# --- failover (docs/replication-section.md) -------------------------------------------
+# --- failover (docs/operations.md, "Failover: an operator's act") -------------------------------------------
 # Makes the instance behind an admin socket the master: make promote ADMIN_SOCKET=path
 # (default $DIALOGS_ADMIN_SOCKET). Fence the old master first.
 .PHONY: promote
@@ -223,8 +233,13 @@ lint-lua: deps-luacheck
 	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
 	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
 
+# Every link in the Markdown files (lychee, offline) and every file, section and
+# test a comment, message or doc names (scripts/check-refs) resolves.
+check-refs: deps-lychee
+	$(PYTHON) scripts/check-refs
+
 # May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data
-# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (README "Rejoining an old master":
+# ADMIN_SOCKET=new-master.sock; exit 3 if it diverged (docs/operations.md, "Rejoining an old master":
 # scripts/rejoin export, then replay).
 .PHONY: rejoin-check
 rejoin-check:

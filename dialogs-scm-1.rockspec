@@ -10,7 +10,7 @@
 -- The library lands in the tree's lib directory as new_dialog.so and
 -- get_dialog.so, where box.schema.func.create looks the C functions up
 -- (package.cpath, or .rocks/lib/tarantool); the modules in its Lua directory,
--- with the role as the module `dialogs`. README, "Install".
+-- with the role as the module `dialogs`. docs/operations.md, "Install".
 rockspec_format = '3.0'
 package = 'dialogs'
 version = 'scm-1'

@@ -27,8 +27,8 @@ local sharding = require('dialogs.sharding')
 
 local cfg = config.from_env(os.environ(), here)
 local r = cfg.replication
--- Sharded (DIALOGS_SHARDING): a router, or a storage (README, "Sharding by
--- dialog_id with vshard"); otherwise a store of its own.
+-- Sharded (DIALOGS_SHARDING): a router, or a storage (docs/sharding.md);
+-- otherwise a store of its own.
 local sh = cfg.sharding
 local is_router = sh ~= nil and sh.router
 local is_storage = sh ~= nil and not sh.router

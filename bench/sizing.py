@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sizing of a sharded dialogs store, from measured figures (README, "Sizing").
+"""Sizing of a sharded dialogs store, from measured figures (docs/sharding.md, "Sizing").
 
     python3 bench/sizing.py [--bench bench/results/sharded/tarantool-<version>.json]
                             [--rebalance bench/results/rebalance.json]
@@ -73,7 +73,7 @@ def newest_sharded_run() -> Path:
                   key=lambda p: json.loads(p.read_text()).get("date", ""))
     if not runs:
         raise SystemExit("no bench/results/sharded/tarantool-*.json: run the benchmark's "
-                         "sharded target with --out bench/results/sharded (README, \"Cost\")")
+                         "sharded target with --out bench/results/sharded (docs/sharding.md, \"Cost\")")
     return runs[-1]
 
 

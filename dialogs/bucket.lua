@@ -1,8 +1,8 @@
 -- dialogs.bucket: the vshard bucket of a dialog, and the bucket count of the data.
 --
 -- bucket_id = 1 + (w0 ^ w1 ^ w2 ^ w3) mod bucket_count, where w0..w3 are the
--- dialog id's 16 bytes read as four big-endian unsigned 32-bit words (README,
--- "Sharding by dialog_id with vshard"). The native new_dialog computes the same
+-- dialog id's 16 bytes read as four big-endian unsigned 32-bit words (docs/sharding.md,
+-- "The bucket of a dialog"). The native new_dialog computes the same
 -- (src/bucket.rs) for every message it stores; this copy serves the schema
 -- migration that gives existing rows their bucket. tests/bucket_vectors.txt pins
 -- both down.

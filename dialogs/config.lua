@@ -377,7 +377,7 @@ function M.read_bucket_count(src)
         get_or(src, 'bucket_count', bucket.DEFAULT_COUNT), 1, bucket.MAX_COUNT)
 end
 
--- The sharding settings (README, "Sharding by dialog_id with vshard"), or nil for
+-- The sharding settings (docs/operations.md, "Sharding settings"), or nil for
 -- a store that is not sharded: {replicasets (dialogs.sharding's topology),
 -- router (true on a router), replicaset (a storage's own), call_timeout,
 -- rebalancer_max_sending}. Reads

@@ -1,8 +1,8 @@
 -- dialogs.router: this instance as a vshard router of a sharded store.
 --
 -- Clients call a router exactly as they call a single store: `new_dialog` and
--- `get_dialog`, the same arguments, replies and errors (README, "Sharding by
--- dialog_id with vshard"). Here both are Lua functions that
+-- `get_dialog`, the same arguments, replies and errors (docs/sharding.md, "What a
+-- client sees"). Here both are Lua functions that
 --
 --   1. check the call with the native module's own parser (the C function
 --      `dialogs_route`, from the same library as the procedures): a bad call gets
@@ -465,7 +465,7 @@ function M.start(s)
         sharding.describe(s.sharding.replicasets), s.bucket_count)
 end
 
--- A new topology for a running router (README, "Adding a replica set"), in
+-- A new topology for a running router (docs/sharding.md, "Adding a replica set"), in
 -- DIALOGS_SHARDING's form; run as admin:
 -- require('dialogs.router').reconfigure('s1=...;s2=...').
 function M.reconfigure(topology)
@@ -483,7 +483,7 @@ function M.reconfigure(topology)
 end
 
 ------------------------------------------------------------------------------
--- Tarantool 3: the role `dialogs.router` (README, "Sharding on Tarantool 3").
+-- Tarantool 3: the role `dialogs.router` (docs/sharding.md, "Sharding on Tarantool 3").
 -- The configuration's sharding section makes the instance a vshard router
 -- (`sharding: {roles: [router]}`) and its credentials declare the application
 -- user with execute on new_dialog and get_dialog; this role defines those two

@@ -104,7 +104,7 @@ local migrations = {
             parts = {{field = 'message_id', type = 'uuid'}},
         })
     end,
-    -- v3: vshard's bucket_id (README, "Sharding by dialog_id with vshard") as the
+    -- v3: vshard's bucket_id (docs/sharding.md, "The bucket of a dialog") as the
     -- last field of both spaces, with the `bucket_id` index vshard moves data by:
     -- a message's bucket is its dialog's; a request's is its message's (a request
     -- whose message is gone takes its own id's, so that it is still sharded).

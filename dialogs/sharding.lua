@@ -21,7 +21,7 @@ local ids = require('dialogs.ids')
 
 local M = {}
 
--- The namespace of the derived uuids (README, "Sharding by dialog_id with vshard").
+-- The namespace of the derived uuids (docs/operations.md, "Sharding settings").
 M.NAMESPACE = '79666864-243c-4ee5-9b00-0d947a8f563f'
 
 -- Seconds a router waits for one call before it answers with an error

@@ -5,7 +5,7 @@
 -- bucket refs that keep a bucket in place while a call uses it, the rebalancer.
 -- Clients never call a storage: routers do, as the replication user, through
 -- vshard.storage.call, which takes the bucket's ref and then calls one of the
--- functions below (README, "Sharding by dialog_id with vshard").
+-- functions below (docs/sharding.md, "How a call travels").
 --
 -- Those functions wrap the native procedures for the trip back through vshard,
 -- which keeps only one value of a call and turns a raised error into 32
@@ -144,7 +144,7 @@ function M.start(s)
 end
 
 -- A new topology for a running storage (a replica set added or removed), given
--- in DIALOGS_SHARDING's form; run as admin on every storage and router (README,
+-- in DIALOGS_SHARDING's form; run as admin on every storage and router (docs/sharding.md,
 -- "Adding a replica set"): require('dialogs.storage').reconfigure('s1=...;s2=...').
 -- vshard's rebalancer then moves the buckets.
 function M.reconfigure(topology)
@@ -165,7 +165,7 @@ function M.reconfigure(topology)
 end
 
 ------------------------------------------------------------------------------
--- Tarantool 3: the role `dialogs.storage` (README, "Sharding on Tarantool 3").
+-- Tarantool 3: the role `dialogs.storage` (docs/sharding.md, "Sharding on Tarantool 3").
 -- The configuration's sharding section makes the instance a vshard storage
 -- (`sharding: {roles: [storage]}`); this role makes it the store's: on the
 -- writable instance the schema, the procedures and the bucket count

@@ -33,8 +33,10 @@ local ENV = config.ENV
 local TAKEN_OVER = {
     user = 'the application user is declared in %s (credentials.users and '
         .. 'roles_cfg.dialogs.user)',
-    peers = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
-    read_only = 'a replica set is described by config/replicaset-*.yaml (README, Replication)',
+    peers = 'a replica set is described by config/replicaset-*.yaml '
+        .. '(docs/operations.md, "Replication")',
+    read_only = 'a replica set is described by config/replicaset-*.yaml '
+        .. '(docs/operations.md, "Replication")',
     replication_user = 'the replication user is declared in config/replicaset-*.yaml',
     sync_quorum = 'replication.synchro_quorum and roles_cfg.dialogs.synchronous in '
         .. 'config/replicaset-*.yaml',

@@ -1,8 +1,8 @@
 //! Buckets: the vshard virtual bucket a dialog lives in.
 //!
 //! `bucket_id = 1 + (w0 ^ w1 ^ w2 ^ w3) mod bucket_count`, where `w0..w3` are the
-//! dialog id's 16 bytes read as four big-endian unsigned 32-bit words (README,
-//! "Sharding"). Folding all four words keeps buckets even for every kind of
+//! dialog id's 16 bytes read as four big-endian unsigned 32-bit words (docs/sharding.md,
+//! "The bucket of a dialog"). Folding all four words keeps buckets even for every kind of
 //! dialog id: random (v4) and derived (v5) ids, and time-ordered (v7) ones whose
 //! leading bytes are a clock. Routers, storages and clients compute the same
 //! number; the vectors in `tests/bucket_vectors.txt` pin it down.
@@ -28,7 +28,7 @@ mod tests {
     use super::*;
 
     /// `dialog_id bucket_count bucket_id` lines, shared with the Python and Lua
-    /// implementations' test (tests/python/test_sharded_bucket.py).
+    /// implementations' test (tests/python/test_bucket.py).
     const VECTORS: &str = include_str!("../tests/bucket_vectors.txt");
 
     #[test]

@@ -23,7 +23,7 @@ const PAGE_BUF_KEEP: usize = 256 * 1024;
 /// The buffer of the one-value page, kept from call to call: once grown to a page,
 /// building the next one allocates nothing. (Allocating and growing a fresh buffer
 /// per call was measurable on Tarantool 3: a 50-message page cost 1.14x a raw
-/// SELECT's server CPU, 1.02x with the buffer kept; README, "Benchmarks".)
+/// SELECT's server CPU, 1.02x with the buffer kept; docs/benchmarks.md.)
 /// A plain `static`, never dropped: a thread-local with a destructor would register
 /// a TLS destructor, which keeps an old build mapped after
 /// `box.schema.func.reload`. The price is that a reload leaves the old build's

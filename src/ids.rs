@@ -25,7 +25,7 @@ pub const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x2450fed4_12b1_4494_82cd_87a741
 pub const MAX_KEY_BYTES: usize = 255;
 
 /// A stored id stamped further than this ahead of the clock is logged as a warning
-/// (README, "Guarantees"): every later id carries that time until the clock passes it.
+/// (docs/guarantees.md, "A clock far behind the ids is reported"): every later id carries that time until the clock passes it.
 pub const CLOCK_BEHIND_WARNING_MS: u64 = 1000;
 
 const COUNTER_BITS: u32 = 74;

@@ -212,7 +212,7 @@ pub unsafe extern "C" fn get_dialog(
 
 /// `dialogs_route(bucket_count, proc, args)` → the bucket of a valid call of
 /// `proc` with `args`; a bad call gets the procedure's own error. Used by the
-/// vshard router (README, "Sharding by dialog_id with vshard"); not for clients.
+/// vshard router (docs/sharding.md, "How a call travels"); not for clients.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.
@@ -228,7 +228,7 @@ pub unsafe extern "C" fn dialogs_route(
 /// `dialogs_storage_get(bucket_id, args)` → `get_dialog(unpack(args))`'s page as
 /// one value, if this storage may read `bucket_id` now; else error 1012
 /// ([`storage_read::NOT_HERE`]). Called by the vshard router on a storage
-/// (README, "Sharding by dialog_id with vshard"); not for clients.
+/// (docs/sharding.md, "How a call travels"); not for clients.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.
@@ -250,8 +250,8 @@ pub unsafe extern "C" fn dialogs_storage_get(
 /// `dialogs_storage_new(bucket_id, args)` → `new_dialog(unpack(args))`'s reply, if
 /// the dialog is in `bucket_id` and this storage may write it now (checked in the
 /// write's own transaction); else error 1012 ([`storage_read::NOT_HERE`]) and
-/// nothing written. Called by the vshard router on a storage's master (README,
-/// "Sharding by dialog_id with vshard"); not for clients.
+/// nothing written. Called by the vshard router on a storage's master (docs/sharding.md,
+/// "How a call travels"); not for clients.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.

@@ -177,13 +177,13 @@ impl<'a> NewDialog<'a> {
     }
 }
 
-/// Says in the log that ids are pinned ahead of this server's clock (README,
-/// "Guarantees": what an operator does about it).
+/// Says in the log that ids are pinned ahead of this server's clock (docs/guarantees.md,
+/// "A clock far behind the ids is reported": what an operator does about it).
 fn warn_clock_behind(ahead_ms: u64) {
     tarantool::say_warn!(
         "dialogs: the greatest stored message id is {:.3} s ahead of this server's clock: \
          new ids carry that time until the clock passes it (a clock set wrong on the \
-         instance that wrote it, or on this one; see README, Guarantees)",
+         instance that wrote it, or on this one; see docs/guarantees.md)",
         // Milliseconds to seconds for the log line; exact below 2^53 ms.
         ahead_ms as f64 / 1000.0
     );

@@ -4,7 +4,7 @@
 //! The router (`dialogs/router.lua`) calls this entry directly on the replica set
 //! of the dialog's bucket, instead of going through `vshard.storage.call` and a
 //! Lua function around the procedure, which turns the page into Lua values and
-//! encodes it again (README, "Sharding by dialog_id with vshard", "Cost").
+//! encodes it again (docs/sharding.md, "Cost: `make bench`, target `sharded`").
 //! `args` is `get_dialog`'s own argument array: it is parsed by the procedure's
 //! parser (the same errors), then the bucket is looked up in vshard's `_bucket`
 //! space and, if this instance may serve reads of it, the page is read and

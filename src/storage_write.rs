@@ -5,7 +5,7 @@
 //! calls this entry directly on the master of the dialog's replica set, instead of
 //! going through `vshard.storage.call` (a bucket reference, a `pcall`, a Lua
 //! function that decodes the arguments into Lua values and a `box.func` call that
-//! encodes them again; README, "Sharding by dialog_id with vshard", "Cost").
+//! encodes them again; docs/sharding.md, "Cost: `make bench`, target `sharded`").
 //! `args` is `new_dialog`'s own argument array: it is parsed by the procedure's
 //! parser (the same errors). Then the bucket the message's dialog lives in
 //! ([`crate::bucket`]) must be `bucket_id`, and vshard's `_bucket` must hold it

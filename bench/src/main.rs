@@ -1,7 +1,7 @@
 //! `dialogs-bench`: the native procedures against the report's Lua functions,
 //! plain IPROTO requests, an empty call and PostgreSQL, in one run on one
 //! machine. Writes bench/results/tarantool-<version>.{md,json,svg}, one set per
-//! server version (report::stem_of). See README.md, "Benchmarks".
+//! server version (report::stem_of). See docs/benchmarks.md.
 
 mod chart;
 mod cpu;

@@ -17,8 +17,8 @@ pub enum Target {
     Noop,
     /// PostgreSQL from Debian, same columns and indexes.
     Pg,
-    /// The native procedures through a vshard router to two storages (README,
-    /// "Sharding by dialog_id with vshard"): client -> router -> storage.
+    /// The native procedures through a vshard router to two storages (docs/sharding.md,
+    /// "How a call travels"): client -> router -> storage.
     Sharded,
 }
 

@@ -267,7 +267,7 @@ pub struct ShardedConfig<'a> {
 const STORAGE_READY: &str = "dialogs: storage of replica set";
 const ROUTER_READY: &str = "dialogs: the cluster's buckets are in place";
 
-/// A sharded store (README, "Sharding by dialog_id with vshard"): storage replica
+/// A sharded store (docs/sharding.md, "Cost: `make bench`, target `sharded`"): storage replica
 /// sets of one master each and one router, all the product's init.lua, on
 /// 127.0.0.1. Clients call the router as the application user.
 pub struct ShardedCluster {

@@ -1,4 +1,5 @@
-"""Tarantool 3 instances started the way README's Tarantool 3 road starts them.
+"""Tarantool 3 instances started the way docs/operations.md
+("Tarantool 3: configuration and the `dialogs` role") starts them.
 
 `ConfigServer` is a `harness.Server` whose process is not ``tarantool init.lua`` but
 either ``tarantool --config FILE --name NAME`` (a shipped configuration, from
@@ -83,7 +84,7 @@ class ConfigServer(Server):
         e = {
             "TARANTOOL": TARANTOOL,
             "LUA_PATH": lua_path(),
-            # As README says for a checkout: the library on the search path from
+            # As docs/operations.md says for a checkout: the library on the search path from
             # the start (the role adds it too, but only once it is applied).
             "LUA_CPATH": f"{harness.lib_dir()}/?.so;;",
             "DIALOGS_PASSWORD": password,

@@ -5,8 +5,8 @@ test_role_election.py (which checks what survived) and measure_role_failover.py
 `failover_run` starts the three instances from a copy of the shipped file, waits for
 the elected leader to set the store up, runs writer threads (each its own dialog,
 one message at a time, each with a request_id, retried with the same request_id on
-the next address until some instance acknowledges it, as README tells clients to
-do), kills the leader with SIGKILL, waits until every writer has had writes
+the next address until some instance acknowledges it, as docs/operations.md tells
+clients to do), kills the leader with SIGKILL, waits until every writer has had writes
 acknowledged after the kill, stops the load and returns what happened. The caller
 owns the Cluster (and stops it).
 """

@@ -468,7 +468,7 @@ def servers_log_sections(servers: Iterable[Server]) -> list:
 
 # --- replica sets (test_replication*.py) ----------------------------------------------
 # Several Servers configured as one Tarantool replica set through init.lua's
-# replication variables (docs/replication-section.md), plus the admin console that
+# replication variables (docs/operations.md, "Replication"), plus the admin console that
 # DIALOGS_ADMIN_SOCKET opens, for what only an operator may do.
 
 REPLICATION_PASSWORD = "repl-secret-pw"

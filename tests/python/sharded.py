@@ -1,7 +1,7 @@
 """A sharded store under test: storage replica sets and routers, all `init.lua`.
 
 Every member is a harness.Server configured only through the sharding variables a
-user sets (README, "Sharding by dialog_id with vshard"): DIALOGS_SHARDING, the
+user sets (docs/operations.md, "Sharding settings"): DIALOGS_SHARDING, the
 replication user and password, DIALOGS_READ_ONLY for replicas, DIALOGS_ROUTER for
 routers. Each has an admin console (DIALOGS_ADMIN_SOCKET) for what only an operator
 does: look into a storage's spaces, move a bucket by hand, promote a replica, give a
@@ -170,8 +170,8 @@ class Cluster:
 
     def add_replicaset(self, name: str, members: int, timeout: float = 60) -> None:
         """Start a new replica set with the grown topology, then give it to every
-        running storage and router through its console (README, "Adding a replica
-        set"). vshard's rebalancer moves buckets from then on."""
+        running storage and router through its console (docs/sharding.md, "Adding a
+        replica set"). vshard's rebalancer moves buckets from then on."""
         new = self._plan_replicaset(name, members)
         self._set_topology()
         for s in new:
@@ -265,7 +265,7 @@ def make_cluster(tmp_path):
 
 
 def retrying(fn, codes=(1009, 1010), timeout: float = 30, interval: float = 0.05):
-    """`fn()` until it does not fail with a retryable router code (README, "What a
+    """`fn()` until it does not fail with a retryable router code (docs/sharding.md, "What a
     client sees"); returns its value and the codes it saw on the way."""
     seen = []
     deadline = time.monotonic() + timeout

@@ -1,7 +1,7 @@
-"""One bucket function everywhere (README, "Sharding by dialog_id with vshard").
+"""One bucket function everywhere (docs/sharding.md, "The bucket of a dialog").
 
 The fixed vectors of tests/bucket_vectors.txt against every implementation a user
-meets: README's Python and Lua snippets as printed, dialogs/bucket.lua (the schema
+meets: docs/sharding.md's Python and Lua snippets as printed, dialogs/bucket.lua (the schema
 migration's), and the release module's (what new_dialog stores and a router routes
 by, through its `dialogs_route` entry). src/bucket.rs checks the same vectors.
 Needs no vshard: runs everywhere.
@@ -20,7 +20,7 @@ import pytest
 from harness import REPO_ROOT, lib_dir, module_built
 
 VECTORS = REPO_ROOT / "tests" / "bucket_vectors.txt"
-README = REPO_ROOT / "README.md"
+SHARDING_DOC = REPO_ROOT / "docs" / "sharding.md"
 
 
 def vectors() -> list:
@@ -34,17 +34,17 @@ def vectors() -> list:
     return out
 
 
-def readme_block(lang: str, marker: str) -> str:
-    """The README code block in `lang` that contains `marker`."""
-    blocks = re.findall(rf"```{lang}\n(.*?)```", README.read_text(), re.S)
+def doc_block(lang: str, marker: str) -> str:
+    """The docs/sharding.md code block in `lang` that contains `marker`."""
+    blocks = re.findall(rf"```{lang}\n(.*?)```", SHARDING_DOC.read_text(), re.S)
     found = [b for b in blocks if marker in b]
-    assert len(found) == 1, f"README: expected one {lang} block with {marker!r}"
+    assert len(found) == 1, f"docs/sharding.md: expected one {lang} block with {marker!r}"
     return found[0]
 
 
-def test_readme_python_bucket_function_matches_the_vectors():
+def test_the_docs_python_bucket_function_matches_the_vectors():
     scope: dict = {}
-    exec(readme_block("python", "def bucket_id"), scope)
+    exec(doc_block("python", "def bucket_id"), scope)
     bucket_id = scope["bucket_id"]
     for d, n, want in vectors():
         assert bucket_id(uuid.UUID(d), n) == want, (d, n)
@@ -55,7 +55,7 @@ def test_readme_python_bucket_function_matches_the_vectors():
 
 LUA_CHECK = """
 local json = require('json')
-local readme_bucket_id = dofile(arg[1])
+local doc_bucket_id = dofile(arg[1])
 local bucket = require('dialogs.bucket')
 local fio = require('fio')
 local dir = fio.cwd()
@@ -71,8 +71,8 @@ for line in io.lines(arg[3]) do
         -- uuid.fromstr refuses some bit patterns (all ones) that are fine here.
         local u = uuid.fromstr(d) or d
         print(json.encode({d, n,
-            readme_bucket_id(d, n),
-            readme_bucket_id(u, n),
+            doc_bucket_id(d, n),
+            doc_bucket_id(u, n),
             bucket.of(d, n),
             bucket.of(u, n),
             route:call({n, 'get_dialog', {d}}),
@@ -86,12 +86,12 @@ os.exit(0)
 
 @pytest.mark.skipif(not module_built(), reason="the module is not built (make build)")
 def test_lua_and_native_bucket_functions_match_the_vectors(tmp_path):
-    readme_lua = tmp_path / "readme_bucket.lua"
-    readme_lua.write_text(readme_block("lua", "function bucket_id") + "\nreturn bucket_id\n")
+    doc_lua = tmp_path / "doc_bucket.lua"
+    doc_lua.write_text(doc_block("lua", "function bucket_id") + "\nreturn bucket_id\n")
     script = tmp_path / "check.lua"
     script.write_text(LUA_CHECK)
     out = subprocess.run(
-        ["tarantool", str(script), str(readme_lua), str(lib_dir()), str(VECTORS)],
+        ["tarantool", str(script), str(doc_lua), str(lib_dir()), str(VECTORS)],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env=dict(os.environ, LUA_PATH=f"{REPO_ROOT}/?.lua;;"),
     )
@@ -106,11 +106,11 @@ def test_lua_and_native_bucket_functions_match_the_vectors(tmp_path):
 @pytest.mark.skipif(not module_built(), reason="the module is not built (make build)")
 def test_native_bucket_of_a_derived_dialog_is_the_pair_dialogs(tmp_path):
     """For new_dialog with a nil dialog_id the router routes by the user pair's
-    dialog: the bucket README's Python gives for derived_dialog_id(a, b)."""
+    dialog: the bucket docs/sharding.md's Python gives for derived_dialog_id(a, b)."""
     from dialogs_api import derived_dialog_id
 
     scope: dict = {}
-    exec(readme_block("python", "def bucket_id"), scope)
+    exec(doc_block("python", "def bucket_id"), scope)
     a, b = uuid.uuid4(), uuid.uuid4()
     script = tmp_path / "pair.lua"
     script.write_text(f"""

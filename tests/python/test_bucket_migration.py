@@ -1,5 +1,5 @@
-"""An existing data directory is upgraded in place to schema v3 (README, "Data
-layout"): every message and request record of a previous release gets its bucket_id,
+"""An existing data directory is upgraded in place to schema v3 (docs/operations.md,
+"Data layout"): every message and request record of a previous release gets its bucket_id,
 in batches, and the spaces their `bucket_id` index. Needs no vshard."""
 
 from __future__ import annotations

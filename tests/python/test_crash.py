@@ -37,7 +37,7 @@ CLOCK_SLACK_US = 2_000_000
 
 
 # A fresh data directory: created_at is a datetime where the server has the type,
-# unsigned microseconds where it has not (README "Data model").
+# unsigned microseconds where it has not (docs/operations.md, "Data layout").
 HAS_DATETIME = tarantool_supports_datetime()
 
 

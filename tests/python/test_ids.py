@@ -1,4 +1,4 @@
-"""Message ids against a clock that is behind them (README "Guarantees").
+"""Message ids against a clock that is behind them (docs/guarantees.md).
 
 Each test runs its own server, so that an id stored from the future pins only that
 server's ids: the in-Tarantool suite checks ids against the clock strictly, and
@@ -51,7 +51,7 @@ def store_as_admin(srv, msg_id, dialog_id, user_from, user_to, text):
     created_at = ("(box.space.dialogs:format()[6].type == 'datetime' "
                   "and require('datetime').now() or tonumber(require('clock').time64() / 1000))")
     args = ", ".join(f"uuid.fromstr('{u}')" for u in (msg_id, dialog_id, user_from, user_to))
-    # The seventh field: the dialog's bucket (README, "Data layout").
+    # The seventh field: the dialog's bucket (docs/operations.md, "Data layout").
     bucket = (f"require('dialogs.bucket').of('{dialog_id}', "
               "require('dialogs.bucket').stored_count())")
     admin_eval(srv, f"(function() local uuid = require('uuid') "

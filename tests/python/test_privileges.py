@@ -110,7 +110,7 @@ def test_nobody_but_admin_creates_or_changes_anything(secured, who):
 
     # Writes straight into the catalogue, as IPROTO requests. Tarantool's 'public'
     # role may write _collation and _truncate; the store takes that away (README
-    # "Security"), so every one of these is refused for access, and the catalogue
+    # "Configuration", docs/operations.md "Security"), so every one of these is refused for access, and the catalogue
     # count below shows that nothing changed.
     raw = (srv.connect(user=None, password=None, encoding=None) if who == "guest"
            else srv.connect(encoding=None))  # error messages may carry raw msgpack

@@ -1,5 +1,5 @@
-"""Rejoining an old master after an asynchronous failover (README, "Rejoining an old
-master"): scripts/rejoin refuses an instance that holds writes the new master never
+"""Rejoining an old master after an asynchronous failover (docs/operations.md,
+"Rejoining an old master"): scripts/rejoin refuses an instance that holds writes the new master never
 got, exports those messages, moves its data aside, and replays them through
 new_dialog with their request ids; every acknowledged message ends up stored exactly
 once on the new master and on the rejoined replica, and replication keeps running.
@@ -55,7 +55,7 @@ def rejoin(*args, expect: int = 0) -> subprocess.CompletedProcess:
 
 
 def derived_request_id(message_id: str) -> uuid.UUID:
-    """README: UUIDv5(REPLAY_NAMESPACE, the old message id's 16 bytes)."""
+    """docs/operations.md: UUIDv5(REPLAY_NAMESPACE, the old message id's 16 bytes)."""
     digest = hashlib.sha1(REPLAY_NAMESPACE.bytes + uuid.UUID(message_id).bytes).digest()
     return uuid.UUID(bytes=digest[:16], version=5)
 

@@ -6,7 +6,7 @@ new build with scripts/install-lib.sh and runs box.schema.func.reload for both
 procedures, several times over. Not one call may fail; ids stay strictly increasing;
 every acknowledged message is stored; and after each reload the process maps the new
 build and, once the calls that were running in the old code have returned, no longer
-the old one (README: the old copy is unloaded after its last call).
+the old one (docs/operations.md, "Upgrading the module without a restart": the old copy is unloaded after its last call).
 
 The "new build" is the built module with n + 1 zero bytes appended: another file,
 as loadable as the original (the dynamic loader ignores trailing bytes), whose size

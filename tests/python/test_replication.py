@@ -1,4 +1,4 @@
-"""Replica sets (docs/replication-section.md): replicas serve reads and refuse writes,
+"""Replica sets (docs/operations.md, "Replication"): replicas serve reads and refuse writes,
 synchronous writes are on the quorum when acknowledged, ids stay ordered across a
 promotion, and a failover under write load loses no acknowledged message.
 
@@ -64,7 +64,7 @@ def store_as_admin(srv, msg_id, dialog_id, user_from, user_to, text):
     created_at = ("(box.space.dialogs:format()[6].type == 'datetime' "
                   "and require('datetime').now() or tonumber(require('clock').time64() / 1000))")
     args = ", ".join(f"uuid.fromstr('{u}')" for u in (msg_id, dialog_id, user_from, user_to))
-    # The seventh field: the dialog's bucket (README, "Data layout").
+    # The seventh field: the dialog's bucket (docs/operations.md, "Data layout").
     bucket = (f"require('dialogs.bucket').of('{dialog_id}', "
               "require('dialogs.bucket').stored_count())")
     admin_eval(srv, f"(function() local uuid = require('uuid') "

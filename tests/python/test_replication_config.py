@@ -1,5 +1,5 @@
 """init.lua refuses a bad replication configuration before touching the database:
-a non-zero exit and a message naming the variable (docs/replication-section.md),
+a non-zero exit and a message naming the variable (docs/operations.md, "Replication"),
 and its admin socket replaces nothing but a stale socket."""
 
 import socket

@@ -1,7 +1,7 @@
 """Request ids expire (DIALOGS_REQUEST_TTL): rows of dialogs_requests older than the
 TTL go away in the background on the writable instance only, the messages stay, and
-a retry after expiry stores the message anew (README, "A retry never stores a message
-twice")."""
+a retry after expiry stores the message anew (docs/guarantees.md, "A retry never
+stores a message twice")."""
 
 from __future__ import annotations
 

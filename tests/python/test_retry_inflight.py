@@ -1,4 +1,4 @@
-"""A retry never acknowledges a write that is not committed (README "Guarantees").
+"""A retry never acknowledges a write that is not committed (docs/guarantees.md).
 
 Where it bites: a synchronous replica set (quorum 2 of 2) whose replica is paused
 with SIGSTOP, so a first try of `new_dialog` waits for its quorum. On Tarantool 2.x

@@ -1,4 +1,5 @@
-"""The `dialogs` role under Tarantool 3's own configuration (README "Tarantool 3").
+"""The `dialogs` role under Tarantool 3's own configuration (docs/operations.md,
+"Tarantool 3: configuration and the `dialogs` role").
 
 Real servers started from the shipped files (config/single.yaml,
 config/replicaset-manual.yaml; only their ports changed): the report's client is
@@ -217,8 +218,8 @@ def test_manual_switchover_as_readme_shows_it(clusters):
     ids = [new_dialog(a_conn, None, str(u1), str(u2), "on a")]
     b = servers["dialogs-b"]
     wait_until(lambda: admin_eval(b, "box.space.dialogs:len()") == 1, 15, "b has it")
-    # README: change leader:, reload every instance, box.ctl.promote() on the new
-    # one, with scripts/console as README shows it.
+    # docs/operations.md: change leader:, reload every instance, box.ctl.promote() on the new
+    # one, with scripts/console as the docs show it.
     c.write(c.text.replace("leader: dialogs-a", "leader: dialogs-b"))
     for s in servers.values():
         console(s, "require('config'):reload()")

@@ -1,5 +1,5 @@
-"""config/replicaset-election.yaml survives the loss of its leader (README
-"Tarantool 3", "Replication"): three instances started from the shipped file (only
+"""config/replicaset-election.yaml survives the loss of its leader (docs/operations.md,
+"Tarantool 3: configuration and the `dialogs` role"): three instances started from the shipped file (only
 the ports changed), kill -9 of the elected leader under write load from clients
 that retry with request_id on the next address. A new leader is elected and writes
 resume; every acknowledged message is stored exactly once, in order, and nothing

@@ -1,4 +1,4 @@
-"""The sharded store through its router (README, "Sharding by dialog_id with vshard").
+"""The sharded store through its router (docs/sharding.md).
 
 A client talks to a router as to a single store: the same replies and the same
 errors, bad calls refused before any storage is asked; a retry with the same
@@ -28,7 +28,7 @@ UNAVAILABLE = 1009
 
 
 def bucket_id(dialog_id: uuid.UUID, bucket_count: int = 3000) -> int:
-    """README's bucket function (test_bucket.py checks it is the product's)."""
+    """docs/sharding.md's bucket function (test_bucket.py checks it is the product's)."""
     w0, w1, w2, w3 = struct.unpack(">4I", dialog_id.bytes)
     return 1 + (w0 ^ w1 ^ w2 ^ w3) % bucket_count
 
@@ -196,7 +196,7 @@ def test_a_router_with_raw_arguments_refuses_what_the_store_refuses(make_cluster
     cluster = make_cluster({"s1": 1})
     if not router_takes_raw_arguments(cluster):
         pytest.skip("this server's Lua functions cannot take raw arguments (takes_raw_args): "
-                    "the router sees decoded arguments (README, \"What a client sees\")")
+                    "the router sees decoded arguments (docs/sharding.md, \"What a client sees\")")
     a, b = str(new_user()), str(new_user())
     d = str(derived_dialog_id(uuid.UUID(a), uuid.UUID(b)))
     calls = msgpack_only_calls(d, a, b)
@@ -216,7 +216,7 @@ def test_a_router_without_raw_arguments_sees_lua_values(make_cluster):
     a, b = str(new_user()), str(new_user())
     d = str(derived_dialog_id(uuid.UUID(a), uuid.UUID(b)))
     codes = [code for code, _ in raw_outcomes(cluster.routers[0], msgpack_only_calls(d, a, b))]
-    # README, "What a client sees": an integral float counts as the integer, bin as
+    # docs/sharding.md, "What a client sees": an integral float counts as the integer, bin as
     # a string (16 bytes: a malformed uuid, 1003; a uuid's text or UTF-8 text: taken).
     assert codes == [0, 1003, 1003, 0, 0, 0]
 

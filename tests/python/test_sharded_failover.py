@@ -1,4 +1,4 @@
-"""Failures of a sharded store (README, "Failover of a storage").
+"""Failures of a sharded store (docs/sharding.md, "Failover of a storage").
 
 kill -9 of a storage master: writes to its dialogs fail fast with 1009 until its
 replica set fails over (scripts/promote), then succeed; the other replica set does

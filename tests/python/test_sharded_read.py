@@ -1,5 +1,5 @@
-"""The router's reads through the storages' native read entry (README, "Sharding by
-dialog_id with vshard", "Cost").
+"""The router's reads through the storages' native read entry (docs/sharding.md,
+"How a call travels", "Cost: `make bench`, target `sharded`").
 
 A router reads a page by calling `dialogs_storage_get` on the bucket's replica set;
 the entry checks the bucket in vshard's `_bucket` in the same call and refuses one

@@ -1,4 +1,4 @@
-"""Live rebalancing (README, "Adding a replica set"): one storage replica set under
+"""Live rebalancing (docs/sharding.md, "Adding a replica set"): one storage replica set under
 load from 50 writing clients and a few readers; a second replica set joins; vshard
 moves half the buckets while the clients go on.
 
@@ -8,7 +8,7 @@ retried by the router or refused with a retryable code (1009, 1010), and nothing
 stored on the old replica set after its bucket left; a read never returns another
 dialog's rows. The test prints the move's duration, its speed and the clients'
 errors by code (and writes them as JSON to $DIALOGS_MEASURE_OUT when set: the
-sizing in README uses them). Needs vshard; skipped without it.
+sizing in docs/sharding.md uses them). Needs vshard; skipped without it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ WRITERS = 50
 READERS = 5
 DIALOGS_PER_WRITER = 3
 # Small enough that the move takes seconds on a busy two-core machine, large
-# enough that every replica set gets many; the measurement for README's sizing
+# enough that every replica set gets many; the measurement for the sizing
 # also runs with the product's defaults (DIALOGS_REBALANCE_BUCKETS=3000
 # DIALOGS_REBALANCE_MAX_SENDING=1).
 BUCKETS = int(os.environ.get("DIALOGS_REBALANCE_BUCKETS") or 300)

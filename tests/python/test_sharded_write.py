@@ -1,5 +1,5 @@
-"""The router's writes through the storages' native write entry (README, "Sharding by
-dialog_id with vshard", "Cost").
+"""The router's writes through the storages' native write entry (docs/sharding.md,
+"How a call travels", "Cost: `make bench`, target `sharded`").
 
 A router stores a message by calling `dialogs_storage_new` on the master of the
 bucket's replica set; the entry checks, inside the write's own transaction, that the

@@ -1,6 +1,6 @@
 """A data directory made by an older Tarantool, opened by the suite's server: it
 starts, upgrades the system spaces itself (logged), and keeps serving every old
-message and new writes (README, "Compatibility").
+message and new writes (docs/operations.md, "Upgrading the server").
 
 Needs two servers: DIALOGS_UPGRADE_FROM names the older binary (for example
 /usr/bin/tarantool, 2.6, when the suite runs with a 3.x `tarantool` first on PATH).
