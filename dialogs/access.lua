@@ -1,4 +1,5 @@
 -- dialogs.access: who may do what. The application user may call the two
+-- procedures and nothing else; guest nothing, or by choice the same two
 -- procedures and nothing else; the built-in 'public' role loses what reaches past
 -- them; the replication user has the 'replication' role only. Changes the
 -- database: call as admin, on the writable instance only.
@@ -60,6 +61,55 @@ function M.setup_app_user(s, user_setting)
         box.schema.user.create(s.user, {password = s.password})
     end
     M.grant_procedures(s.user)
+end
+
+-- True when guest holds execute on the function `name` itself.
+local function guest_executes(name)
+    for _, p in ipairs(box.schema.user.info('guest')) do
+        local privileges, object_type, object_name = unpack(p)
+        if object_type == 'function' and object_name == name
+                and (',' .. privileges .. ','):find(',execute,', 1, true) then
+            return true
+        end
+    end
+    return false
+end
+
+-- Revokes guest's execute on the procedures, where it has it; `why` says in
+-- the log line why guest may not call them.
+function M.revoke_guest(why)
+    local revoked = {}
+    for _, name in ipairs(config.PROCEDURES) do
+        if box.func[name] ~= nil and guest_executes(name) then
+            box.schema.user.revoke('guest', 'execute', 'function', name, {if_exists = true})
+            table.insert(revoked, name)
+        end
+    end
+    if #revoked > 0 then
+        log.warn('dialogs: revoked guest\'s execute on %s (%s)',
+            table.concat(revoked, ' and '), why)
+    end
+end
+
+-- What guest may do (`guest`, one of config.GUEST_ACCESS, given by the setting
+-- `setting` names): with 'execute', execute on the procedures, granted; with
+-- 'none', the same grants revoked, so that turning the choice off takes them
+-- back. Nothing else of guest's is touched: it keeps Tarantool's defaults (a
+-- session, the 'public' role, which restrict_public_role trims).
+function M.set_guest_access(guest, setting)
+    if guest == config.GUEST_EXECUTE then
+        M.grant_procedures('guest')
+    else
+        M.revoke_guest(string.format('%s is %s', setting, config.GUEST_NONE))
+    end
+end
+
+-- The warning every start with guest access logs: what anyone may do without a
+-- password. `setting` names the setting that gave it.
+function M.guest_warning(setting)
+    return string.format('dialogs: %s is %s: guest (anyone who can connect, no password) '
+        .. 'may call %s, and nothing else: no read, no write, no eval', setting,
+        config.GUEST_EXECUTE, table.concat(config.PROCEDURES, ' and '))
 end
 
 -- A storage of a sharded store takes calls from routers only (a call that
