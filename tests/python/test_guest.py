@@ -259,3 +259,22 @@ def test_make_run_sharded_gives_guest_to_the_router_only(tmp_path):
             raise
     wait_until(lambda: all(nobody_listens(port + o) for o in OFFSETS), 20,
                "every instance to stop")
+
+
+@pytest.mark.skipif(not has_config_module(), reason=config_harness.no_config_reason())
+def test_credentials_that_give_guest_anything_are_refused(tmp_path):
+    """On Tarantool 3 the role alone grants guest (and takes the grant back): the
+    report's universe grant, written as credentials, stops the start."""
+    grant = ("credentials:\n  users:\n    guest:\n      privileges:\n"
+             "        - permissions: [read, write, execute]\n          universe: true\n")
+    c = config_harness.Cluster("single.yaml",
+                               edit=lambda t: t.replace("credentials:\n  users:\n", grant, 1))
+    try:
+        assert grant in c.text
+        out = c.server("dialogs").run_to_exit()
+        assert out.returncode != 0
+        assert ("Wrong config for role dialogs: dialogs: credentials.users.guest.privileges: "
+                "guest takes no privileges here: what guest may do is roles_cfg.dialogs.guest"
+                in out.stdout + out.stderr), out.stdout + out.stderr
+    finally:
+        c.remove()
