@@ -104,9 +104,7 @@ if is_storage then
         sh.replicaset.name, cfg.listen, cfg.data_dir)
     return
 end
-if cfg.guest == config.GUEST_EXECUTE then
-    log.warn(access.guest_warning(config.ENV.guest))
-end
+access.log_guest_access(cfg.guest, config.ENV.guest)
 log.info('dialogs: listening on %s as user %q (data in %s)%s', cfg.listen, cfg.user,
     cfg.data_dir, is_router and ', a router of the sharded store' or '')
 if cfg.password == config.DEV_PASSWORD then

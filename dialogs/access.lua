@@ -63,27 +63,30 @@ function M.setup_app_user(s, user_setting)
     M.grant_procedures(s.user)
 end
 
--- True when guest holds execute on the function `name` itself.
-local function guest_executes(name)
-    for _, p in ipairs(box.schema.user.info('guest')) do
-        local privileges, object_type, object_name = unpack(p)
-        if object_type == 'function' and object_name == name
-                and (',' .. privileges .. ','):find(',execute,', 1, true) then
-            return true
+-- The procedures guest holds execute on (the grants themselves: a replica has
+-- the writable instance's).
+local function guest_procedures()
+    local names = {}
+    local info = box.schema.user.info('guest')
+    for _, name in ipairs(config.PROCEDURES) do
+        for _, p in ipairs(info) do
+            local privileges, object_type, object_name = unpack(p)
+            if object_type == 'function' and object_name == name
+                    and (',' .. privileges .. ','):find(',execute,', 1, true) then
+                table.insert(names, name)
+                break
+            end
         end
     end
-    return false
+    return names
 end
 
 -- Revokes guest's execute on the procedures, where it has it; `why` says in
 -- the log line why guest may not call them.
 function M.revoke_guest(why)
-    local revoked = {}
-    for _, name in ipairs(config.PROCEDURES) do
-        if box.func[name] ~= nil and guest_executes(name) then
-            box.schema.user.revoke('guest', 'execute', 'function', name, {if_exists = true})
-            table.insert(revoked, name)
-        end
+    local revoked = guest_procedures()
+    for _, name in ipairs(revoked) do
+        box.schema.user.revoke('guest', 'execute', 'function', name, {if_exists = true})
     end
     if #revoked > 0 then
         log.warn('dialogs: revoked guest\'s execute on %s (%s)',
@@ -104,12 +107,30 @@ function M.set_guest_access(guest, setting)
     end
 end
 
--- The warning every start with guest access logs: what anyone may do without a
--- password. `setting` names the setting that gave it.
-function M.guest_warning(setting)
-    return string.format('dialogs: %s is %s: guest (anyone who can connect, no password) '
-        .. 'may call %s, and nothing else: no read, no write, no eval', setting,
-        config.GUEST_EXECUTE, table.concat(config.PROCEDURES, ' and '))
+-- Logs, on every start, what guest may do here when it may call anything: a
+-- warning that names the procedures (and says that nothing else is open to it).
+-- `guest` is this instance's setting (config.GUEST_ACCESS), `setting` its name.
+-- The grants are the writable instance's; where a replica's setting differs
+-- from them, the warning says so.
+function M.log_guest_access(guest, setting)
+    local calls = guest_procedures()
+    local chosen = guest == config.GUEST_EXECUTE
+    if #calls == 0 then
+        if chosen then
+            log.warn('dialogs: %s is %s, but the writable instance has not granted it (yet): '
+                .. 'guest may call nothing here; set it the same on every instance', setting,
+                config.GUEST_EXECUTE)
+        end
+        return
+    end
+    local what = string.format('guest (anyone who can connect, no password) may call %s, '
+        .. 'and nothing else: no read, no write, no eval', table.concat(calls, ' and '))
+    if chosen then
+        log.warn('dialogs: %s is %s: %s', setting, config.GUEST_EXECUTE, what)
+    else
+        log.warn('dialogs: %s is %s here, but the writable instance granted it: %s; set it '
+            .. 'the same on every instance', setting, config.GUEST_NONE, what)
+    end
 end
 
 -- A storage of a sharded store takes calls from routers only (a call that

@@ -325,9 +325,7 @@ function M.apply(cfg)
     end
     background.start(FIBER, background.whenever_writable, 'the writable instance',
         set_up_writable, s, done)
-    if s.guest == config.GUEST_EXECUTE then
-        log.warn(access.guest_warning(M.setting_name('guest')))
-    end
+    access.log_guest_access(s.guest, M.setting_name('guest'))
     -- Request ids expire on whichever instance is writable (the pruner waits
     -- for that itself).
     requests.start_expiry(s.request_ttl)

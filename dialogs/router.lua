@@ -530,9 +530,7 @@ function M.apply(cfg)
         access.restrict_public_role()
     end)
     serve(s.bucket_count, s.call_timeout)
-    if s.guest == config.GUEST_EXECUTE then
-        log.warn(access.guest_warning(s.src.name('guest')))
-    end
+    access.log_guest_access(s.guest, s.src.name('guest'))
     log.info('dialogs: router of the sharded store (%d buckets)', s.bucket_count)
 end
 

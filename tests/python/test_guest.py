@@ -20,7 +20,7 @@ import tarantool
 import config_harness
 from config_harness import has_config_module
 from dialogs_api import TEXT, get_dialog, new_dialog, new_user
-from harness import admin_eval, module_built, run_init_expecting_exit, wait_until
+from harness import admin_eval, module_built, replica_set, run_init_expecting_exit, wait_until
 from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
 
 ACCESS_DENIED = 42
@@ -157,6 +157,36 @@ def test_turning_the_choice_off_takes_the_grants_back(make_server, sock_dir):
     assert_guest_served(srv, srv.connect())
 
 
+def test_a_replica_says_what_the_writable_instance_granted(make_server):
+    """The grants replicate; a replica whose setting differs says so at its start."""
+    master, replica = replica_set(make_server, ["m", "r"], env=EXECUTE)
+    replica.env["DIALOGS_GUEST"] = None
+    master.start()
+    replica.start()
+    assert master.log_of_run().count(WARNING) == 1
+    assert ("dialogs: DIALOGS_GUEST is none here, but the writable instance granted it: "
+            "guest (anyone who can connect, no password) may call new_dialog and get_dialog, "
+            "and nothing else: no read, no write, no eval; set it the same on every instance"
+            in replica.log_of_run()), replica.log_of_run()
+    dialog = new_user()
+    new_dialog(master.connect(user=None, password=None), dialog, new_user(), new_user(), "hi")
+    guest = replica.connect(user=None, password=None)
+    assert [r[TEXT] for r in wait_until(lambda: get_dialog(guest, dialog), 10, "replication")] \
+        == ["hi"]
+    # The master takes it back; a replica that still asks for it is told it has not.
+    master.stop()
+    master.env["DIALOGS_GUEST"] = None
+    master.start()
+    wait_until(lambda: guest_grants(replica) == sorted(GUEST_DEFAULTS), 10, "the revoke")
+    replica.stop()
+    replica.env.update(EXECUTE)
+    replica.start()
+    assert ("dialogs: DIALOGS_GUEST is execute, but the writable instance has not granted it "
+            "(yet): guest may call nothing here; set it the same on every instance"
+            in replica.log_of_run()), replica.log_of_run()
+    assert_guest_refused(replica)
+
+
 @pytest.mark.parametrize("value", ["yes", "true", "read", "EXECUTE", "execute,read"])
 def test_other_values_are_refused(tmp_path, value):
     result = run_init_expecting_exit(tmp_path, {"DIALOGS_GUEST": value})
@@ -202,14 +232,16 @@ def test_make_run_takes_the_choice_on_the_road_the_server_has(tmp_path):
     setting = "roles_cfg.dialogs.guest" if has_config_module() else "DIALOGS_GUEST"
     srv = config_harness.run_server(tmp_path, env=EXECUTE)
     try:
+        # (On 2.x the server is ready once the application user may call; the
+        # start's last lines come a moment later.)
         srv.start()
-        assert srv.log_of_run().count(warning(setting)) == 1, srv.log_of_run()
+        wait_until(lambda: warning(setting) in srv.log_of_run(), 30, "the warning")
         assert_guest_served(srv, srv.connect())
         assert_guest_does_nothing_else(srv)
         srv.stop()
         srv.env["DIALOGS_GUEST"] = None
         srv.start()
-        assert revoked(setting) in srv.log_of_run()
+        wait_until(lambda: revoked(setting) in srv.log_of_run(), 30, "the revoke")
         assert warning(setting) not in srv.log_of_run()
         assert_guest_refused(srv)
     finally:
@@ -234,6 +266,7 @@ def test_make_run_sharded_gives_guest_to_the_router_only(tmp_path):
                    interval=0.2)
         assert proc.poll() is None, out()
         setting = "roles_cfg.dialogs.router.guest" if has_config_module() else "DIALOGS_GUEST"
+        wait_until(lambda: warning(setting) in out(), 30, "the router's warning")
         assert out().count(warning(setting)) == 1, out()
         # The report's client, its port changed and nothing else: guest, no password.
         conn = tarantool.connect("127.0.0.1", port)
