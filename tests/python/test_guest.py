@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -250,7 +249,8 @@ def test_make_run_takes_the_choice_on_the_road_the_server_has(tmp_path):
 
 @needs_vshard
 def test_make_run_sharded_gives_guest_to_the_router_only(tmp_path):
-    from test_sharded_run import OFFSETS, RUN_SHARDED, free_base_port, nobody_listens
+    from test_sharded_run import (OFFSETS, RUN_SHARDED, free_base_port, nobody_listens,
+                                  stop_run_sharded)
     port = free_base_port()
     env = dict(os.environ, DIALOGS_LISTEN=f"127.0.0.1:{port}", DIALOGS_GUEST="execute",
                DIALOGS_DATA_DIR=str(tmp_path / "data"), DIALOGS_PASSWORD="run-sharded-pw")
@@ -283,13 +283,7 @@ def test_make_run_sharded_gives_guest_to_the_router_only(tmp_path):
             assert e.value.code == ACCESS_DENIED, e.value.message
             storage.close()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        stop_run_sharded(proc)
     wait_until(lambda: all(nobody_listens(port + o) for o in OFFSETS), 20,
                "every instance to stop")
 
