@@ -235,10 +235,12 @@ function M.check_guest_credentials(get, setting)
     end
 end
 
--- The cluster configuration of a running Tarantool 3 instance, if there is one.
+-- The cluster configuration of a running Tarantool 3 instance, if there is one
+-- (a plain script on Tarantool 3 has the module but no configuration).
 local function cluster_get()
     local ok, cfg = pcall(require, 'config')
-    if not ok or type(cfg) ~= 'table' or type(cfg.get) ~= 'function' then
+    if not ok or type(cfg) ~= 'table' or type(cfg.get) ~= 'function'
+            or not pcall(cfg.get, cfg, 'credentials') then
         return nil
     end
     return function(path)
