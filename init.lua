@@ -17,6 +17,7 @@ local here = fio.dirname(fio.abspath((debug.getinfo(1, 'S').source:gsub('^@', ''
 package.path = fio.pathjoin(here, '?.lua') .. ';' .. fio.pathjoin(here, '?', 'init.lua')
     .. ';' .. package.path
 
+local access = require('dialogs.access')
 local admin = require('dialogs.admin')
 local bucket = require('dialogs.bucket')
 local config = require('dialogs.config')
@@ -63,6 +64,8 @@ elseif is_router then
 end
 fio.mktree(cfg.data_dir)
 box.cfg(box_opts)
+-- What guest may do (a storage refuses DIALOGS_GUEST in config.read).
+cfg.guest_setting = config.ENV.guest
 
 if is_router then
     local router = require('dialogs.router')
@@ -101,6 +104,7 @@ if is_storage then
         sh.replicaset.name, cfg.listen, cfg.data_dir)
     return
 end
+access.log_guest_access(cfg.guest, config.ENV.guest)
 log.info('dialogs: listening on %s as user %q (data in %s)%s', cfg.listen, cfg.user,
     cfg.data_dir, is_router and ', a router of the sharded store' or '')
 if cfg.password == config.DEV_PASSWORD then

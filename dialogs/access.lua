@@ -1,4 +1,5 @@
 -- dialogs.access: who may do what. The application user may call the two
+-- procedures and nothing else; guest nothing, or by choice the same two
 -- procedures and nothing else; the built-in 'public' role loses what reaches past
 -- them; the replication user has the 'replication' role only. Changes the
 -- database: call as admin, on the writable instance only.
@@ -60,6 +61,77 @@ function M.setup_app_user(s, user_setting)
         box.schema.user.create(s.user, {password = s.password})
     end
     M.grant_procedures(s.user)
+end
+
+-- The procedures guest holds execute on (the grants themselves: a replica has
+-- the writable instance's).
+local function guest_procedures()
+    local names = {}
+    local info = box.schema.user.info('guest')
+    for _, name in ipairs(config.PROCEDURES) do
+        for _, p in ipairs(info) do
+            local privileges, object_type, object_name = unpack(p)
+            if object_type == 'function' and object_name == name
+                    and (',' .. privileges .. ','):find(',execute,', 1, true) then
+                table.insert(names, name)
+                break
+            end
+        end
+    end
+    return names
+end
+
+-- Revokes guest's execute on the procedures, where it has it; `why` says in
+-- the log line why guest may not call them.
+function M.revoke_guest(why)
+    local revoked = guest_procedures()
+    for _, name in ipairs(revoked) do
+        box.schema.user.revoke('guest', 'execute', 'function', name, {if_exists = true})
+    end
+    if #revoked > 0 then
+        log.warn('dialogs: revoked guest\'s execute on %s (%s)',
+            table.concat(revoked, ' and '), why)
+    end
+end
+
+-- What guest may do (`guest`, one of config.GUEST_ACCESS, given by the setting
+-- `setting` names): with 'execute', execute on the procedures, granted; with
+-- 'none', the same grants revoked, so that turning the choice off takes them
+-- back. Nothing else of guest's is touched: it keeps Tarantool's defaults (a
+-- session, the 'public' role, which restrict_public_role trims).
+function M.set_guest_access(guest, setting)
+    if guest == config.GUEST_EXECUTE then
+        M.grant_procedures('guest')
+    else
+        M.revoke_guest(string.format('%s is %s', setting, config.GUEST_NONE))
+    end
+end
+
+-- Logs, on every start, what guest may do here when it may call anything: a
+-- warning that names the procedures (and says that nothing else is open to it).
+-- `guest` is this instance's setting (config.GUEST_ACCESS), `setting` its name.
+-- The grants are the writable instance's; where a replica's setting differs
+-- from them, the warning says so.
+function M.log_guest_access(guest, setting)
+    -- (Whoever applies a configuration: all of guest's grants are admin's to see.)
+    local calls = box.session.su('admin', guest_procedures)
+    local chosen = guest == config.GUEST_EXECUTE
+    if #calls == 0 then
+        if chosen then
+            log.warn('dialogs: %s is %s, but the writable instance has not granted it (yet): '
+                .. 'guest may call nothing here; set it the same on every instance', setting,
+                config.GUEST_EXECUTE)
+        end
+        return
+    end
+    local what = string.format('guest (anyone who can connect, no password) may call %s, '
+        .. 'and nothing else: no read, no write, no eval', table.concat(calls, ' and '))
+    if chosen then
+        log.warn('dialogs: %s is %s: %s', setting, config.GUEST_EXECUTE, what)
+    else
+        log.warn('dialogs: %s is %s here, but the writable instance granted it: %s; set it '
+            .. 'the same on every instance', setting, config.GUEST_NONE, what)
+    end
 end
 
 -- A storage of a sharded store takes calls from routers only (a call that

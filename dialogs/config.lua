@@ -20,6 +20,12 @@ local MIB = 1024 * 1024
 -- The native procedures clients call; each lives in <name>.so in the library dir.
 M.PROCEDURES = {'new_dialog', 'get_dialog'}
 
+-- What guest (anyone, no password) may do: nothing (the default), or execute the
+-- client procedures, for clients that cannot log in (README, "Guest access").
+M.GUEST_NONE = 'none'
+M.GUEST_EXECUTE = 'execute'
+M.GUEST_ACCESS = {M.GUEST_NONE, M.GUEST_EXECUTE}
+
 -- Where the instance listens by default: loopback only.
 M.DEFAULT_LISTEN = '127.0.0.1:3301'
 -- The application user's password when none is given and the instance listens on
@@ -66,6 +72,7 @@ M.ENV = {
     router = 'DIALOGS_ROUTER',
     router_timeout = 'DIALOGS_ROUTER_TIMEOUT',
     rebalancer_max_sending = 'DIALOGS_REBALANCER_MAX_SENDING',
+    guest = 'DIALOGS_GUEST',
 }
 
 ------------------------------------------------------------------------------
@@ -317,6 +324,11 @@ function M.read_password(src, listen)
     return tostring(password)
 end
 
+-- What guest may do (M.GUEST_ACCESS): 'none' unless the setting says 'execute'.
+function M.read_guest(src)
+    return M.parse_enum(src.name('guest'), get_or(src, 'guest', M.GUEST_NONE), M.GUEST_ACCESS)
+end
+
 -- Seconds a request id is remembered.
 function M.read_request_ttl(src)
     return M.parse_seconds(src.name('request_ttl'),
@@ -447,6 +459,11 @@ function M.read(src, base_dir)
     s.bucket_count = M.read_bucket_count(src)
     s.replication = M.read_replication(src, s.user)
     s.sharding = M.read_sharding(src, s)
+    s.guest = M.read_guest(src)
+    if s.guest ~= M.GUEST_NONE and s.sharding ~= nil and not s.sharding.router then
+        M.error(src.name('guest'), 'a storage takes calls from routers only: set it on '
+            .. 'the routers, which clients call')
+    end
     return s
 end
 

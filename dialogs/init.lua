@@ -7,6 +7,8 @@
 --       synchronous: true      # message writes wait for replication.synchro_quorum
 --       request_ttl: 604800    # seconds a new_dialog request_id is remembered
 --       lib_dir: target/dialogs  # where new_dialog.so / get_dialog.so are
+--       guest: none            # or execute: guest (no password) may call the two
+--                              # procedures, and nothing else (README, "Guest access")
 --
 -- Tarantool loads a role by `require(name)`: this file is found as `dialogs`
 -- from a checkout (the working directory, or LUA_PATH) and from a rock. The work
@@ -16,6 +18,10 @@
 -- The configuration's `credentials` section owns the users: the application user
 -- (execute on the two procedures only) and the replication user. The role checks
 -- that the application user is declared that way and never creates a user itself.
+-- guest is the exception: what it may do is the store's choice (roles_cfg.dialogs.
+-- guest), granted and revoked by the role, so that turning it off takes it back
+-- (credentials keep grants of a user they no longer list); credentials that give
+-- guest anything are refused.
 --
 -- Nothing here runs at load time, and nothing needs Tarantool 3 to load: the
 -- settings are unit-tested on any server (tests/lua/test_role.lua).
@@ -23,6 +29,7 @@
 local fio = require('fio')
 local log = require('log')
 
+local access = require('dialogs.access')
 local background = require('dialogs.background')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
@@ -36,7 +43,7 @@ local M = {}
 M.NAME = 'dialogs'
 
 -- Every key roles_cfg.dialogs may hold.
-M.KEYS = {'lib_dir', 'request_ttl', 'synchronous', 'user'}
+M.KEYS = {'guest', 'lib_dir', 'request_ttl', 'synchronous', 'user'}
 
 
 -- The directory above this module's: the repository root in a checkout (where
@@ -97,7 +104,7 @@ local function read_lib_dir(src, base_dir)
 end
 
 -- The role's settings from roles_cfg.dialogs (nil: every default), validated:
--- {user, synchronous, request_ttl, lib_dir (nil: on package.cpath already)}.
+-- {user, synchronous, request_ttl, lib_dir (nil: on package.cpath already), guest}.
 -- A bad value is refused with a message naming roles_cfg.dialogs.<key>, by the
 -- parsers init.lua uses for the same settings. `base_dir` anchors the checkout
 -- default of lib_dir (default: the repository this file is in).
@@ -127,6 +134,7 @@ function M.settings(cfg, base_dir)
     s.synchronous = sync ~= nil and config.parse_bool(src.name('synchronous'), sync) or false
     s.request_ttl = config.read_request_ttl(src)
     s.lib_dir = read_lib_dir(src, base_dir)
+    s.guest = config.read_guest(src)
     return s
 end
 
@@ -190,6 +198,7 @@ function M.check_cluster_config(s, get)
                 .. 'could not call it', proc)
         end
     end
+    M.check_guest_credentials(get, M.setting_name('guest'))
     local src = config.source(function(key)
         if key == 'password' then
             return user.password
@@ -204,10 +213,34 @@ function M.check_cluster_config(s, get)
     end
 end
 
--- The cluster configuration of a running Tarantool 3 instance, if there is one.
+-- Refuses credentials that give guest anything (credentials.users.guest with
+-- privileges, or roles beyond Tarantool's default 'public'): what guest may do on
+-- the store is `setting` (roles_cfg.<role>.guest), read by `get(path)`.
+function M.check_guest_credentials(get, setting)
+    local guest = (get('credentials.users') or {}).guest
+    if guest == nil then
+        return
+    end
+    local hint = string.format('what guest may do is %s (execute: call %s, and nothing '
+        .. 'else)', setting, procedures_text())
+    if guest.privileges ~= nil and next(guest.privileges) ~= nil then
+        config.error('credentials.users.guest.privileges', 'guest takes no privileges '
+            .. 'here: %s', hint)
+    end
+    for _, r in ipairs(guest.roles or {}) do
+        if r ~= 'public' then
+            config.error('credentials.users.guest.roles', 'guest takes no role but '
+                .. 'public here (got %s): %s', tostring(r), hint)
+        end
+    end
+end
+
+-- The cluster configuration of a running Tarantool 3 instance, if there is one
+-- (a plain script on Tarantool 3 has the module but no configuration).
 local function cluster_get()
     local ok, cfg = pcall(require, 'config')
-    if not ok or type(cfg) ~= 'table' or type(cfg.get) ~= 'function' then
+    if not ok or type(cfg) ~= 'table' or type(cfg.get) ~= 'function'
+            or not pcall(cfg.get, cfg, 'credentials') then
         return nil
     end
     return function(path)
@@ -252,7 +285,8 @@ end
 -- reload, a new leader) changes nothing that is already right.
 local function set_up_writable(s)
     local r = replication_settings(s)
-    setup.writable_instance({user = s.user, replication = r})
+    setup.writable_instance({user = s.user, replication = r, guest = s.guest,
+        guest_setting = M.setting_name('guest')})
     if (box.cfg.election_mode or 'off') == 'off' then
         replication.take_queue(r)
     end
@@ -293,6 +327,7 @@ function M.apply(cfg)
     end
     background.start(FIBER, background.whenever_writable, 'the writable instance',
         set_up_writable, s, done)
+    access.log_guest_access(s.guest, M.setting_name('guest'))
     -- Request ids expire on whichever instance is writable (the pruner waits
     -- for that itself).
     requests.start_expiry(s.request_ttl)

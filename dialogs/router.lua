@@ -396,11 +396,12 @@ function M.register_functions()
 end
 
 -- The router's own database (2.x): the functions, the application user with
--- execute on the client functions and nothing else. Writable (every router is),
--- as admin.
+-- execute on the client functions and nothing else, guest the same by choice
+-- (s.guest, named s.guest_setting). Writable (every router is), as admin.
 function M.setup(s, user_setting)
     M.register_functions()
     access.setup_app_user(s, user_setting)
+    access.set_guest_access(s.guest or config.GUEST_NONE, s.guest_setting or 'guest')
     access.restrict_public_role()
 end
 
@@ -494,22 +495,30 @@ end
 --     dialogs.router:
 --       lib_dir: target/dialogs   # where dialogs_route.so is (default as dialogs)
 --       call_timeout: 2           # seconds per call, retries included
+--       guest: none               # or execute: guest (no password) may call the
+--                                 # two functions, and nothing else
 ------------------------------------------------------------------------------
 
 M.ROLE = 'dialogs.router'
-M.ROLE_KEYS = {'lib_dir', 'call_timeout'}
+M.ROLE_KEYS = {'lib_dir', 'call_timeout', 'guest'}
 
 local function role_settings(cfg)
     local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
     s.call_timeout = config.parse_seconds(s.src.name('call_timeout'),
         s.src.get('call_timeout') or sharding.DEFAULT_CALL_TIMEOUT_S)
     s.bucket_count = sharding.config_bucket_count()
+    s.guest = config.read_guest(s.src)
     return s
 end
 
--- roles: refuses bad roles_cfg['dialogs.router'], naming the key.
+-- roles: refuses bad roles_cfg['dialogs.router'] (and, on a running Tarantool 3
+-- instance, credentials that give guest anything), naming the key.
 function M.validate(cfg)
-    role_settings(cfg)
+    local s = role_settings(cfg)
+    local get = require('dialogs').cluster_get()
+    if get ~= nil then
+        require('dialogs').check_guest_credentials(get, s.src.name('guest'))
+    end
 end
 
 function M.apply(cfg)
@@ -517,9 +526,11 @@ function M.apply(cfg)
     require('dialogs').use_lib_dir(s.lib_dir)
     box.session.su('admin', function()
         M.register_functions()
+        access.set_guest_access(s.guest, s.src.name('guest'))
         access.restrict_public_role()
     end)
     serve(s.bucket_count, s.call_timeout)
+    access.log_guest_access(s.guest, s.src.name('guest'))
     log.info('dialogs: router of the sharded store (%d buckets)', s.bucket_count)
 end
 

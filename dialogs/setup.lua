@@ -6,6 +6,7 @@ local fiber = require('fiber')
 
 local access = require('dialogs.access')
 local bucket = require('dialogs.bucket')
+local config = require('dialogs.config')
 local replication = require('dialogs.replication')
 local schema = require('dialogs.schema')
 
@@ -25,7 +26,10 @@ local M = {}
 --   bucket_count_setting  how that refusal names the setting;
 --   takes_clients       false on a storage of a sharded store: routers call it,
 --                       clients do not, so it has no application user (one left
---                       by an earlier configuration is dropped).
+--                       by an earlier configuration is dropped) and guest may
+--                       call nothing;
+--   guest               what guest may do (config.GUEST_ACCESS; nil: 'none'),
+--   guest_setting       and how log lines name that setting.
 function M.writable_instance(s)
     box.session.su('admin', function()
         -- Before any other write: an older server's system spaces refuse them.
@@ -44,6 +48,11 @@ function M.writable_instance(s)
             access.setup_app_user(s, s.user_setting)
         elseif s.user ~= nil and box.schema.user.exists(s.user) then
             access.grant_procedures(s.user)
+        end
+        if s.takes_clients == false then
+            access.revoke_guest('a storage takes calls from routers only')
+        else
+            access.set_guest_access(s.guest or config.GUEST_NONE, s.guest_setting or 'guest')
         end
         access.restrict_public_role()
         if s.replication ~= nil then

@@ -138,7 +138,8 @@ local function main(config_path, instance)
     end
 
     -- The role's settings: the file's roles_cfg.dialogs with the variables over it.
-    if src.get('lib_dir') ~= nil or src.get('request_ttl') ~= nil then
+    config.read_guest(src)
+    if src.get('lib_dir') ~= nil or src.get('request_ttl') ~= nil or src.get('guest') ~= nil then
         local f = assert(io.open(config_path))
         local file = yaml.decode(f:read('*a'))
         f:close()
@@ -149,6 +150,9 @@ local function main(config_path, instance)
         end
         if src.get('request_ttl') ~= nil then
             mine.request_ttl = config.read_request_ttl(src)
+        end
+        if src.get('guest') ~= nil then
+            mine.guest = config.read_guest(src)
         end
         roles_cfg[role.NAME] = mine
         set('TT_ROLES_CFG', json.encode(roles_cfg))

@@ -74,6 +74,7 @@ return {
             check.equal(s.wal_mode, 'write', 'wal_mode')
             check.equal(s.log_level, 5, 'log_level')
             check.equal(s.request_ttl, 7 * 24 * 3600, 'request_ttl')
+            check.equal(s.guest, 'none', 'guest')
             check.equal(s.replication, {peers = {}, read_only = false, user = 'replicator',
                 connect_timeout = 30}, 'replication')
         end)
@@ -157,6 +158,16 @@ return {
         for _, ttl in ipairs({'0', '-1', 'week', 'inf', 'nan'}) do
             refuses({DIALOGS_REQUEST_TTL = ttl}, string.format('dialogs: DIALOGS_REQUEST_TTL: '
                 .. 'expected a positive number of seconds, got %q', ttl))
+        end
+    end},
+
+    {'guest: none unless DIALOGS_GUEST says execute; nothing else accepted', function()
+        check.equal(from_env({DIALOGS_GUEST = 'none'}).guest, 'none', 'none')
+        check.equal(from_env({DIALOGS_GUEST = ''}).guest, 'none', 'empty')
+        check.equal(from_env({DIALOGS_GUEST = 'execute'}).guest, 'execute', 'execute')
+        for _, g in ipairs({'yes', 'true', 'read', 'EXECUTE', 'execute,read', ' execute'}) do
+            refuses({DIALOGS_GUEST = g}, string.format('dialogs: DIALOGS_GUEST: expected '
+                .. 'one of none, execute, got %q', g))
         end
     end},
 

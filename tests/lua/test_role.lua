@@ -72,7 +72,7 @@ return {
         with_checkout(function(base, lib)
             for _, cfg in ipairs({box.NULL, {}}) do
                 check.equal(role.settings(cfg, base), {user = 'dialogs', synchronous = false,
-                    request_ttl = 7 * 24 * 3600, lib_dir = lib}, 'settings')
+                    request_ttl = 7 * 24 * 3600, lib_dir = lib, guest = 'none'}, 'settings')
             end
         end)
     end},
@@ -80,9 +80,9 @@ return {
     {'every key set, typed as YAML gives it', function()
         with_checkout(function(base, lib)
             local s = role.settings({user = 'chat', synchronous = true, request_ttl = 60,
-                lib_dir = lib}, base)
+                lib_dir = lib, guest = 'execute'}, base)
             check.equal(s, {user = 'chat', synchronous = true, request_ttl = 60,
-                lib_dir = lib}, 'settings')
+                lib_dir = lib, guest = 'execute'}, 'settings')
         end, {lib_subdir = 'elsewhere'})
     end},
 
@@ -94,10 +94,14 @@ return {
     end},
 
     {'bad values are refused naming roles_cfg.dialogs.<key>', function()
-        refuses('yes', 'dialogs: roles_cfg.dialogs: expected a map of settings (lib_dir, '
-            .. 'request_ttl, synchronous, user), got string')
+        refuses('yes', 'dialogs: roles_cfg.dialogs: expected a map of settings (guest, '
+            .. 'lib_dir, request_ttl, synchronous, user), got string')
         refuses({usr = 'x'}, 'dialogs: roles_cfg.dialogs.usr: unknown setting (known: '
-            .. 'lib_dir, request_ttl, synchronous, user)')
+            .. 'guest, lib_dir, request_ttl, synchronous, user)')
+        for _, g in ipairs({'yes', true, 'read', 'EXECUTE'}) do
+            refuses({guest = g}, string.format('dialogs: roles_cfg.dialogs.guest: expected '
+                .. 'one of none, execute, got %q', tostring(g)))
+        end
         refuses({user = 'admin'}, 'dialogs: roles_cfg.dialogs.user: expected a user name of '
             .. 'letters, digits and _ (not guest or admin), got "admin"')
         refuses({user = 5}, 'dialogs: roles_cfg.dialogs.user: expected a user name of '
@@ -184,6 +188,35 @@ return {
         cluster_refuses({password = SECRET, privileges = {{permissions = {'execute'},
             functions = {'new_dialog'}}}}, nil, 'dialogs: credentials.users.dialogs.privileges: '
             .. 'no execute on get_dialog: the application user could not call it')
+    end},
+
+    {'credentials that give guest anything are refused', function()
+        local hint = 'what guest may do is roles_cfg.dialogs.guest (execute: call new_dialog '
+            .. 'and get_dialog, and nothing else)'
+        local function guest_refused(guest, message)
+            local u = users(good_app_user())
+            u.guest = guest
+            local ok, err = pcall(role.check_cluster_config, {user = 'dialogs'}, getter({
+                ['credentials.users'] = u, ['iproto.listen'] = LOOPBACK}))
+            assert(not ok, 'accepted: ' .. require('json').encode(guest))
+            check.equal(tostring(err), message, 'refusal')
+        end
+        -- The report's grant, as a configuration would write it.
+        guest_refused({privileges = {{permissions = {'read', 'write', 'execute'},
+            universe = true}}}, 'dialogs: credentials.users.guest.privileges: guest takes no '
+            .. 'privileges here: ' .. hint)
+        guest_refused({privileges = {{permissions = {'execute'},
+            functions = {'new_dialog', 'get_dialog'}}}}, 'dialogs: '
+            .. 'credentials.users.guest.privileges: guest takes no privileges here: ' .. hint)
+        guest_refused({roles = {'public', 'super'}}, 'dialogs: credentials.users.guest.roles: '
+            .. 'guest takes no role but public here (got super): ' .. hint)
+        -- Declared with nothing (or Tarantool's own public role) is fine.
+        for _, guest in ipairs({{}, {privileges = {}}, {roles = {'public'}}}) do
+            local u = users(good_app_user())
+            u.guest = guest
+            role.check_cluster_config({user = 'dialogs'}, getter({
+                ['credentials.users'] = u, ['iproto.listen'] = LOOPBACK}))
+        end
     end},
 
     {'beyond loopback the password is required and not the development one', function()

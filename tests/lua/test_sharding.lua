@@ -9,8 +9,8 @@ local check = require('check')
 local config = require('dialogs.config')
 local sharding = require('dialogs.sharding')
 
--- config.from_env(env) over a directory holding a built-looking module.
-local function from_env(env)
+-- fn(base, lib) over a directory holding a built-looking module.
+local function with_lib(fn)
     local base = fio.tempdir()
     local lib = fio.pathjoin(base, 'target', 'dialogs')
     fio.mktree(lib)
@@ -19,8 +19,19 @@ local function from_env(env)
             tonumber('644', 8))
         f:close()
     end
-    local ok, res = pcall(config.from_env, env, base)
+    local ok, res = pcall(fn, base, lib)
     fio.rmtree(base)
+    if not ok then
+        error(res, 0)
+    end
+    return res
+end
+
+-- config.from_env(env) over a directory holding a built-looking module.
+local function from_env(env)
+    local ok, res = pcall(with_lib, function(base)
+        return config.from_env(env, base)
+    end)
     if not ok then
         error(res, 0)
     end
@@ -89,6 +100,18 @@ return {
         check.equal(r.replication.peers, {}, 'router peers')
         check.equal(r.bucket_count, 300, 'router bucket_count')
         check.equal(from_env({}).sharding, nil, 'not sharded')
+        check.equal(from_env(env({DIALOGS_LISTEN = '127.0.0.1:3301', DIALOGS_ROUTER = 'true',
+            DIALOGS_GUEST = 'execute'})).guest, 'execute', 'a router takes guest by choice')
+    end},
+    {'the router role takes guest by choice, named roles_cfg.dialogs.router.guest', function()
+        local router = require('dialogs.router')
+        with_lib(function(_, lib)
+            router.validate({lib_dir = lib})
+            router.validate({lib_dir = lib, guest = 'none'})
+            router.validate({lib_dir = lib, guest = 'execute'})
+            check.raises('dialogs: roles_cfg.dialogs.router.guest: expected one of none, '
+                .. 'execute, got "yes"', router.validate, {lib_dir = lib, guest = 'yes'})
+        end)
     end},
     {'sharding settings are refused with the variable named', function()
         refuses(env({DIALOGS_LISTEN = '127.0.0.1:3399'}), 'dialogs: DIALOGS_LISTEN: '
@@ -100,6 +123,8 @@ return {
         refuses(env({DIALOGS_REPLICATION_PASSWORD = ''}), 'dialogs: '
             .. 'DIALOGS_REPLICATION_PASSWORD: must be set when DIALOGS_SHARDING is set '
             .. '(routers and storages log in to the storages with it)')
+        refuses(env({DIALOGS_GUEST = 'execute'}), 'dialogs: DIALOGS_GUEST: a storage takes '
+            .. 'calls from routers only: set it on the routers, which clients call')
         refuses({DIALOGS_ROUTER = 'true'}, 'dialogs: DIALOGS_ROUTER: a router needs the '
             .. 'storages: set DIALOGS_SHARDING')
         refuses(env({DIALOGS_SHARDING = 's1=127.0.0.1:3312;s1=127.0.0.1:3313'}),

@@ -64,6 +64,18 @@ def free_base_port() -> int:
     raise AssertionError("no free block of ports")
 
 
+def stop_run_sharded(proc: subprocess.Popen) -> None:
+    """Ctrl-C: SIGINT to the foreground process group; SIGKILL (and an error) if it
+    does not end within a minute."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
 def test_run_sharded_serves_the_reports_client_and_stops_on_ctrl_c(tmp_path):
     port = free_base_port()
     env = dict(os.environ, DIALOGS_LISTEN=f"127.0.0.1:{port}",
@@ -90,14 +102,7 @@ def test_run_sharded_serves_the_reports_client_and_stops_on_ctrl_c(tmp_path):
         assert [(str(m[0]), m[4]) for m in messages] == [(msg, "hi Bob")]
         conn.close()
     finally:
-        # Ctrl-C: SIGINT to the foreground process group.
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        stop_run_sharded(proc)
     # Nothing it started still listens.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not all(nobody_listens(port + o) for o in OFFSETS):
