@@ -21,7 +21,7 @@ local MIB = 1024 * 1024
 M.PROCEDURES = {'new_dialog', 'get_dialog'}
 
 -- What guest (anyone, no password) may do: nothing (the default), or execute the
--- client procedures, for clients that cannot log in (README, "Guest access").
+-- client procedures, for clients that cannot log in (docs/operations.md, "Guest access").
 M.GUEST_NONE = 'none'
 M.GUEST_EXECUTE = 'execute'
 M.GUEST_ACCESS = {M.GUEST_NONE, M.GUEST_EXECUTE}

@@ -8,7 +8,7 @@
 --       request_ttl: 604800    # seconds a new_dialog request_id is remembered
 --       lib_dir: target/dialogs  # where new_dialog.so / get_dialog.so are
 --       guest: none            # or execute: guest (no password) may call the two
---                              # procedures, and nothing else (README, "Guest access")
+--                              # procedures, and nothing else (docs/operations.md, "Guest access")
 --
 -- Tarantool loads a role by `require(name)`: this file is found as `dialogs`
 -- from a checkout (the working directory, or LUA_PATH) and from a rock. The work

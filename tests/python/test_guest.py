@@ -1,4 +1,4 @@
-"""Guest, only by choice (README, "Guest access"): without DIALOGS_GUEST guest may do
+"""Guest, only by choice (docs/operations.md, "Guest access"): without DIALOGS_GUEST guest may do
 nothing; with DIALOGS_GUEST=execute it may call new_dialog and get_dialog and nothing
 else (no read, no write, no eval, no other function), every such start says so in
 the log, and a start without it takes the grants back. The same through `make run`
