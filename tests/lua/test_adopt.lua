@@ -97,7 +97,9 @@ return {
             check.equal(type(why), 'string', 'refused: ' .. bad)
             check.equal(d:str(), ids.dialog_of_key(bad):str(), 'kept by its bytes: ' .. bad)
         end
-        d, why = ids.dialog_of_string(string.rep('k', ids.MAX_KEY_BYTES))
+        local longest = string.rep('k', ids.MAX_KEY_BYTES)
+        d, why = ids.dialog_of_string(longest)
         check.equal(why, nil, 'a key of the longest length')
+        check.equal(d:str(), ids.dialog_of_key(longest):str(), 'its v5')
     end},
 }
