@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -26,8 +25,8 @@ import tarantool
 
 import config_harness
 from conftest import forget_logs_of, report_logs_of
-from dialogs_api import (ER_ACCESS_DENIED, key_dialog_id, report_key, tarantool_supports_datetime,
-                         walk_dialog)
+from dialogs_api import (ER_ACCESS_DENIED, ER_CREDS_MISMATCH, key_dialog_id, report_key,
+                         tarantool_supports_datetime, walk_dialog)
 from harness import (ServerError, admin_eval, free_port, module_built, run_init_expecting_exit,
                      tarantool_binary, wait_until)
 
@@ -216,14 +215,20 @@ def check_report_access_gone(srv, port: int) -> None:
     assert admin_eval(srv, "box.func.get_dialog.language") == "C"
     assert admin_eval(srv, "box.space.dialogs_report == nil")
     assert admin_eval(srv, "next(box.space._user:get{1}[5]) == nil")
-    assert admin_eval(srv, "box.schema.user.info('guest')") == [
-        ["execute", "role", "public"], ["session,usage", "universe"]]
-    with pytest.raises(tarantool.error.DatabaseError) as info:
+    # Tarantool's defaults: the public role, and session and usage on universe.
+    assert [g[:3] for g in admin_eval(srv, "box.schema.user.info('guest')")] == [
+        ["execute", "role", "public"], ["session,usage", "universe", ""]]
+    # Admin with the report's password: the login is refused (the server's reply).
+    with pytest.raises(tarantool.error.NetworkError) as info:
         tarantool.Connection("127.0.0.1", port, user="admin", password=REPORT_ADMIN_PASSWORD,
                              connect_now=True)
-    assert not isinstance(info.value, tarantool.error.NetworkError)
+    refusal = info.value.__cause__
+    assert isinstance(refusal, tarantool.error.DatabaseError), repr(info.value)
+    assert refusal.code == ER_CREDS_MISMATCH, repr(refusal)
+    # Guest cannot see the space's name: it is selected by id.
+    space_id = admin_eval(srv, "box.space.dialogs.id")
     guest = tarantool.Connection("127.0.0.1", port, connect_now=True)
-    for call in (lambda: guest.eval("return 1"), lambda: guest.select("dialogs", []),
+    for call in (lambda: guest.eval("return 1"), lambda: guest.select(space_id, []),
                  lambda: guest.call("get_dialog", ["k"])):
         with pytest.raises(tarantool.error.DatabaseError) as info:
             call()
@@ -273,7 +278,7 @@ def test_init_lua_adopts_the_report_data_across_a_kill(make_server):
 
     # Once: the next start has nothing to adopt and serves the same.
     srv.restart()
-    assert "adopt" not in srv.log_of_run()
+    assert "dialogs: adopt" not in srv.log_of_run()
     read_every_message(srv.connect(), written)
 
 
