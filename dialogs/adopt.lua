@@ -46,8 +46,15 @@ local schema = require('dialogs.schema')
 
 local M = {}
 
--- Messages moved per transaction.
-M.BATCH = 1000
+-- Messages moved per transaction: a transaction cannot yield, and 2 writes per
+-- message (an insert, a delete) must stay well inside the fiber's slice (1 s on
+-- Tarantool 3) even on a busy machine. The new tuples are computed before it,
+-- yielding every COMPUTE_YIELD_EVERY messages.
+M.BATCH = 250
+local COMPUTE_YIELD_EVERY = 50
+-- The dialog and bucket of at most this many keys are remembered at a time (a
+-- dialog's messages are spread over the move; deriving them is the costly part).
+local KEY_CACHE_SIZE = 100000
 -- A progress line every this many batches.
 local PROGRESS_EVERY_BATCHES = 10
 -- Keys get_dialog refuses that the log names one by one (the rest are counted).
@@ -90,10 +97,24 @@ local function millis_of_id(bytes)
     return ms
 end
 
+-- Random bytes for the counters of new ids, read from the kernel RANDOM_POOL_BYTES
+-- at a time rather than once per id.
+local RANDOM_POOL_BYTES = 4096
+local random_pool, random_at = '', 1
+
+local function random_bytes(n)
+    if random_at + n - 1 > #random_pool then
+        random_pool, random_at = digest.urandom(RANDOM_POOL_BYTES), 1
+    end
+    local bytes = random_pool:sub(random_at, random_at + n - 1)
+    random_at = random_at + n
+    return bytes
+end
+
 -- A v7 id of `ms` with a random counter whose top bit is clear (room for the
 -- increments within that millisecond), as the native generator starts one.
 local function fresh_id(ms)
-    local r = {digest.urandom(10):byte(1, 10)}
+    local r = {random_bytes(10):byte(1, 10)}
     local b = {}
     for i = 6, 1, -1 do
         b[i] = ms % 256
@@ -370,7 +391,7 @@ local function count_dialogs(space)
     local n, t = 0, space.index.dialog_id_k:min()
     while t ~= nil do
         n = n + 1
-        if n % M.BATCH == 0 then
+        if n % COMPUTE_YIELD_EVERY == 0 then
             fiber.yield()
         end
         t = space.index.dialog_id_k:select({t[2]}, {iterator = 'GT', limit = 1})[1]
@@ -401,6 +422,23 @@ function M.move()
     -- Keys the procedures refuse (the report took any string): their dialogs are
     -- kept under the uuid of the key's bytes, and the first few named in the log.
     local refused, refused_in_order = {}, {}
+    local keys, cached = {}, 0
+    local function dialog_of(key)
+        local k = keys[key]
+        if k == nil then
+            local dialog, why = ids.dialog_of_string(key)
+            if why ~= nil and refused[key] == nil then
+                refused[key] = true
+                table.insert(refused_in_order, {key = key, dialog = dialog, why = why})
+            end
+            if cached >= KEY_CACHE_SIZE then
+                keys, cached = {}, 0
+            end
+            k = {dialog = dialog, bucket = bucket.of(dialog, count)}
+            keys[key], cached = k, cached + 1
+        end
+        return k
+    end
     while true do
         if pause_after ~= nil and batches >= pause_after then
             log.warn('%s after %d batches (DIALOGS_TEST_ADOPT_PAUSE_AFTER)',
@@ -413,15 +451,19 @@ function M.move()
         if #batch == 0 then
             break
         end
+        -- Only this fiber writes either space (guest and admin's password are
+        -- gone, the procedures not registered yet): the batch stays as read.
+        local rows = {}
+        for i, t in ipairs(batch) do
+            local k = dialog_of(t[2])
+            rows[i] = {issuer.issue(millis_of(t[6])), k.dialog, t[3], t[4], t[5], t[6], k.bucket}
+            if i % COMPUTE_YIELD_EVERY == 0 then
+                fiber.yield()
+            end
+        end
         box.atomic(function()
-            for _, t in ipairs(batch) do
-                local dialog, why = ids.dialog_of_string(t[2])
-                if why ~= nil and refused[t[2]] == nil then
-                    refused[t[2]] = true
-                    table.insert(refused_in_order, {key = t[2], dialog = dialog, why = why})
-                end
-                new:insert({issuer.issue(millis_of(t[6])), dialog, t[3], t[4], t[5], t[6],
-                    bucket.of(dialog, count)})
+            for i, t in ipairs(batch) do
+                new:insert(rows[i])
                 old:delete({t[1]})
             end
         end)
