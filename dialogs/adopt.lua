@@ -29,6 +29,10 @@
 --             the native new_dialog (whose floor is that greatest id) issues
 --             later ones above them. The aside space is dropped once empty.
 --
+-- On Tarantool 3's road (`make run`), scripts/config-env.lua runs inspect and
+-- prepare in a process of its own with no listener, before the configured
+-- instance starts; with init.lua they are the first writes after box.cfg.
+--
 -- Test hooks (tests/python/test_adopt.py), read from the environment, unset in
 -- any real use: DIALOGS_TEST_ADOPT_BATCH (messages per batch) and
 -- DIALOGS_TEST_ADOPT_PAUSE_AFTER (the move stops for good after that many
