@@ -5,8 +5,10 @@
 --   dialog_of_key(key)      the dialog a string key names (README, "Dialog keys")
 --   dialog_of_pair(a, b)    the dialog of an unordered user pair
 --   v5(namespace, name)     UUIDv5 of `name`'s bytes in `namespace`
+--   dialog_of_string(s)     the dialog a dialog_id string names (uuid or key)
 
 local digest = require('digest')
+local utf8 = require('utf8')
 local uuid = require('uuid')
 
 local M = {}
@@ -36,6 +38,51 @@ end
 -- refuse a key that is empty, longer than MAX_KEY_BYTES, not UTF-8, or a uuid).
 function M.dialog_of_key(key)
     return M.v5(M.KEY_NAMESPACE, key)
+end
+
+-- Length of a uuid's canonical (hyphenated) string form.
+local CANONICAL_LEN = 36
+local CANONICAL_PATTERN = '^' .. string.rep('%x', 8) .. '%-' .. string.rep('%x', 4) .. '%-'
+    .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 12) .. '$'
+
+-- True for a string meant as a uuid in another notation: `{...}` or `urn:uuid:...`
+-- around, or alone, 32 to 36 characters that are all hex digits and hyphens (the
+-- native procedures refuse such a dialog_id as a malformed uuid, src/args.rs).
+local function looks_like_uuid(s)
+    local inner = s:match('^{(.*)}$')
+    if inner == nil and s:sub(1, 9):lower() == 'urn:uuid:' then
+        inner = s:sub(10)
+    end
+    inner = inner or s
+    return #inner >= 32 and #inner <= CANONICAL_LEN and inner:find('^[%x%-]+$') ~= nil
+end
+
+-- The dialog a dialog_id string names, read as the native procedures read it
+-- (src/args.rs, dialog_id): a canonical uuid string is that uuid, any other
+-- string a key (dialog_of_key). Returns the uuid and, when the procedures refuse
+-- the string, why (nil when they accept it): the nil uuid, a uuid in another
+-- notation, an empty key, a key over MAX_KEY_BYTES, a key that is not UTF-8. A
+-- refused string still gets the uuid of its bytes (dialog_of_key), so that data
+-- written under it elsewhere (the report's store took any string) has one dialog.
+function M.dialog_of_string(s)
+    if #s == CANONICAL_LEN and s:find(CANONICAL_PATTERN) then
+        local u = uuid.fromstr(s)
+        if not u:isnil() then
+            return u
+        end
+        return M.dialog_of_key(s), 'the nil uuid'
+    end
+    local refused
+    if looks_like_uuid(s) then
+        refused = 'a uuid in another notation than the canonical one'
+    elseif #s == 0 then
+        refused = 'an empty key'
+    elseif #s > M.MAX_KEY_BYTES then
+        refused = string.format('a key over %d bytes', M.MAX_KEY_BYTES)
+    elseif utf8.len(s) == nil then
+        refused = 'a key that is not UTF-8'
+    end
+    return M.dialog_of_key(s), refused
 end
 
 -- The dialog of users `a` and `b` (uuid values or canonical strings), in either

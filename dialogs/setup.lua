@@ -1,10 +1,12 @@
 -- dialogs.setup: what the writable instance does on every start (or every apply
 -- of a role), in order, as admin. Idempotent: on a current schema it changes
--- nothing but the passwords it is given.
+-- nothing but the passwords it is given. A data directory of the report's own
+-- store is adopted on the way (dialogs.adopt).
 
 local fiber = require('fiber')
 
 local access = require('dialogs.access')
+local adopt = require('dialogs.adopt')
 local bucket = require('dialogs.bucket')
 local config = require('dialogs.config')
 local replication = require('dialogs.replication')
@@ -32,12 +34,24 @@ local M = {}
 --   guest_setting       and how log lines name that setting.
 function M.writable_instance(s)
     box.session.su('admin', function()
+        -- Reads only: a directory that is neither this store's nor the report's
+        -- is refused before anything is written to it.
+        local report = adopt.inspect()
         -- Before any other write: an older server's system spaces refuse them.
         schema.upgrade_system_spaces()
+        if report ~= nil then
+            -- The report's grants and passwords go first, its space aside.
+            adopt.prepare()
+        end
         if s.bucket_count ~= nil then
             bucket.store_count(s.bucket_count, s.bucket_count_setting or 'bucket_count')
         end
         schema.migrate()
+        if report ~= nil then
+            -- Into the space the migrations made, before any procedure exists
+            -- that could write there.
+            adopt.move()
+        end
         if s.replication ~= nil then
             replication.apply_sync_mode(s.replication)
         end

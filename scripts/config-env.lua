@@ -21,6 +21,7 @@ package.path = fio.pathjoin(repo, '?.lua') .. ';' .. fio.pathjoin(repo, '?', 'in
     .. ';' .. package.path
 
 local config = require('dialogs.config')
+local report_store = require('dialogs.adopt')
 local role = require('dialogs')
 local schema = require('dialogs.schema')
 local xlog = require('xlog')
@@ -82,13 +83,22 @@ end
 -- is adopted first, by this process as a plain instance with no listener: it
 -- replays the WAL, upgrades the system spaces (as init.lua does: logged), names
 -- the instance and its replica set as the configuration does, and snapshots.
+-- Data of the report's own store (a plain instance's: never named) is recognised
+-- here too, and anything else with a `dialogs` space refused before a write
+-- (dialogs.adopt); the report's Lua functions, guest's grants and admin's
+-- password go before the instance ever listens, and its space is set aside; the
+-- role moves the messages (dialogs.setup, as init.lua does).
 local function adopt(dir, s, instance, replicaset)
-    io.stderr:write(string.format('dialogs: %s holds data of a Tarantool before 3.0: '
-        .. 'upgrading it and naming it %s/%s for the configuration\n', dir, replicaset,
-        instance))
+    io.stderr:write(string.format('dialogs: %s holds data without instance names (a '
+        .. 'Tarantool before 3.0, or a plain instance): upgrading it if need be and '
+        .. 'naming it %s/%s for the configuration\n', dir, replicaset, instance))
     box.cfg({memtx_dir = dir, wal_dir = dir, vinyl_dir = dir, memtx_memory = s.memtx_memory,
         log_level = s.log_level})
+    local found = report_store.inspect()
     schema.upgrade_system_spaces()
+    if found ~= nil then
+        report_store.prepare()
+    end
     box.cfg({replicaset_name = replicaset, instance_name = instance})
     box.snapshot()
 end
