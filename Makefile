@@ -9,8 +9,11 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 TARANTOOL_TEST_VERSION := 0.7.0
-# lychee checks the Markdown links (make check-refs); built without its e-mail check.
-LYCHEE_VERSION := 0.24.2
+# remark-cli with remark-validate-links checks the Markdown links (make check-refs),
+# vfile-reporter-json hands its findings to scripts/check-refs: npm packages at
+# exact versions, installed into REMARK_DIR (build output, not committed).
+REMARK_PACKAGES := remark-cli@12.0.1 remark-validate-links@13.1.0 vfile-reporter-json@4.0.0
+REMARK_DIR := target/remark
 
 # The release module and the directory init.lua loads it from: one real file,
 # replaced atomically on each build (a running server keeps its mapping and can
@@ -40,7 +43,7 @@ DIALOGS_UPGRADE_FROM ?= $(wildcard /usr/bin/tarantool)
 export DIALOGS_UPGRADE_FROM
 
 .PHONY: help deps deps-tarantool deps-runner deps-python deps-luarocks build build-test run run-sharded test test-sharded \
-        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck deps-lychee check-refs bench bench-smoke deps-postgres clean soak tarantool-path
+        test-unit test-tarantool test-net test-e2e test-lua lint lint-lua deps-luacheck deps-remark check-refs bench bench-smoke deps-postgres clean soak tarantool-path
 
 help:
 	@echo "make run    build and start a server on 127.0.0.1:3301 (Ctrl-C stops it)"
@@ -103,12 +106,23 @@ deps-luacheck:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq lua-check; }
 
-deps-lychee:
-	@command -v lychee >/dev/null || { \
-	  echo "installing lychee $(LYCHEE_VERSION)"; \
-	  $(CARGO) install --locked --quiet lychee --version $(LYCHEE_VERSION) --no-default-features; }
+# Debian's nodejs and npm, then the packages, all in one npm install (npm removes
+# what a later install does not name). No package.json or lock file is written; the
+# stamp holds the package list, so a change of version installs again.
+deps-remark:
+	@[ "$$(cat $(REMARK_DIR)/.installed 2>/dev/null)" = "$(REMARK_PACKAGES)" ] || { \
+	  command -v npm >/dev/null || { \
+	    echo "installing nodejs and npm from apt"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; } && \
+	  echo "installing $(REMARK_PACKAGES) into $(REMARK_DIR)" && \
+	  rm -rf $(REMARK_DIR) && mkdir -p $(REMARK_DIR) && \
+	  npm install --prefix $(REMARK_DIR) --no-package-lock --no-save --no-audit --no-fund \
+	    --loglevel=error $(REMARK_PACKAGES) && \
+	  echo "$(REMARK_PACKAGES)" > $(REMARK_DIR)/.installed; }
 
-deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks deps-lychee
+deps: deps-tarantool deps-runner deps-python deps-luacheck deps-luarocks deps-remark
 
 # --- build ------------------------------------------------------------------------
 
@@ -233,9 +247,9 @@ lint-lua: deps-luacheck
 	luacheck --no-color --formatter plain $(sort $(LUA_FILES))
 	@echo "luacheck: $(words $(sort $(LUA_FILES))) Lua files clean"
 
-# Every link in the Markdown files (lychee, offline) and every file, section and
-# test a comment, message or doc names (scripts/check-refs) resolves.
-check-refs: deps-lychee
+# Every link in the Markdown files (remark-validate-links, offline) and every file,
+# section and test a comment, message or doc names (scripts/check-refs) resolves.
+check-refs: deps-remark
 	$(PYTHON) scripts/check-refs
 
 # May a stopped old master rejoin as it is? make rejoin-check DATA_DIR=its/data

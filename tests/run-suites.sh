@@ -61,7 +61,7 @@ counts() {
            /^[^ :]+:[0-9]+:[0-9]+: / { split($0, a, ":"); bad[a[1]] = 1 }
            END { f = 0; for (k in bad) f++; if (ok || f) print p + 0, f }' "$log" ;;
     check-refs)
-      # A check: the Makefile's `links: N resolved, N broken` (lychee, Markdown
+      # A check: scripts/check-refs' `links: N resolved, N broken` (remark, Markdown
       # links) and scripts/check-refs' `check-refs: N file references resolved`
       # or `check-refs: N of M file references unresolved`; both must be there.
       awk '/^links: [0-9]+ resolved, [0-9]+ broken$/ { p += $2; f += $4; n++ }

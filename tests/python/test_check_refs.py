@@ -3,26 +3,31 @@
 files, so this file tells the real check: check-refs: not a reference.
 
 Each kind of reference it reads resolves when its target exists and is reported,
-with file and line, when not. lychee's part is replaced by a stand-in that reports
-the links it was given as resolved: lychee itself is a tool of its own, run by
-`make check-refs`."""
+with file and line, when not. In most tests remark, the Markdown link checker, is
+replaced by a stand-in that reports one resolved link per file it was given; one
+test runs the real remark-validate-links (`make deps-remark`) over broken links."""
 
 import os
 import shutil
 import subprocess
 import sys
 
+import pytest
+
 from harness import REPO_ROOT
 
-# A stand-in for lychee: writes a report with every Markdown file it was given
-# counted as one resolved link, as lychee's `--format json --output` does.
-FAKE_LYCHEE = """#!/usr/bin/env python3
+# Where `make deps-remark` installs remark and its plugins.
+REAL_REMARK_MODULES = REPO_ROOT / "target" / "remark" / "node_modules"
+
+# A stand-in for remark: reports every Markdown file it was given with one local
+# link and nothing broken, on stderr, as vfile-reporter-json and
+# scripts/remark-count-links.mjs do.
+FAKE_REMARK = """#!/usr/bin/env python3
 import json, sys
-args = sys.argv[1:]
-out = args[args.index("--output") + 1]
-files = [a for a in args if a.endswith(".md")]
-json.dump({"total": len(files), "successful": len(files), "errors": 0,
-           "error_map": {}}, open(out, "w"))
+files = [a for a in sys.argv[1:] if a.endswith(".md")]
+json.dump([{"path": f, "messages": [{"reason": "1 local links", "ruleId": "local-links",
+                                     "source": "remark-count-links"}]} for f in files],
+          sys.stderr)
 """
 
 
@@ -30,7 +35,8 @@ def make_repo(tmp_path, files):
     """A git repository holding scripts/check-refs and `files` (path -> text)."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "scripts" / "check-refs", repo / "scripts" / "check-refs")
+    for name in ("check-refs", "remark-count-links.mjs"):
+        shutil.copy(REPO_ROOT / "scripts" / name, repo / "scripts" / name)
     for path, text in files.items():
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text(text)
@@ -38,14 +44,15 @@ def make_repo(tmp_path, files):
     # of what it reads here.
     (repo / ".gitignore").write_text("/scripts/\n")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    lychee = tmp_path / "lychee"
-    lychee.write_text(FAKE_LYCHEE)
-    lychee.chmod(0o755)
-    return repo, lychee
+    modules = tmp_path / "node_modules"
+    (modules / ".bin").mkdir(parents=True)
+    (modules / ".bin" / "remark").write_text(FAKE_REMARK)
+    (modules / ".bin" / "remark").chmod(0o755)
+    return repo, modules
 
 
-def check(repo, lychee):
-    env = dict(os.environ, LYCHEE=str(lychee))
+def check(repo, modules):
+    env = dict(os.environ, REMARK_MODULES=str(modules))
     return subprocess.run([sys.executable, "scripts/check-refs"], cwd=repo, env=env,
                           capture_output=True, text=True)
 
@@ -61,8 +68,8 @@ GOOD = {
 
 
 def test_every_kind_of_reference_resolves(tmp_path):
-    repo, lychee = make_repo(tmp_path, GOOD)
-    run = check(repo, lychee)
+    repo, modules = make_repo(tmp_path, GOOD)
+    run = check(repo, modules)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == "links: 1 resolved, 0 broken"
@@ -76,8 +83,8 @@ def test_each_unresolved_reference_is_named_and_fails_the_check(tmp_path):
     files["src/lib.rs"] = ("// See tests/python/test_gone.py and docs/guide.md, \"Cost\".\n"
                            "// Results: bench/results/other-<version>.json.\n")
     files["tests/notes.txt"] = "tests/python/test_one.py::test_missing; test_absent.lua\n"
-    repo, lychee = make_repo(tmp_path, files)
-    run = check(repo, lychee)
+    repo, modules = make_repo(tmp_path, files)
+    run = check(repo, modules)
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
         "links: 1 resolved, 0 broken",
@@ -90,10 +97,33 @@ def test_each_unresolved_reference_is_named_and_fails_the_check(tmp_path):
     ], run.stdout
 
 
-def test_without_lychee_the_check_fails_and_says_how_to_get_it(tmp_path):
+def test_without_remark_the_check_fails_and_says_how_to_get_it(tmp_path):
     repo, _ = make_repo(tmp_path, GOOD)
-    env = dict(os.environ, LYCHEE=str(tmp_path / "no-such-lychee"))
-    run = subprocess.run([sys.executable, "scripts/check-refs"], cwd=repo, env=env,
-                         capture_output=True, text=True)
+    run = check(repo, tmp_path / "no-such-node_modules")
     assert run.returncode == 1
-    assert "make deps-lychee" in run.stdout + run.stderr
+    assert "make deps-remark" in run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not (REAL_REMARK_MODULES / ".bin" / "remark").exists(),
+                    reason="remark is not installed (make deps-remark)")
+def test_remark_finds_a_missing_file_and_missing_anchors_here_and_elsewhere(tmp_path):
+    files = dict(GOOD)
+    files["README.md"] = (
+        "# Store\n\n## Keys\n\n"
+        "[guide](docs/guide.md), [its section](docs/guide.md#how-a-call-travels), "
+        "[keys](#keys), [web](https://example.com/gone.md).\n\n"
+        "[gone](docs/gone.md), [gone too](docs/gone.md#cost), "
+        "[no section](docs/guide.md#cost), [no heading](#values).\n")
+    repo, _ = make_repo(tmp_path, files)
+    run = check(repo, REAL_REMARK_MODULES)
+    assert run.returncode == 1
+    lines = run.stdout.splitlines()
+    assert lines[:5] == [
+        "README.md:7:1: Cannot find file `docs/gone.md`; did you mean `docs/guide.md`",
+        "README.md:7:23: Cannot find file `docs/gone.md`; did you mean `docs/guide.md`",
+        "README.md:7:23: Cannot find heading for `#cost` in `docs/gone.md`",
+        "README.md:7:54: Cannot find heading for `#cost` in `docs/guide.md`",
+        "README.md:7:88: Cannot find heading for `#values`",
+    ], run.stdout
+    # Three good local links; the web link is not checked; four broken links.
+    assert lines[5] == "links: 3 resolved, 4 broken", run.stdout
