@@ -2,11 +2,9 @@
 
 use std::sync::{Mutex, TryLockError};
 
-use uuid::Uuid;
-
 use crate::args::{self, Args};
 use crate::error::{Arg, Result};
-use crate::store::{Store, TupleRef};
+use crate::store::{PageQuery, Store, TupleRef};
 use crate::{Reply, Results};
 
 /// No call returns more messages than this.
@@ -35,24 +33,17 @@ static PAGE_BUF: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 const SIGNATURE: &str = "1 or 2 arguments (dialog_id [, opts])";
 const OPTIONS: &[&str] = &["limit", "after", "before", "reverse"];
 
-/// A validated `get_dialog` call.
+/// A validated `get_dialog` call: the page it asks the store for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GetDialog {
-    pub dialog_id: Uuid,
-    pub limit: u32,
-    /// Only messages with a greater id.
-    pub after: Option<Uuid>,
-    /// Only messages with a smaller id.
-    pub before: Option<Uuid>,
-    /// Newest first.
-    pub reverse: bool,
+    pub page: PageQuery,
 }
 
 impl GetDialog {
     /// Validates the msgpack argument array.
     pub fn parse(buf: &[u8]) -> Result<Self> {
         let mut args = Args::open("get_dialog", buf, 1, 2, SIGNATURE)?;
-        let mut req = GetDialog {
+        let mut req = PageQuery {
             dialog_id: args::dialog_id(args.read()?)?,
             limit: MAX_PAGE,
             after: None,
@@ -73,7 +64,7 @@ impl GetDialog {
                 Ok(())
             })?;
         }
-        Ok(req)
+        Ok(GetDialog { page: req })
     }
 
     /// Adds the page to `reply` in the shape that gives a connector the list of
@@ -125,7 +116,7 @@ impl GetDialog {
 
     /// Passes the page's tuples to `emit`, in page order; returns how many.
     fn walk(&self, store: &Store, emit: impl FnMut(&TupleRef<'_>) -> Result<()>) -> Result<u32> {
-        store.page(self, emit)
+        store.page(&self.page, emit)
     }
 }
 

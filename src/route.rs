@@ -30,7 +30,7 @@ fn misuse(what: &str) -> Error {
 pub fn bucket_of(proc: &[u8], args: &[u8], bucket_count: u32) -> Result<u32> {
     let dialog = match proc {
         b"new_dialog" => NewDialog::parse(args)?.dialog(),
-        b"get_dialog" => GetDialog::parse(args)?.dialog_id,
+        b"get_dialog" => GetDialog::parse(args)?.page.dialog_id,
         _ => return Err(misuse("unknown procedure")),
     };
     Ok(bucket_id(dialog, bucket_count))
