@@ -111,6 +111,10 @@ local function expiry_loop(ttl)
         box.ctl.wait_rw()
         if ready() then
             local ok, res = pcall(M.prune, ttl)
+            if not ok and box.is_in_txn() then
+                -- A batch that failed midway: its deletions are undone.
+                box.rollback()
+            end
             fiber.testcancel()
             if not ok then
                 log.warn('dialogs: expiring request ids failed (retried in %gs): %s', period,
