@@ -34,6 +34,28 @@ function M.of(dialog_id, bucket_count)
     return 1 + x % bucket_count
 end
 
+-- The bucket statuses under which a vshard storage owns a bucket's rows and may
+-- change them (vshard's writable statuses): any other (sending, receiving, sent,
+-- garbage, readonly) is a bucket on the move, whose rows vshard alone handles.
+M.OWNED = {active = true, pinned = true}
+
+-- A function telling whether this instance owns the rows of a bucket now: by
+-- vshard's _bucket on a storage, every bucket (any id, nil included) where there
+-- is no _bucket (a store that is not sharded). Reads _bucket only: it never
+-- yields.
+function M.owner()
+    local buckets = box.space._bucket
+    if buckets == nil then
+        return function()
+            return true
+        end
+    end
+    return function(bucket_id)
+        local t = bucket_id ~= nil and buckets:get{bucket_id} or nil
+        return t ~= nil and M.OWNED[t[2]] == true
+    end
+end
+
 -- The bucket count of the data, or nil before it has one.
 function M.stored_count()
     local t = box.space._schema:get{M.KEY}

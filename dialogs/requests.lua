@@ -7,12 +7,19 @@
 -- by that time, so the pruner walks from the oldest and stops at the first young
 -- one, deleting in small transactions that yield. A retry after expiry finds no
 -- row and stores the message anew.
+--
+-- On a vshard storage a row belongs to its bucket (its third field), and the
+-- pruner deletes only rows of buckets this storage owns (active or pinned in
+-- _bucket): a bucket being sent or received, or sent and waiting for garbage
+-- collection, is vshard's to copy or delete, and its rows stay as they are until
+-- the bucket is owned here again (or deleted with it).
 
 local clock = require('clock')
 local fiber = require('fiber')
 local log = require('log')
 
 local background = require('dialogs.background')
+local bucket = require('dialogs.bucket')
 
 local M = {}
 
@@ -44,33 +51,50 @@ function M.period(ttl)
 end
 
 -- Deletes the rows of dialogs_requests whose message is older than `ttl` seconds
--- at `now_ms` (Unix milliseconds; default: now), oldest first, M.BATCH per
--- transaction (each commit yields). Returns how many it deleted. Writable
--- instance only.
+-- at `now_ms` (Unix milliseconds; default: now) and whose bucket this instance
+-- owns (dialogs.bucket.owner), oldest first. Each transaction looks at M.BATCH
+-- rows at most: their buckets are read and their rows deleted with nothing that
+-- yields before the commit, so a bucket's status cannot change in between; the
+-- commit yields (or the pass does, when there was nothing to delete). Returns
+-- how many it deleted. Writable instance only.
 function M.prune(ttl, now_ms)
     local space = box.space.dialogs_requests
     local by_age = space.index.message_id
     local cutoff = (now_ms or clock.time() * 1000) - ttl * 1000
     local deleted = 0
+    -- Where the next transaction looks from: rows before it are deleted or not
+    -- owned here.
+    local from = nil
     while true do
-        local keys = {}
-        for _, t in by_age:pairs() do
-            if M.uuid_v7_ms(t[2]) >= cutoff or #keys == M.BATCH then
+        local keys, looked, next_from = {}, 0, nil
+        box.begin()
+        local owned = bucket.owner()
+        for _, t in by_age:pairs(from, {iterator = 'GE'}) do
+            if M.uuid_v7_ms(t[2]) >= cutoff then
                 break
             end
-            table.insert(keys, t[1])
+            if looked == M.BATCH then
+                next_from = t[2]
+                break
+            end
+            looked = looked + 1
+            if owned(t[3]) then
+                table.insert(keys, t[1])
+            end
         end
-        if #keys == 0 then
-            return deleted
-        end
-        box.begin()
         for _, k in ipairs(keys) do
             space:delete{k}
         end
         box.commit()
         deleted = deleted + #keys
-        if #keys < M.BATCH then
+        -- The end of the old rows; or no way past rows of one message id that
+        -- are not owned here (never more than one row per message).
+        if next_from == nil or (#keys == 0 and from ~= nil and next_from == from) then
             return deleted
+        end
+        from = next_from
+        if #keys == 0 then
+            fiber.yield()
         end
     end
 end
@@ -87,6 +111,10 @@ local function expiry_loop(ttl)
         box.ctl.wait_rw()
         if ready() then
             local ok, res = pcall(M.prune, ttl)
+            if not ok and box.is_in_txn() then
+                -- A batch that failed midway: its deletions are undone.
+                box.rollback()
+            end
             fiber.testcancel()
             if not ok then
                 log.warn('dialogs: expiring request ids failed (retried in %gs): %s', period,

@@ -8,9 +8,11 @@
 --      `dialogs_route`, from the same library as the procedures): a bad call gets
 --      the procedure's error, code and message, and no storage is asked; a good
 --      one gets its dialog's bucket (for a nil dialog_id, the user pair's dialog);
---   2. send it to the bucket's replica set: writes with callrw (the master),
+--   2. refuse it (SHARDING) if this router's bucket count is not the one the
+--      storages keep: the bucket it computed is then not the dialog's;
+--   3. send it to the bucket's replica set: writes with callrw (the master),
 --      reads with callbro (any member, replicas included);
---   3. raise a storage procedure's error unchanged, and turn vshard's own errors
+--   4. raise a storage procedure's error unchanged, and turn vshard's own errors
 --      into the documented codes below, retryable ones marked.
 --
 -- On a server whose Lua functions can take their arguments undecoded
@@ -81,10 +83,14 @@ local state = {
     -- Whether a C procedure's results reach clients wrapped in one array: then a
     -- direct new_dialog's reply is {id}, and the router's must be too.
     wrap_id = true,
-    -- vshard.router's callrw, callbro and route.
+    -- vshard.router's callrw, callbro, route and routeall.
     callrw = nil,
     callbro = nil,
     route = nil,
+    routeall = nil,
+    -- The bucket count the storages keep, once read (nil before): the router
+    -- serves only while it is bucket_count.
+    cluster_count = nil,
     -- Whether the client functions take the client's argument bytes as one
     -- msgpack object (set by register_functions()).
     raw = false,
@@ -102,6 +108,12 @@ function M.raise_routed_error(proc, err)
         raise(M.SHARDING, string.format('%s: sharding error: %s', proc, tostring(err)))
     end
     if err.type == 'dialogs' then
+        if err.code == storage.WRITE_REFUSED then
+            -- The storage's entry refused the bucket although vshard holds it
+            -- there for the call: it is not the dialog's (misconfiguration).
+            raise(M.SHARDING, string.format('%s: sharding error: %s', proc,
+                tostring(err.message)))
+        end
         -- The storage procedure's own error: as a direct call would get it.
         raise(err.code, err.message)
     end
@@ -148,10 +160,76 @@ local function time_left(deadline)
     return math.max(deadline - fiber.clock(), 0.001)
 end
 
+-- The refusal of a router whose bucket count is not the cluster's: it names both.
+local function count_mismatch(cluster_count)
+    return string.format('this router was started with %d buckets, but the cluster\'s '
+        .. 'storages keep %d: it serves no call until it is started with %d '
+        .. '(DIALOGS_BUCKET_COUNT; sharding.bucket_count on Tarantool 3)',
+        state.bucket_count, cluster_count, cluster_count)
+end
+
+-- Notes the count the storages keep; a count other than the router's is logged
+-- once.
+local function learn_cluster_count(count)
+    if state.cluster_count == count then
+        return
+    end
+    state.cluster_count = count
+    if count ~= state.bucket_count then
+        log.error('dialogs: %s', count_mismatch(count))
+    end
+end
+
+-- How long one replica set may take to tell its bucket count, seconds.
+local COUNT_TIMEOUT_S = 1
+
+-- Asks the replica sets for the bucket count they keep (storage.COUNT_FUNCTION
+-- on any member): returns the first count that differs from this router's, else
+-- this router's if some replica set told it, else nil; and whether every replica
+-- set told one. With `first`, stops at the first answer.
+local function read_cluster_count(first, timeout)
+    local agreed, all = nil, true
+    for _, replicaset in pairs(state.routeall()) do
+        local ok, count = pcall(replicaset.callbro, replicaset, storage.COUNT_FUNCTION, {},
+            {timeout = timeout})
+        if ok and type(count) == 'number' then
+            if count ~= state.bucket_count then
+                return count, false
+            end
+            agreed = count
+            if first then
+                return agreed, false
+            end
+        else
+            all = false
+        end
+    end
+    return agreed, all
+end
+
+-- Raises unless this router's bucket count is the one the storages keep; reads
+-- it first if it has not yet (the bootstrap fiber usually has). `proc` names the
+-- call in the error.
+local function check_count(proc, timeout)
+    if state.cluster_count == nil then
+        local count = read_cluster_count(true, math.min(timeout, COUNT_TIMEOUT_S))
+        if count == nil then
+            raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is '
+                .. 'unavailable; retry: no storage told its bucket count yet', proc))
+        end
+        learn_cluster_count(count)
+    end
+    if state.cluster_count ~= state.bucket_count then
+        raise(M.SHARDING, string.format('%s: %s', proc, count_mismatch(state.cluster_count)))
+    end
+end
+
+-- The storage functions of the ordinary way take the bucket and the client's
+-- arguments, and refuse a bucket that is not the dialog's (dialogs.storage).
 local function routed(proc, call, args, bucket_id, timeout)
     bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     check_master(proc, call, bucket_id)
-    local result, err = call(bucket_id, storage.FUNCTIONS[proc], args,
+    local result, err = call(bucket_id, storage.FUNCTIONS[proc], {bucket_id, args},
         {timeout = timeout or state.call_timeout})
     if err ~= nil then
         M.raise_routed_error(proc, err)
@@ -217,7 +295,7 @@ local function routed_raw(proc, call, raw, bucket_id, timeout)
     timeout = timeout or state.call_timeout
     local name = storage.FUNCTIONS[proc]
     local deadline = fiber.clock() + timeout
-    local result, err = call(bucket_id, name, raw,
+    local result, err = call(bucket_id, name, {bucket_id, raw},
         {timeout = timeout, return_raw = true})
     if is_object(result) then
         result, err = raw_value(result)
@@ -231,7 +309,7 @@ local function routed_raw(proc, call, raw, bucket_id, timeout)
         err = err:decode()[1]
     end
     if type(err) == 'table' and err.type == 'ShardingError' and RETRIED[err.name] then
-        result, err = call(bucket_id, name, raw,
+        result, err = call(bucket_id, name, {bucket_id, raw},
             {timeout = time_left(deadline)})
         if err == nil then
             return result
@@ -280,6 +358,9 @@ end
 local function get_dialog_routed(call_args, raw)
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'get_dialog',
         call_args})
+    if state.cluster_count ~= state.bucket_count then
+        check_count('get_dialog', state.call_timeout)
+    end
     -- The ordinary way gets what is left of the call's time (DIALOGS_ROUTER_TIMEOUT
     -- covers both).
     local deadline = fiber.clock() + state.call_timeout
@@ -354,6 +435,9 @@ function M.new_dialog(...)
     -- One msgpack object where the router takes the arguments undecoded.
     local args = state.raw and (...) or {...}
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'new_dialog', args})
+    if state.cluster_count ~= state.bucket_count then
+        check_count('new_dialog', state.call_timeout)
+    end
     check_master('new_dialog', state.callrw, bucket_id)
     local deadline = fiber.clock() + state.call_timeout
     local id = write_direct(bucket_id, args)
@@ -408,14 +492,32 @@ end
 -- How often the router looks again while it waits for the storages, seconds.
 local POLL_S = 0.2
 
--- Until the cluster has its buckets, tries to create them (once every storage
--- answers; a cluster that has buckets anywhere is left alone); then waits until
--- vshard's discovery knows where every bucket is. Until then a call for a bucket
--- not yet known makes vshard look for it, which can take seconds per replica set
--- that does not answer.
+-- Reads the bucket count every replica set keeps; if one keeps another count
+-- than this router's, logs it and stops there: the router serves no call and
+-- creates no bucket. Then, until the cluster has its buckets, tries to create
+-- them (once every storage answers; a cluster that has buckets anywhere is left
+-- alone); then waits until vshard's discovery knows where every bucket is. Until
+-- then a call for a bucket not yet known makes vshard look for it, which can
+-- take seconds per replica set that does not answer.
 local function bootstrap_loop()
     local vshard = require('vshard')
     local warned = false
+    while true do
+        local count, all = read_cluster_count(false, COUNT_TIMEOUT_S)
+        if count ~= nil and (all or count ~= state.bucket_count) then
+            learn_cluster_count(count)
+            if count ~= state.bucket_count then
+                return
+            end
+            break
+        end
+        if not warned then
+            log.warn('dialogs: the router waits for every replica set to tell its bucket count')
+            warned = true
+        end
+        fiber.sleep(POLL_S)
+    end
+    warned = false
     while true do
         local ok, done, err = pcall(vshard.router.bootstrap,
             {if_not_bootstrapped = true, timeout = 5})
@@ -450,6 +552,8 @@ local function serve(bucket_count, call_timeout)
     state.callrw = vshard.router.callrw
     state.callbro = vshard.router.callbro
     state.route = vshard.router.route
+    state.routeall = vshard.router.routeall
+    state.cluster_count = nil
     rawset(_G, 'new_dialog', M.new_dialog)
     rawset(_G, 'get_dialog', M.get_dialog)
     require('dialogs.background').start('router_bootstrap', bootstrap_loop)

@@ -7,11 +7,14 @@
 -- vshard.storage.call, which takes the bucket's ref and then calls one of the
 -- functions below (docs/sharding.md, "How a call travels").
 --
--- Those functions wrap the native procedures for the trip back through vshard,
--- which keeps only one value of a call and turns a raised error into 32
--- (PROC_LUA): each returns one value (the id, or the page as one array), and a
--- procedure's error as a second value {type = 'dialogs', code, message}, which
--- the router raises again unchanged.
+-- Those functions take the bucket the router routed the call by and the client's
+-- arguments, (bucket_id, {args}), and run the storage's native entries
+-- (src/storage_read.rs, src/storage_write.rs) with them: a dialog is read and
+-- written only under its own bucket, whichever bucket a router names. They wrap
+-- the entries for the trip back through vshard, which keeps only one value of a
+-- call and turns a raised error into 32 (PROC_LUA): each returns one value (the
+-- id, or the page as one array), and an entry's error as a second value
+-- {type = 'dialogs', code, message}, which the router raises again.
 
 local log = require('log')
 
@@ -38,18 +41,28 @@ M.READ_REFUSED = 1012
 -- the write's transaction; the same refusal (WRITE_REFUSED), nothing written.
 M.WRITE_FUNCTION = 'dialogs_storage_new'
 M.WRITE_REFUSED = M.READ_REFUSED
+-- The bucket count this storage keeps (dialogs.bucket), which a router compares
+-- with its own before it serves: a Lua function, called by name.
+M.COUNT_FUNCTION = 'dialogs_storage.bucket_count'
 
--- Defines the two entries (setuid C functions) and lets the user routers log in
--- as execute them, and nobody else: the role `sharding` where the configuration
--- declares it (Tarantool 3), else `user` (vshard's user, the replication user).
--- On the writable instance, as admin.
+-- Defines the two entries (setuid C functions) and the count function (Lua),
+-- and lets the user routers log in as execute them, and nobody else: the role
+-- `sharding` where the configuration declares it (Tarantool 3), else `user`
+-- (vshard's user, the replication user). On the writable instance, as admin.
 function M.register_functions(user)
-    for _, name in ipairs({M.READ_FUNCTION, M.WRITE_FUNCTION}) do
+    local functions = {
+        {M.READ_FUNCTION, {language = 'C', setuid = true}},
+        {M.WRITE_FUNCTION, {language = 'C', setuid = true}},
+        {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},
+    }
+    for _, def in ipairs(functions) do
+        local name, opts = def[1], def[2]
         local f = box.func[name]
-        if f ~= nil and (f.language ~= 'C' or not f.setuid) then
+        if f ~= nil and (f.language ~= opts.language or f.setuid ~= opts.setuid) then
             box.schema.func.drop(name)
         end
-        box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
+        box.schema.func.create(name, {language = opts.language, setuid = opts.setuid,
+                                      if_not_exists = true})
         local grantee = nil
         if box.schema.role.exists('sharding') then
             box.schema.role.grant('sharding', 'execute', 'function', name,
@@ -94,18 +107,25 @@ local function one_page(ok, first, ...)
     return {first, ...}
 end
 
--- Called by routers (through vshard.storage.call) with a client's arguments,
--- which the router has already validated.
+-- Called by routers (through vshard.storage.call, which holds the bucket's
+-- reference meanwhile) with the bucket and a client's arguments, which the
+-- router has already validated.
 local api = {}
 
-function api.new_dialog(...)
-    local f = box.func.new_dialog
-    return one_value(pcall(f.call, f, {...}))
+function api.new_dialog(bucket_id, args)
+    local f = box.func[M.WRITE_FUNCTION]
+    return one_value(pcall(f.call, f, {bucket_id, args}))
 end
 
-function api.get_dialog(...)
-    local f = box.func.get_dialog
-    return one_page(pcall(f.call, f, {...}))
+function api.get_dialog(bucket_id, args)
+    local f = box.func[M.READ_FUNCTION]
+    return one_page(pcall(f.call, f, {bucket_id, args}))
+end
+
+-- The bucket count this storage keeps, or nil before it has one (a replica
+-- before its first sync).
+function api.bucket_count()
+    return require('dialogs.bucket').stored_count()
 end
 
 -- vshard's configuration of this storage from the settings of dialogs.config.

@@ -226,9 +226,10 @@ pub unsafe extern "C" fn dialogs_route(
 }
 
 /// `dialogs_storage_get(bucket_id, args)` → `get_dialog(unpack(args))`'s page as
-/// one value, if this storage may read `bucket_id` now; else error 1012
-/// ([`storage_read::NOT_HERE`]). Called by the vshard router on a storage
-/// (docs/sharding.md, "How a call travels"); not for clients.
+/// one value, if the dialog is in `bucket_id` and this storage may read it now;
+/// else error 1012 ([`storage_read::NOT_HERE`]). Called by the vshard router on a
+/// storage, directly or through `vshard.storage.call` (docs/sharding.md, "How a
+/// call travels"); not for clients.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.
@@ -250,8 +251,9 @@ pub unsafe extern "C" fn dialogs_storage_get(
 /// `dialogs_storage_new(bucket_id, args)` → `new_dialog(unpack(args))`'s reply, if
 /// the dialog is in `bucket_id` and this storage may write it now (checked in the
 /// write's own transaction); else error 1012 ([`storage_read::NOT_HERE`]) and
-/// nothing written. Called by the vshard router on a storage's master (docs/sharding.md,
-/// "How a call travels"); not for clients.
+/// nothing written. Called by the vshard router on a storage's master, directly
+/// or through `vshard.storage.call` (docs/sharding.md, "How a call travels"); not
+/// for clients.
 ///
 /// # Safety
 /// Called by Tarantool only, with the arguments of a C stored procedure.

@@ -6,13 +6,19 @@
 //! Lua function around the procedure, which turns the page into Lua values and
 //! encodes it again (docs/sharding.md, "Cost: `make bench`, target `sharded`").
 //! `args` is `get_dialog`'s own argument array: it is parsed by the procedure's
-//! parser (the same errors), then the bucket is looked up in vshard's `_bucket`
-//! space and, if this instance may serve reads of it, the page is read and
-//! returned as one value, an array of the messages (on every server: the router
-//! keeps only a call's first values). A bucket this instance may not read
-//! (absent, being received, sent, garbage, or no `_bucket` at all) is refused
-//! with [`NOT_HERE`] and nothing else; the router then takes the ordinary way,
-//! which retries and finds the bucket's new home. Not granted to clients.
+//! parser (the same errors). Then the bucket the dialog lives in
+//! ([`crate::bucket`]) must be `bucket_id`, as in the write entry: a router that
+//! names another bucket (one started with another bucket count than the
+//! cluster's) would otherwise read where the dialog's messages are not. Then the
+//! bucket is looked up in vshard's `_bucket` space and, if this instance may
+//! serve reads of it, the page is read and returned as one value, an array of the
+//! messages (on every server: the router keeps only a call's first values). A
+//! bucket that is not the dialog's, or one this instance may not read (absent,
+//! being received, sent, garbage, or no `_bucket` at all), is refused with
+//! [`NOT_HERE`] and nothing else; the router then takes the ordinary way, which
+//! retries and finds the bucket's new home, and runs this entry too (through
+//! `vshard.storage.call` and `dialogs/storage.lua`, with the same checks). Not
+//! granted to clients.
 //!
 //! Why no vshard bucket reference: a reference keeps a bucket in place while a
 //! call that may yield uses it. This call never yields between the check and the
@@ -22,7 +28,9 @@
 //! exactly the state the check saw.
 
 use tarantool::error::BoxError;
+use uuid::Uuid;
 
+use crate::bucket;
 use crate::error::{Error, Result};
 use crate::get_dialog::GetDialog;
 use crate::msgpack::{Reader, Value};
@@ -72,6 +80,29 @@ pub(crate) fn not_here(proc: &str, bucket_id: u64, usable: &str, why: &str) -> E
     )))
 }
 
+/// Whether `dialog` lives in `bucket_id` among the store's `bucket_count`
+/// buckets, or the refusal of entry `proc` naming the dialog's bucket: a storage
+/// entry serves a dialog only under its own bucket, whatever bucket the caller
+/// names.
+pub(crate) fn check_dialog_bucket(
+    proc: &str,
+    bucket_id: u64,
+    dialog: Uuid,
+    bucket_count: u32,
+    usable: &str,
+) -> Result<()> {
+    let dialogs_bucket = bucket::bucket_id(dialog, bucket_count);
+    if u64::from(dialogs_bucket) == bucket_id {
+        return Ok(());
+    }
+    Err(not_here(
+        proc,
+        bucket_id,
+        usable,
+        &format!("the dialog is in bucket {dialogs_bucket}"),
+    ))
+}
+
 /// Whether `_bucket` holds `bucket_id` in one of the `allowed` statuses now, or
 /// the refusal of entry `proc` saying why not. Reads `_bucket` through the C API
 /// only: it never yields.
@@ -103,11 +134,19 @@ fn check_readable(bucket_id: u64) -> Result<()> {
 }
 
 /// The procedure body: read the two arguments, validate `get_dialog`'s, check the
-/// bucket, reply with the page.
+/// dialog's bucket and the bucket's status, reply with the page.
 pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
     let (bucket_id, get_dialog_args) = split_args(PROC, "get_dialog", args)?;
     let request = GetDialog::parse(get_dialog_args)?;
+    let store = Store::get()?;
+    check_dialog_bucket(
+        PROC,
+        bucket_id,
+        request.dialog_id,
+        store.bucket_count,
+        "readable",
+    )?;
     check_readable(bucket_id)?;
-    request.apply_one_value(&Store::get()?, reply)?;
+    request.apply_one_value(&store, reply)?;
     Ok(())
 }

@@ -18,6 +18,12 @@
 //! writes (the rewrite that confirms an earlier try's record too). Not granted to
 //! clients; inside a caller's transaction the call is refused (79).
 //!
+//! The ordinary way runs this entry too (`dialogs/storage.lua`, called through
+//! `vshard.storage.call` with the same two arguments), so no path stores a
+//! message under a bucket other than its dialog's: a router that names another
+//! (one started with another bucket count than the cluster's) gets the refusal
+//! from both.
+//!
 //! # Why no vshard bucket reference (checked against vshard 0.1.42)
 //!
 //! `vshard.storage.call` takes a write reference (`bucket_refrw`) because the
@@ -63,10 +69,9 @@
 //! and whether vshard's storage is disabled (while it is configured). Neither
 //! decides where a bucket's rows are: `_bucket` does.
 
-use crate::bucket;
 use crate::error::Result;
 use crate::new_dialog::NewDialog;
-use crate::storage_read::{check_bucket, not_here, split_args};
+use crate::storage_read::{check_bucket, check_dialog_bucket, split_args};
 use crate::store::Store;
 use crate::Reply;
 
@@ -83,15 +88,13 @@ pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
     let (bucket_id, new_dialog_args) = split_args(PROC, "new_dialog", args)?;
     let request = NewDialog::parse(new_dialog_args)?;
     let store = Store::get()?;
-    let dialogs_bucket = bucket::bucket_id(request.dialog(), store.bucket_count);
-    if u64::from(dialogs_bucket) != bucket_id {
-        return Err(not_here(
-            PROC,
-            bucket_id,
-            "writable",
-            &format!("the dialog is in bucket {dialogs_bucket}"),
-        ));
-    }
+    check_dialog_bucket(
+        PROC,
+        bucket_id,
+        request.dialog(),
+        store.bucket_count,
+        "writable",
+    )?;
     let writable = || check_bucket(PROC, bucket_id, WRITABLE, "writable");
     let id = request.apply_guarded(&store, Some(&writable))?;
     reply.mp(&NewDialog::reply(id))

@@ -259,6 +259,41 @@ fn now_us() -> u64 {
     lua_u64("require('clock').realtime64() / 1000")
 }
 
+/// vshard's `_bucket` space (`{id, status}`) of a test's own making, for the
+/// storage entries and the pruner outside a vshard storage. Dropped with the
+/// value, whether the test passes or fails midway (its panic unwinds through
+/// the drop), so that no later test finds it.
+struct BucketSpace;
+
+impl BucketSpace {
+    fn create() -> Self {
+        lua_exec(
+            "box.schema.space.create('_bucket', {format = {{'id', 'unsigned'}, \
+             {'status', 'string'}}}):create_index('pk')",
+        );
+        BucketSpace
+    }
+
+    /// Gives `bucket` the status `status`.
+    fn set(&self, bucket: u32, status: &str) {
+        lua_exec(&format!(
+            "box.space._bucket:replace{{{bucket}, '{status}'}}"
+        ));
+    }
+}
+
+impl Drop for BucketSpace {
+    fn drop(&mut self) {
+        // Never a panic here (one while unwinding aborts the server): the result
+        // is left alone. A transaction the test left open ends first, as a space
+        // cannot be dropped inside one.
+        let _ = tarantool::lua_state().exec(
+            "if box.is_in_txn() then box.rollback() end \
+             if box.space._bucket ~= nil then box.space._bucket:drop() end",
+        );
+    }
+}
+
 fn assert_refused(name: &str, args: &str, code: u32, message: &str) {
     let before = count();
     match call(name, args) {
@@ -933,15 +968,10 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
         1012,
         &refused("no _bucket space (not a vshard storage)"),
     );
-    lua_exec(
-        "box.schema.space.create('_bucket', {format = {{'id', 'unsigned'}, \
-         {'status', 'string'}}}):create_index('pk')",
-    );
+    let buckets = BucketSpace::create();
     assert_refused(ENTRY, &args("absent"), 1012, &refused("not found"));
     for status in ["sending", "receiving", "readonly", "sent", "garbage"] {
-        lua_exec(&format!(
-            "box.space._bucket:replace{{{bucket}, '{status}'}}"
-        ));
+        buckets.set(bucket, status);
         assert_refused(
             ENTRY,
             &args(status),
@@ -957,9 +987,7 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
         &format!("{ENTRY}: bucket {other} is not writable here: the dialog is in bucket {bucket}"),
     );
     for status in ["active", "pinned"] {
-        lua_exec(&format!(
-            "box.space._bucket:replace{{{bucket}, '{status}'}}"
-        ));
+        buckets.set(bucket, status);
         let values = call(ENTRY, &args(status)).ok();
         assert_eq!(values.len(), 1, "one return value: {values:?}");
         let id = Uuid::parse_str(values[0].as_str().expect("the id is a string")).unwrap();
@@ -970,6 +998,108 @@ fn the_storage_write_entry_writes_only_a_writable_bucket() {
     let inside = call(ENTRY, &args("inside"));
     lua_exec("box.rollback()");
     assert!(matches!(&inside, Outcome::Err(79, _)), "{inside:?}");
-    lua_exec("box.space._bucket:drop()");
+    drop(buckets);
     assert_eq!(page(pair_dialog(a, b), "{}").len(), 2);
+}
+
+/// A test that fails midway, inside a transaction, leaves no `_bucket` behind
+/// (nor the transaction): [`BucketSpace`] drops it as the failure unwinds.
+#[tarantool::test]
+fn a_test_failing_midway_leaves_no_bucket_space() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let failed = std::panic::catch_unwind(|| {
+        let buckets = BucketSpace::create();
+        buckets.set(1, "active");
+        lua_exec("box.begin()");
+        panic!("a test failing midway");
+    });
+    std::panic::set_hook(hook);
+    assert!(failed.is_err());
+    assert!(!lua_bool("box.is_in_txn()"));
+    assert!(lua_bool("box.space._bucket == nil"));
+}
+
+// --- the expiry of request ids ---------------------------------------------
+
+/// The pruner of dialogs/requests.lua on a storage (a `_bucket` space): it
+/// deletes the expired request records of the buckets this instance owns
+/// (active, pinned) and leaves every other one as it is: buckets being sent or
+/// received, sent, garbage, read-only, or not here at all. Without `_bucket` (a
+/// store that is not sharded) it deletes every expired record.
+#[tarantool::test]
+fn the_pruner_leaves_alone_the_buckets_a_storage_does_not_own() {
+    // In the order of their records' age: the pruner passes records it leaves
+    // alone to reach younger ones it deletes.
+    const STATUSES: &[&str] = &[
+        "sending",
+        "receiving",
+        "pinned",
+        "sent",
+        "garbage",
+        "readonly",
+        "absent",
+        "active",
+    ];
+    let count = stored_bucket_count();
+    // One dialog per status, each in a bucket of its own, two requests each.
+    let mut dialogs: Vec<(Uuid, u32, &str)> = Vec::new();
+    while dialogs.len() < STATUSES.len() {
+        let d = user();
+        let bucket = bucket_id(d, count);
+        if dialogs.iter().all(|&(_, b, _)| b != bucket) {
+            dialogs.push((d, bucket, STATUSES[dialogs.len()]));
+        }
+    }
+    let (a, b) = (user(), user());
+    for &(d, _, _) in &dialogs {
+        for text in ["one", "two"] {
+            let values = call(
+                "new_dialog",
+                &format!(
+                    "{{{}, {}, {}, '{text}', {{request_id = {}}}}}",
+                    q(&d),
+                    q(&a),
+                    q(&b),
+                    q(&user())
+                ),
+            )
+            .ok();
+            assert_eq!(values.len(), 1, "{values:?}");
+        }
+    }
+    let requests_of = |bucket: u32| {
+        lua_u64(&format!(
+            "box.space.dialogs_requests.index.bucket_id:count({bucket})"
+        ))
+    };
+    let buckets = BucketSpace::create();
+    for &(_, bucket, status) in &dialogs {
+        if status != "absent" {
+            buckets.set(bucket, status);
+        }
+    }
+    // A day from now, with a TTL of a second: every record is expired. Three
+    // records per transaction, so that some look at none it may delete.
+    let prune = "(function() local r = require('dialogs.requests') local batch = r.BATCH \
+                 r.BATCH = 3 local ok, n = pcall(r.prune, 1, \
+                 require('clock').time() * 1000 + 86400000) r.BATCH = batch \
+                 if not ok then error(n) end return n end)()";
+    assert_eq!(lua_u64(prune), 4);
+    for &(_, bucket, status) in &dialogs {
+        let left = if matches!(status, "active" | "pinned") {
+            0
+        } else {
+            2
+        };
+        assert_eq!(requests_of(bucket), left, "bucket {bucket}, {status}");
+    }
+    // The messages stay.
+    for &(d, _, status) in &dialogs {
+        assert_eq!(page(d, "{}").len(), 2, "{status}");
+    }
+    drop(buckets);
+    // Not a storage: every expired record goes.
+    assert!(lua_u64(prune) >= 12);
+    assert_eq!(lua_u64("box.space.dialogs_requests:len()"), 0);
 }

@@ -100,3 +100,33 @@ def test_the_entry_is_granted_to_the_routers_user_only(make_cluster):
     assert len(grantees) == 1, grantees
     assert grantees[0] not in ("guest", "public", "dialogs"), grantees
     assert cluster.eval(srv, "box.space._user.index.name:get('%s')[4]" % grantees[0]) == "user"
+
+
+def test_the_entry_reads_a_dialog_only_under_its_own_bucket(make_cluster):
+    cluster = make_cluster({"s1": 1, "s2": 1}, bucket_count=30)
+    conn = cluster.connect()
+    a, b = new_user(), new_user()
+    dialog = derived_dialog_id(a, b)
+    bucket = bucket_id(dialog, 30)
+    home = cluster.where(bucket)
+    ids = [new_dialog(conn, None, a, b, f"m{i}") for i in range(3)]
+    master = cluster.master(home)
+    assert entry_outcome(cluster, master, bucket, [str(dialog)]) == ["ok", 3]
+    # Another bucket active on the same storage, where the dialog's rows are too:
+    # refused all the same, as a router with another bucket count would name it.
+    other = next(x for x in range(1, 31) if x != bucket and cluster.where(x) == home)
+    assert entry_outcome(cluster, master, other, [str(dialog)]) == [
+        "error", NOT_HERE,
+        f"dialogs_storage_get: bucket {other} is not readable here: "
+        f"the dialog is in bucket {bucket}"]
+    # The ordinary way (vshard.storage.call of the storage's Lua function) refuses
+    # it too; the router turns that into a sharding error.
+    got = cluster.eval(cluster.routers[0], (
+        "(function() local r, err = vshard.router.callbro("
+        f"{other}, 'dialogs_storage.get_dialog', {{{other}, {{'{dialog}'}}}}) "
+        "if err == nil then return {'ok', r} end "
+        "return {'error', err.code, err.message} end)()"))
+    assert got == ["error", NOT_HERE,
+                   f"dialogs_storage_get: bucket {other} is not readable here: "
+                   f"the dialog is in bucket {bucket}"], got
+    assert [str(r[ID]) for r in get_dialog(conn, dialog)] == ids
