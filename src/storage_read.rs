@@ -142,7 +142,7 @@ pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
     check_dialog_bucket(
         PROC,
         bucket_id,
-        request.dialog_id,
+        request.page.dialog_id,
         store.bucket_count,
         "readable",
     )?;

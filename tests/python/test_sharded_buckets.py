@@ -1,5 +1,5 @@
 """A storage touches a dialog only under its own bucket, and only buckets it owns
-(README, "Sharding by dialog_id with vshard").
+(docs/sharding.md, "The bucket of a dialog").
 
 The bucket of a dialog depends on the bucket count, fixed for the life of the data and
 kept by every storage in `_schema`. A router started with another count would send a
