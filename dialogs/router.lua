@@ -1,25 +1,8 @@
--- dialogs.router: this instance as a vshard router of a sharded store.
---
--- Clients call a router exactly as they call a single store: `new_dialog` and
--- `get_dialog`, the same arguments, replies and errors (docs/sharding.md, "What a
--- client sees"). Here both are Lua functions that
---
---   1. check the call with the native module's own parser (the C function
---      `dialogs_route`, from the same library as the procedures): a bad call gets
---      the procedure's error, code and message, and no storage is asked; a good
---      one gets its dialog's bucket (for a nil dialog_id, the user pair's dialog);
---   2. refuse it (SHARDING) if this router's bucket count is not the one the
---      storages keep: the bucket it computed is then not the dialog's;
---   3. send it to the bucket's replica set: writes with callrw (the master),
---      reads with callbro (any member, replicas included);
---   4. raise a storage procedure's error unchanged, and turn vshard's own errors
---      into the documented codes below, retryable ones marked.
---
--- On a server whose Lua functions can take their arguments undecoded
--- (`takes_raw_args`, with msgpack objects), the client's argument bytes go to
--- the check and on to the storage as they came, and get_dialog's page comes
--- back to the client as it left the storage (vshard's `return_raw`): the router
--- decodes neither. Elsewhere both travel as Lua values.
+-- dialogs.router: this instance as a vshard router of a sharded store: the
+-- client functions registered, the router's own database set up, vshard's router
+-- configured and its buckets bootstrapped, a new topology taken, and the
+-- Tarantool 3 role. What a client's call does on its way through is
+-- dialogs.routing's.
 
 local fiber = require('fiber')
 local log = require('log')
@@ -28,434 +11,20 @@ local msgpack = require('msgpack')
 local access = require('dialogs.access')
 local capabilities = require('dialogs.capabilities')
 local config = require('dialogs.config')
+local routing = require('dialogs.routing')
 local sharding = require('dialogs.sharding')
-local storage = require('dialogs.storage')
 
 local M = {}
 
--- The router's own error codes (README, "Errors"): after the procedures' 1001..1008.
-M.UNAVAILABLE = 1009 -- retryable: the dialog's replica set cannot take the call now
-M.MOVING = 1010 -- retryable: the dialog's bucket is moving between replica sets
-M.SHARDING = 1011 -- not retryable: vshard refused for another reason (misconfiguration)
+-- The call path's state (dialogs.routing), filled in by serve().
+local state = routing.state
+-- The settings start() ran with.
+local started = nil
 
--- The native check of a call (src/route.rs).
-M.ROUTE_FUNCTION = 'dialogs_route'
-
--- vshard errors by name: a bucket on the move (the router retries these itself
--- until its timeout)...
-local MOVING = {
-    WRONG_BUCKET = true,
-    TRANSFER_IS_IN_PROGRESS = true,
-    BUCKET_IS_LOCKED = true,
-    TOO_MANY_RECEIVING = true,
-}
--- ...and a replica set that cannot serve right now (down, failing over, starting).
-local UNAVAILABLE = {
-    NON_MASTER = true,
-    MISSING_MASTER = true,
-    UNREACHABLE_MASTER = true,
-    UNREACHABLE_REPLICASET = true,
-    UNREACHABLE_REPLICA = true,
-    NO_ROUTE_TO_BUCKET = true,
-    REPLICASET_IN_BACKOFF = true,
-    STORAGE_IS_DISABLED = true,
-    STORAGE_CFG_IS_IN_PROGRESS = true,
-    ROUTER_CFG_IS_IN_PROGRESS = true,
-    ROUTER_IS_DISABLED = true,
-    VHANDSHAKE_NOT_COMPLETE = true,
-    MASTER_NOT_SYNCED = true,
-    UNKNOWN_BUCKETS = true,
-}
--- Tarantool's own errors on the way to a storage (a connection that failed or
--- timed out, an instance still loading, a write that met a replica).
-local UNAVAILABLE_BOX = {
-    [box.error.NO_CONNECTION] = true,
-    [box.error.TIMEOUT] = true,
-    [box.error.LOADING] = true,
-    [box.error.READONLY] = true,
-}
-local UNAVAILABLE_TYPES = {SocketError = true, TimedOut = true}
-
--- What the router runs with: set by start().
-local state = {
-    bucket_count = nil,
-    call_timeout = sharding.DEFAULT_CALL_TIMEOUT_S,
-    -- Whether a C procedure's results reach clients wrapped in one array: then a
-    -- direct new_dialog's reply is {id}, and the router's must be too.
-    wrap_id = true,
-    -- vshard.router's callrw, callbro, route and routeall.
-    callrw = nil,
-    callbro = nil,
-    route = nil,
-    routeall = nil,
-    -- The bucket count the storages keep, once read (nil before): the router
-    -- serves only while it is bucket_count.
-    cluster_count = nil,
-    -- Whether the client functions take the client's argument bytes as one
-    -- msgpack object (set by register_functions()).
-    raw = false,
-    -- The settings start() ran with.
-    settings = nil,
-}
-
-local function raise(code, message)
-    box.error({code = code, reason = message})
-end
-
--- Raises the error a routed call of `proc` ended with.
-function M.raise_routed_error(proc, err)
-    if type(err) ~= 'table' then
-        raise(M.SHARDING, string.format('%s: sharding error: %s', proc, tostring(err)))
-    end
-    if err.type == 'dialogs' then
-        if err.code == storage.WRITE_REFUSED then
-            -- The storage's entry refused the bucket although vshard holds it
-            -- there for the call: it is not the dialog's (misconfiguration).
-            raise(M.SHARDING, string.format('%s: sharding error: %s', proc,
-                tostring(err.message)))
-        end
-        -- The storage procedure's own error: as a direct call would get it.
-        raise(err.code, err.message)
-    end
-    local message = tostring(err.message)
-    if err.type == 'ShardingError' then
-        local name = tostring(err.name)
-        if MOVING[name] then
-            raise(M.MOVING, string.format('%s: the dialog is moving to another replica '
-                .. 'set; retry: %s: %s', proc, name, message))
-        elseif UNAVAILABLE[name] then
-            raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is '
-                .. 'unavailable; retry: %s: %s', proc, name, message))
-        end
-        raise(M.SHARDING, string.format('%s: sharding error: %s: %s', proc, name, message))
-    end
-    if UNAVAILABLE_BOX[err.code] or UNAVAILABLE_TYPES[err.type]
-            or (err.code == box.error.PROC_LUA and message == 'Timeout exceeded') then
-        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
-            .. 'retry: %s', proc, message))
-    end
-    raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
-end
-
--- A write to a bucket whose replica set's master is down right now (its
--- connection lost and being retried) is refused at once, instead of waiting
--- for the master until the call's timeout.
-local function check_master(proc, call, bucket_id)
-    if call ~= state.callrw then
-        return
-    end
-    local replicaset = state.route(bucket_id)
-    local master = replicaset ~= nil and replicaset.master or nil
-    local conn = master ~= nil and master.conn or nil
-    if conn ~= nil and conn.state == 'error_reconnect' then
-        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
-            .. 'retry: UNREACHABLE_MASTER: the master %s is not connected: %s', proc,
-            tostring(master.name or master.uri), tostring(conn.error)))
-    end
-end
-
--- What is left of a call's time until `deadline` (fiber.clock()), at least 1 ms:
--- the ordinary way after a direct call gets the rest of DIALOGS_ROUTER_TIMEOUT.
-local function time_left(deadline)
-    return math.max(deadline - fiber.clock(), 0.001)
-end
-
--- The refusal of a router whose bucket count is not the cluster's: it names both.
-local function count_mismatch(cluster_count)
-    return string.format('this router was started with %d buckets, but the cluster\'s '
-        .. 'storages keep %d: it serves no call until it is started with %d '
-        .. '(DIALOGS_BUCKET_COUNT; sharding.bucket_count on Tarantool 3)',
-        state.bucket_count, cluster_count, cluster_count)
-end
-
--- Notes the count the storages keep; a count other than the router's is logged
--- once.
-local function learn_cluster_count(count)
-    if state.cluster_count == count then
-        return
-    end
-    state.cluster_count = count
-    if count ~= state.bucket_count then
-        log.error('dialogs: %s', count_mismatch(count))
-    end
-end
-
--- How long one replica set may take to tell its bucket count, seconds.
-local COUNT_TIMEOUT_S = 1
-
--- Asks the replica sets for the bucket count they keep (storage.COUNT_FUNCTION
--- on any member): returns the first count that differs from this router's, else
--- this router's if some replica set told it, else nil; and whether every replica
--- set told one. With `first`, stops at the first answer.
-local function read_cluster_count(first, timeout)
-    local agreed, all = nil, true
-    for _, replicaset in pairs(state.routeall()) do
-        local ok, count = pcall(replicaset.callbro, replicaset, storage.COUNT_FUNCTION, {},
-            {timeout = timeout})
-        if ok and type(count) == 'number' then
-            if count ~= state.bucket_count then
-                return count, false
-            end
-            agreed = count
-            if first then
-                return agreed, false
-            end
-        else
-            all = false
-        end
-    end
-    return agreed, all
-end
-
--- Raises unless this router's bucket count is the one the storages keep; reads
--- it first if it has not yet (the bootstrap fiber usually has). `proc` names the
--- call in the error.
-local function check_count(proc, timeout)
-    if state.cluster_count == nil then
-        local count = read_cluster_count(true, math.min(timeout, COUNT_TIMEOUT_S))
-        if count == nil then
-            raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is '
-                .. 'unavailable; retry: no storage told its bucket count yet', proc))
-        end
-        learn_cluster_count(count)
-    end
-    if state.cluster_count ~= state.bucket_count then
-        raise(M.SHARDING, string.format('%s: %s', proc, count_mismatch(state.cluster_count)))
-    end
-end
-
--- The storage functions of the ordinary way take the bucket and the client's
--- arguments, and refuse a bucket that is not the dialog's (dialogs.storage).
-local function routed(proc, call, args, bucket_id, timeout)
-    bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
-    check_master(proc, call, bucket_id)
-    local result, err = call(bucket_id, storage.FUNCTIONS[proc], {bucket_id, args},
-        {timeout = timeout or state.call_timeout})
-    if err ~= nil then
-        M.raise_routed_error(proc, err)
-    end
-    return result
-end
-
--- vshard errors after which the storage did not run the procedure and vshard's
--- router, called without return_raw, tries again (another replica set, a new
--- master) until its timeout.
-local RETRIED = {
-    WRONG_BUCKET = true,
-    BUCKET_IS_LOCKED = true,
-    TRANSFER_IS_IN_PROGRESS = true,
-    NON_MASTER = true,
-}
-
-local function is_object(v)
-    return type(v) == 'userdata' and msgpack.is_object(v)
-end
-
-local function array_header(it)
-    return it:decode_array_header()
-end
-
--- The one element of a msgpack object that is a one-element array, undecoded;
--- nil for anything else.
-local function sole_element(object)
-    local it = object:iterator()
-    local ok, count = pcall(array_header, it)
-    if not ok or count ~= 1 then
-        return nil
-    end
-    return it:take()
-end
-
--- The one value of a storage function's reply taken with return_raw (`result`,
--- a msgpack object of the values), undecoded: or nil and the error. The
--- procedure's own error comes as a second value ({nil, error}); vshard 0.1.42
--- returns a storage's refusal (a bucket that moved or is moving) in place of the
--- value (it decodes the storage's nil status as box.NULL, which counts as true):
--- a map, where get_dialog's page is an array. (Only the header is read: indexing
--- or decoding a page costs as much as the whole router.)
-local function raw_value(result)
-    local value = sole_element(result)
-    if value == nil then
-        return nil, result:decode()[2]
-    end
-    if not pcall(array_header, value:iterator()) then
-        return nil, value:decode()
-    end
-    return value
-end
-
--- routed() of a read whose arguments came as one msgpack object (`raw`, the
--- client's argument array as sent): returns the storage function's one value as
--- a msgpack object, undecoded. With return_raw, vshard 0.1.42 hands a storage's
--- refusal back (a bucket that moved or is moving) instead of trying again; then
--- the call is made once more the ordinary way, which retries and refreshes the
--- router's idea of where the bucket is, and its one (decoded) value is returned.
-local function routed_raw(proc, call, raw, bucket_id, timeout)
-    bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, raw})
-    timeout = timeout or state.call_timeout
-    local name = storage.FUNCTIONS[proc]
-    local deadline = fiber.clock() + timeout
-    local result, err = call(bucket_id, name, {bucket_id, raw},
-        {timeout = timeout, return_raw = true})
-    if is_object(result) then
-        result, err = raw_value(result)
-        if err == nil then
-            return result
-        end
-    elseif err == nil then
-        -- A vshard without return_raw: the value decoded.
-        return result
-    elseif is_object(err) then
-        err = err:decode()[1]
-    end
-    if type(err) == 'table' and err.type == 'ShardingError' and RETRIED[err.name] then
-        result, err = call(bucket_id, name, {bucket_id, raw},
-            {timeout = time_left(deadline)})
-        if err == nil then
-            return result
-        end
-    end
-    M.raise_routed_error(proc, err)
-end
-
--- get_dialog through the storage's native read entry (storage.READ_FUNCTION),
--- called directly on the bucket's replica set (any member): its one value, the
--- page, undecoded where `raw` (the client's argument bytes as one msgpack object),
--- else decoded. Where a C function's results travel wrapped in one array
--- (state.wrap_id, as on the storages), that value comes as [page]. Returns the
--- page, or nil when the entry did not answer (it refused the bucket, or vshard or
--- the connection failed): the caller then takes the ordinary way, which retries
--- and refreshes where the bucket is.
-local function read_direct(bucket_id, args, raw)
-    local replicaset = state.route(bucket_id)
-    if replicaset == nil then
-        return nil
-    end
-    local result, err
-    if raw then
-        result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
-            {timeout = state.call_timeout, return_raw = true})
-        if err ~= nil or not is_object(result) then
-            return nil
-        end
-        local value = sole_element(result)
-        if value ~= nil and state.wrap_id then
-            value = sole_element(value)
-        end
-        return value
-    end
-    result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
-        {timeout = state.call_timeout})
-    if err ~= nil or type(result) ~= 'table' then
-        return nil
-    end
-    if state.wrap_id then
-        result = result[1]
-    end
-    return result
-end
-
-local function get_dialog_routed(call_args, raw)
-    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'get_dialog',
-        call_args})
-    if state.cluster_count ~= state.bucket_count then
-        check_count('get_dialog', state.call_timeout)
-    end
-    -- The ordinary way gets what is left of the call's time (DIALOGS_ROUTER_TIMEOUT
-    -- covers both).
-    local deadline = fiber.clock() + state.call_timeout
-    local page = read_direct(bucket_id, call_args, raw)
-    if page ~= nil then
-        return page
-    end
-    if raw then
-        return routed_raw('get_dialog', state.callbro, call_args, bucket_id,
-            time_left(deadline))
-    end
-    return routed('get_dialog', state.callbro, call_args, bucket_id, time_left(deadline))
-end
-
--- Errors of the storages' write entry after which it wrote nothing: its refusal
--- of the bucket, an instance that cannot write now (a replica: 1006, the
--- procedures' read-only code; loading; a bucket status changing under memtx
--- MVCC), an entry not there or not granted (yet).
-local WRITE_NOT_RUN = {
-    [storage.WRITE_REFUSED] = true,
-    [1006] = true,
-    [box.error.READONLY] = true,
-    [box.error.LOADING] = true,
-    [box.error.TRANSACTION_CONFLICT] = true,
-    [box.error.NO_SUCH_PROC] = true,
-    [box.error.NO_SUCH_FUNCTION] = true,
-    [box.error.ACCESS_DENIED] = true,
-}
-
--- new_dialog through the storages' native write entry (storage.WRITE_FUNCTION),
--- called directly on the master of the bucket's replica set with the client's
--- arguments (`args`: undecoded where the router takes them so): the new id, or
--- nil when nothing was written and the caller may take the ordinary way, which
--- retries and refreshes where the bucket is (the entry refused, vshard found no
--- master to send to). After a failure that may have come after the write (a
--- timeout, a lost connection) only a call with a request_id is tried again (the
--- storage then answers with the first try's id); any other gets the retryable
--- 1009, as on the ordinary way. The entry's own errors are raised as they came.
-local function write_direct(bucket_id, args)
-    local replicaset = state.route(bucket_id)
-    if replicaset == nil then
-        return nil
-    end
-    local id, err = replicaset:callrw(storage.WRITE_FUNCTION, {bucket_id, args},
-        {timeout = state.call_timeout})
-    if err == nil and id ~= nil then
-        -- Where a C function's results travel wrapped (state.wrap_id): {id}.
-        return state.wrap_id and type(id) == 'table' and id[1] or id
-    end
-    if type(err) == 'table' and (err.type == 'ShardingError' or WRITE_NOT_RUN[err.code]) then
-        return nil
-    end
-    if type(err) ~= 'table' or err.code == nil or UNAVAILABLE_TYPES[err.type]
-            or UNAVAILABLE_BOX[err.code] or err.code == box.error.PROC_LUA then
-        if is_object(args) then
-            args = args:decode()
-        end
-        if type(args[5]) == 'table' and args[5].request_id ~= nil then
-            return nil
-        end
-        M.raise_routed_error('new_dialog', err)
-    end
-    raise(err.code, err.message)
-end
-
--- The functions clients call.
--- new_dialog's reply (an id) is small: decoding it costs less than the msgpack
--- objects of return_raw, so only its arguments travel undecoded. It goes to the
--- storages' write entry first; the ordinary way gets what is left of the call's
--- time (DIALOGS_ROUTER_TIMEOUT covers both).
-function M.new_dialog(...)
-    -- One msgpack object where the router takes the arguments undecoded.
-    local args = state.raw and (...) or {...}
-    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'new_dialog', args})
-    if state.cluster_count ~= state.bucket_count then
-        check_count('new_dialog', state.call_timeout)
-    end
-    check_master('new_dialog', state.callrw, bucket_id)
-    local deadline = fiber.clock() + state.call_timeout
-    local id = write_direct(bucket_id, args)
-    if id == nil then
-        id = routed('new_dialog', state.callrw, args, bucket_id, time_left(deadline))
-    end
-    if state.wrap_id then
-        return {id}
-    end
-    return id
-end
-
-function M.get_dialog(...)
-    if state.raw then
-        return get_dialog_routed(..., true)
-    end
-    return get_dialog_routed({...}, false)
-end
+-- The client functions (dialogs.routing), published as globals by serve().
+M.new_dialog = routing.new_dialog
+M.get_dialog = routing.get_dialog
+M.UNAVAILABLE, M.MOVING, M.SHARDING = routing.UNAVAILABLE, routing.MOVING, routing.SHARDING
 
 -- The check function (not granted to anyone: the router's functions run as their
 -- owner) and the two client functions as setuid Lua functions. As admin.
@@ -464,8 +33,8 @@ end
 -- whether it does, and msgpack objects exist), the client functions are defined
 -- so (then serve() sets state.raw): the router passes the client's bytes on.
 function M.register_functions()
-    box.schema.func.create(M.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
-    local raw = msgpack.is_object ~= nil and box.func[M.ROUTE_FUNCTION].takes_raw_args ~= nil
+    box.schema.func.create(routing.ROUTE_FUNCTION, {language = 'C', if_not_exists = true})
+    local raw = msgpack.is_object ~= nil and box.func[routing.ROUTE_FUNCTION].takes_raw_args ~= nil
     for _, name in ipairs(config.PROCEDURES) do
         local f = box.func[name]
         if f ~= nil and (f.language ~= 'LUA' or not f.setuid
@@ -503,9 +72,9 @@ local function bootstrap_loop()
     local vshard = require('vshard')
     local warned = false
     while true do
-        local count, all = read_cluster_count(false, COUNT_TIMEOUT_S)
+        local count, all = routing.read_cluster_count(false, routing.COUNT_TIMEOUT_S)
         if count ~= nil and (all or count ~= state.bucket_count) then
-            learn_cluster_count(count)
+            routing.learn_cluster_count(count)
             if count ~= state.bucket_count then
                 return
             end
@@ -561,7 +130,7 @@ end
 
 -- Starts vshard's router (box is configured) and publishes the client functions.
 function M.start(s)
-    state.settings = s
+    started = s
     local r = s.replication
     require('vshard').router.cfg(sharding.vshard_cfg(s.sharding.replicasets, r.user,
         r.password, s.bucket_count))
@@ -574,7 +143,7 @@ end
 -- DIALOGS_SHARDING's form; run as admin:
 -- require('dialogs.router').reconfigure('s1=...;s2=...').
 function M.reconfigure(topology)
-    local s = assert(state.settings, 'dialogs: this instance is not a started router')
+    local s = assert(started, 'dialogs: this instance is not a started router')
     local replicasets = sharding.parse_topology(topology, function(fmt, ...)
         error(string.format('dialogs: topology: ' .. fmt, ...), 0)
     end, function(address)
