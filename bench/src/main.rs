@@ -19,6 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rusty_tarantool::tarantool::Client as TtClient;
+
 use cpu::CpuSource;
 use data::Dataset;
 use load::{Conn, ServerCpu, Timing};
@@ -299,10 +301,12 @@ fn native_probe(ds: &Dataset) -> (&'static str, rmpv::Value) {
     )
 }
 
+/// The probe of a bench-user connection: the empty call.
 fn noop_probe() -> (&'static str, rmpv::Value) {
     ("bench_noop", rmpv::Value::Array(vec![]))
 }
 
+/// Opens `n` PostgreSQL connections, each with `durability` set.
 async fn pg_pool(pg: &Postgres, n: usize, durability: Durability) -> Result<Vec<Conn>> {
     let mut conns = Vec::with_capacity(n);
     let info = pg.conninfo();
@@ -323,6 +327,8 @@ async fn pg_pool(pg: &Postgres, n: usize, durability: Durability) -> Result<Vec<
     Ok(conns)
 }
 
+/// The progress line on stderr: cells done of the total, each cell's figures,
+/// and the time the rest should take.
 struct Progress {
     total: usize,
     done: usize,
@@ -380,303 +386,416 @@ impl Pools {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_cells(
-    cells: &[Cell],
-    pools: &Pools,
-    ds: &Arc<Dataset>,
-    info: &Arc<tt::ServerInfo>,
-    tt_cpu: &CpuSource,
-    pg_cpu: Option<&CpuSource>,
-    router_cpu: Option<&CpuSource>,
-    timing: Timing,
-    progress: &mut Progress,
-    results: &mut Vec<CellResult>,
-) {
-    for cell in cells {
-        let cpu = match (cell.target, pg_cpu) {
-            (Target::Pg, Some(c)) => c,
-            _ => tt_cpu,
+/// The cells a run measures, each list repeated round after round, and why the
+/// sharded ones do not run when they do not.
+struct Schedule {
+    main: Vec<Cell>,
+    sharded: Vec<Cell>,
+    durable: Vec<Cell>,
+    sharded_skip: Option<String>,
+    /// Where vshard is, for the sharded cluster (None: on the Lua path).
+    vshard_dir: Option<PathBuf>,
+}
+
+impl Schedule {
+    /// Which cells run: the main, sharded and durable matrices, less what
+    /// --targets, --workloads, --no-pg and --no-durable leave out, the main and
+    /// sharded ones --rounds times; the sharded ones not at all without vshard.
+    fn new(args: &Args, plan: &Plan) -> Schedule {
+        let use_pg = !args.no_pg;
+        let wanted = |c: &Cell| {
+            args.targets
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| t == c.target.name()))
+                && args
+                    .workloads
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|w| w == c.workload.name()))
         };
-        let label = progress.label(cell);
-        let r = load::run_cell(
-            *cell,
-            pools.for_target(cell.target),
-            ds,
-            info,
-            ServerCpu {
-                total: cpu,
-                router: router_cpu,
-            },
-            timing,
-            &label,
-        )
-        .await;
-        progress.finish(&r);
-        results.push(r);
+        let one_round: Vec<Cell> = main_cells(plan, use_pg)
+            .into_iter()
+            .filter(wanted)
+            .collect();
+        let main: Vec<Cell> = (0..args.rounds.max(1))
+            .flat_map(|_| one_round.iter().copied())
+            .collect();
+        // The sharded cells round after round too (their own cluster, after the main ones).
+        let sharded_round: Vec<Cell> = sharded_cells(plan).into_iter().filter(wanted).collect();
+        let sharded: Vec<Cell> = (0..args.rounds.max(1))
+            .flat_map(|_| sharded_round.iter().copied())
+            .collect();
+        let vshard_dir = args
+            .vshard_dir
+            .clone()
+            .or_else(|| std::env::var_os("VSHARD_DIR").map(PathBuf::from))
+            .filter(|d| !d.as_os_str().is_empty());
+        let sharded_skip = if sharded.is_empty() {
+            None
+        } else {
+            servers::vshard_missing(vshard_dir.as_deref())
+        };
+        let sharded = if sharded_skip.is_some() {
+            Vec::new()
+        } else {
+            sharded
+        };
+        let durable: Vec<Cell> = if args.no_durable {
+            Vec::new()
+        } else {
+            durable_cells(plan, use_pg)
+                .into_iter()
+                .filter(wanted)
+                .collect()
+        };
+        Schedule {
+            main,
+            sharded,
+            durable,
+            sharded_skip,
+            vshard_dir,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.main.len() + self.sharded.len() + self.durable.len()
     }
 }
 
-async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
-    let plan = Plan::from_args(&args);
-    let repo = args.repo.canonicalize().context("--repo")?;
-    let lib_dir = repo.join(&args.lib_dir);
-    let use_pg = !args.no_pg;
-    let ds = Arc::new(Dataset::new(plan.read_dialogs, plan.page_dialog_len));
-    let timing = plan.timing();
-    let started = Instant::now();
-    let wanted = |c: &Cell| {
-        args.targets
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|t| t == c.target.name()))
-            && args
-                .workloads
-                .as_ref()
-                .is_none_or(|w| w.iter().any(|w| w == c.workload.name()))
-    };
-    let one_round: Vec<Cell> = main_cells(&plan, use_pg)
-        .into_iter()
-        .filter(wanted)
-        .collect();
-    let main: Vec<Cell> = (0..args.rounds.max(1))
-        .flat_map(|_| one_round.iter().copied())
-        .collect();
-    // The sharded cells round after round too (their own cluster, after the main ones).
-    let sharded_round: Vec<Cell> = sharded_cells(&plan).into_iter().filter(wanted).collect();
-    let sharded: Vec<Cell> = (0..args.rounds.max(1))
-        .flat_map(|_| sharded_round.iter().copied())
-        .collect();
-    let vshard_dir = args
-        .vshard_dir
-        .clone()
-        .or_else(|| std::env::var_os("VSHARD_DIR").map(PathBuf::from))
-        .filter(|d| !d.as_os_str().is_empty());
-    let sharded_skip = if sharded.is_empty() {
-        None
-    } else {
-        servers::vshard_missing(vshard_dir.as_deref())
-    };
-    let sharded = if sharded_skip.is_some() {
-        Vec::new()
-    } else {
-        sharded
-    };
-    let durable: Vec<Cell> = if args.no_durable {
-        Vec::new()
-    } else {
-        durable_cells(&plan, use_pg)
-            .into_iter()
-            .filter(wanted)
-            .collect()
-    };
-    eprintln!(
-        "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
-        main.len() + sharded.len() + durable.len(),
-        plan.seconds,
-        plan.warmup,
-        plan.conns,
-        plan.pipelined
-    );
-    let mut report = Report::new(plan.clone());
-    report.sharded = sharded_skip.clone();
-    if let Some(why) = &sharded_skip {
-        eprintln!("sharded: {why}");
-    }
+/// PostgreSQL with the data loaded, and the connection that loaded it (the
+/// memory measurement's).
+type LoadedPg = (Postgres, Arc<pg::PgConn>);
 
-    // PostgreSQL: one cluster for the whole run; durability is a session setting.
-    let pg = if use_pg {
+/// The main Tarantool (wal_mode=write) with the data loaded, and its admin
+/// connection.
+struct MainTarantool {
+    tt: Tarantool,
+    admin: TtClient,
+    info: Arc<tt::ServerInfo>,
+}
+
+/// What the steps of one run share: its sizes, the server build, the data set,
+/// the progress line and the report the cells fill.
+struct Run<'a> {
+    plan: Plan,
+    repo: PathBuf,
+    lib_dir: PathBuf,
+    ds: Arc<Dataset>,
+    timing: Timing,
+    cleanup: &'a Cleanup,
+    progress: Progress,
+    report: Report,
+}
+
+impl Run<'_> {
+    /// Starts PostgreSQL (one cluster for the whole run; durability is a session
+    /// setting) and loads the data set into it.
+    async fn start_postgres(&mut self) -> Result<LoadedPg> {
         eprintln!("starting PostgreSQL");
-        let pg = Postgres::start(plan.max_c() + PG_SPARE_CONNECTIONS, &cleanup)?;
+        let pg = Postgres::start(self.plan.max_c() + PG_SPARE_CONNECTIONS, self.cleanup)?;
         pg::create_schema(&pg.conninfo()).await?;
         let setup = pg::connect(&pg.conninfo()).await?;
-        pg::setup(&setup, &ds).await?;
-        report.pg_version = Some(pg.version.clone());
-        Some((pg, setup))
-    } else {
-        None
-    };
-    let pg_cpu = pg.as_ref().map(|(p, _)| CpuSource::Tree(p.postmaster));
+        pg::setup(&setup, &self.ds).await?;
+        self.report.pg_version = Some(pg.version.clone());
+        Ok((pg, setup))
+    }
 
-    // Tarantool, wal_mode=write.
-    eprintln!("starting Tarantool (wal_mode=write) and loading data");
-    let tt = Tarantool::start(
-        &TarantoolConfig {
-            repo: &repo,
-            lib_dir: &lib_dir,
-            durability: Durability::Write,
-            memtx_bytes: MEMTX_BYTES,
-        },
-        &cleanup,
-    )?;
-    let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
-    let info = Arc::new(tt::server_info(&admin).await?);
-    report.tarantool_version = info.version.clone();
-    tt::fill(&admin, "new_dialog", &ds, true)
-        .await
-        .with_context(|| tt.log_tail())?;
-    tt::fill(&admin, "lua_new_dialog", &ds, true).await?;
-    let tt_cpu = CpuSource::Process(tt.pid());
-    let max_c = plan.max_c().max(1);
-    let mut pools = Pools {
-        native: tt_pool(&tt.addr(), &tt.user, &tt.password, max_c, native_probe(&ds))
+    /// Starts the main Tarantool (wal_mode=write) and loads the data set through
+    /// the native procedure and through the report's Lua function.
+    async fn start_tarantool(&mut self) -> Result<MainTarantool> {
+        eprintln!("starting Tarantool (wal_mode=write) and loading data");
+        let tt = Tarantool::start(
+            &TarantoolConfig {
+                repo: &self.repo,
+                lib_dir: &self.lib_dir,
+                durability: Durability::Write,
+                memtx_bytes: MEMTX_BYTES,
+            },
+            self.cleanup,
+        )?;
+        let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
+        let info = Arc::new(tt::server_info(&admin).await?);
+        self.report.tarantool_version = info.version.clone();
+        tt::fill(&admin, "new_dialog", &self.ds, true)
+            .await
+            .with_context(|| tt.log_tail())?;
+        tt::fill(&admin, "lua_new_dialog", &self.ds, true).await?;
+        Ok(MainTarantool { tt, admin, info })
+    }
+
+    /// The connections of the main cells: as many as the largest C, to the main
+    /// Tarantool as the product's user (native) and as the bench's (the other
+    /// targets), and to PostgreSQL.
+    async fn main_pools(&self, main: &MainTarantool, pg: Option<&LoadedPg>) -> Result<Pools> {
+        let tt = &main.tt;
+        let max_c = self.plan.max_c().max(1);
+        Ok(Pools {
+            native: tt_pool(
+                &tt.addr(),
+                &tt.user,
+                &tt.password,
+                max_c,
+                native_probe(&self.ds),
+            )
             .await
             .with_context(|| tt.log_tail())?,
-        bench: tt_pool(
-            &tt.addr(),
-            &tt.bench_user,
-            &tt.bench_password,
-            max_c,
-            noop_probe(),
-        )
-        .await?,
-        pg: match &pg {
-            Some((p, _)) => pg_pool(p, max_c, Durability::Write).await?,
-            None => Vec::new(),
-        },
-        sharded: Vec::new(),
-    };
-    eprintln!("data loaded in {:.1}s", started.elapsed().as_secs_f64());
+            bench: tt_pool(
+                &tt.addr(),
+                &tt.bench_user,
+                &tt.bench_password,
+                max_c,
+                noop_probe(),
+            )
+            .await?,
+            pg: match pg {
+                Some((p, _)) => pg_pool(p, max_c, Durability::Write).await?,
+                None => Vec::new(),
+            },
+            sharded: Vec::new(),
+        })
+    }
 
-    let mut progress = Progress {
-        total: main.len() + sharded.len() + durable.len(),
-        done: 0,
-        started: Instant::now(),
-    };
-    run_cells(
-        &main,
-        &pools,
-        &ds,
-        &info,
-        &tt_cpu,
-        pg_cpu.as_ref(),
-        None,
-        timing,
-        &mut progress,
-        &mut report.cells,
-    )
-    .await;
-
-    if !args.cells_only {
-        eprintln!(
-            "in-process micro-benchmark ({} calls each)",
-            plan.micro_calls
-        );
-        let m = tt::micro(&admin, &ds, plan.micro_calls).await?;
-        report.micro = Some(Micro::from_value(&m)?);
-        eprintln!(
-            "memory: {} messages of {} characters",
-            plan.memory_messages,
-            data::TEXT_CHARS
-        );
-        let mem = tt::memory(&admin, &ds, plan.memory_messages).await?;
-        report.tt_memory = Some(TtMemory::from_value(&mem)?);
-        if let Some((_, setup)) = &pg {
-            report.pg_memory = Some(pg::memory(setup, &ds, plan.memory_messages).await?);
+    /// Measures `cells` one after another, each against `cpu`'s server CPU (a
+    /// PostgreSQL cell against `pg_cpu` when given), into the report.
+    async fn run_cells(
+        &mut self,
+        cells: &[Cell],
+        pools: &Pools,
+        info: &Arc<tt::ServerInfo>,
+        cpu: &CpuSource,
+        pg_cpu: Option<&CpuSource>,
+        router_cpu: Option<&CpuSource>,
+    ) {
+        for cell in cells {
+            let cpu = match (cell.target, pg_cpu) {
+                (Target::Pg, Some(c)) => c,
+                _ => cpu,
+            };
+            let label = self.progress.label(cell);
+            let r = load::run_cell(
+                *cell,
+                pools.for_target(cell.target),
+                &self.ds,
+                info,
+                ServerCpu {
+                    total: cpu,
+                    router: router_cpu,
+                },
+                self.timing,
+                &label,
+            )
+            .await;
+            self.progress.finish(&r);
+            self.report.cells.push(r);
         }
     }
-    pools.native.clear();
-    pools.bench.clear();
-    drop(admin);
-    drop(tt);
 
-    // The sharded store: its own cluster (router + storages), the same data
-    // loaded through the router.
-    if !sharded.is_empty() {
+    /// The in-process measurements on the main Tarantool: the micro-benchmark
+    /// (each procedure called from Lua, no network), then the memory a million
+    /// messages take there and in PostgreSQL.
+    async fn in_process(&mut self, admin: &TtClient, pg: Option<&LoadedPg>) -> Result<()> {
+        eprintln!(
+            "in-process micro-benchmark ({} calls each)",
+            self.plan.micro_calls
+        );
+        let m = tt::micro(admin, &self.ds, self.plan.micro_calls).await?;
+        self.report.micro = Some(Micro::from_value(&m)?);
+        eprintln!(
+            "memory: {} messages of {} characters",
+            self.plan.memory_messages,
+            data::TEXT_CHARS
+        );
+        let mem = tt::memory(admin, &self.ds, self.plan.memory_messages).await?;
+        self.report.tt_memory = Some(TtMemory::from_value(&mem)?);
+        if let Some((_, setup)) = pg {
+            self.report.pg_memory =
+                Some(pg::memory(setup, &self.ds, self.plan.memory_messages).await?);
+        }
+        Ok(())
+    }
+
+    /// The sharded store: its own cluster (router + storages), the same data
+    /// loaded through the router, then its cells; the cluster is stopped after.
+    async fn sharded(
+        &mut self,
+        cells: &[Cell],
+        vshard_dir: Option<&std::path::Path>,
+        pools: &mut Pools,
+        info: &Arc<tt::ServerInfo>,
+    ) -> Result<()> {
         eprintln!(
             "starting a sharded cluster ({SHARDED_STORAGES} storages + 1 router) and \
              loading data through the router"
         );
         let cluster = ShardedCluster::start(
             &ShardedConfig {
-                repo: &repo,
-                lib_dir: &lib_dir,
-                vshard_dir: vshard_dir.as_deref(),
+                repo: &self.repo,
+                lib_dir: &self.lib_dir,
+                vshard_dir,
                 storages: SHARDED_STORAGES,
                 memtx_bytes: MEMTX_BYTES / SHARDED_STORAGES as u64,
             },
-            &cleanup,
+            self.cleanup,
         )?;
         let loader = tt::client(&cluster.addr(), &cluster.user, &cluster.password, true);
-        tt::fill_by_calls(&loader, &ds, FILL_IN_FLIGHT)
+        tt::fill_by_calls(&loader, &self.ds, FILL_IN_FLIGHT)
             .await
             .with_context(|| cluster.log_tail())?;
         drop(loader);
-        let max_c = plan.conns.iter().copied().max().unwrap_or(1);
+        let max_c = self.plan.conns.iter().copied().max().unwrap_or(1);
         pools.sharded = tt_pool(
             &cluster.addr(),
             &cluster.user,
             &cluster.password,
             max_c,
-            native_probe(&ds),
+            native_probe(&self.ds),
         )
         .await
         .with_context(|| cluster.log_tail())?;
-        report.sharded = Some(format!(
+        self.report.sharded = Some(format!(
             "{SHARDED_STORAGES} storage replica sets of one master each and one router, \
              all the product's init.lua on this machine; server CPU is all of them, \
              `of which router` the router's part"
         ));
         let cpu = CpuSource::Processes(cluster.pids());
         let router_cpu = CpuSource::Process(cluster.router_pid());
-        run_cells(
-            &sharded,
-            &pools,
-            &ds,
-            &info,
-            &cpu,
-            None,
-            Some(&router_cpu),
-            timing,
-            &mut progress,
-            &mut report.cells,
-        )
-        .await;
+        self.run_cells(cells, pools, info, &cpu, None, Some(&router_cpu))
+            .await;
         pools.sharded.clear();
         drop(cluster);
+        Ok(())
     }
 
-    // The durable comparison on a fresh Tarantool with wal_mode=fsync.
-    if !durable.is_empty() {
+    /// The durable comparison: a fresh Tarantool with wal_mode=fsync, loaded
+    /// for writes only, against PostgreSQL switched to synchronous_commit=on;
+    /// that Tarantool is stopped after.
+    async fn durable(
+        &mut self,
+        cells: &[Cell],
+        pools: &mut Pools,
+        info: &Arc<tt::ServerInfo>,
+        pg_cpu: Option<&CpuSource>,
+    ) -> Result<()> {
         eprintln!("starting Tarantool (wal_mode=fsync)");
         let tt = Tarantool::start(
             &TarantoolConfig {
-                repo: &repo,
-                lib_dir: &lib_dir,
+                repo: &self.repo,
+                lib_dir: &self.lib_dir,
                 durability: Durability::Fsync,
                 memtx_bytes: MEMTX_BYTES,
             },
-            &cleanup,
+            self.cleanup,
         )?;
         let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
-        tt::fill(&admin, "new_dialog", &ds, false).await?;
+        tt::fill(&admin, "new_dialog", &self.ds, false).await?;
         let tt_cpu = CpuSource::Process(tt.pid());
-        let max_c = plan.durable_conns.iter().copied().max().unwrap_or(1);
-        pools.native =
-            tt_pool(&tt.addr(), &tt.user, &tt.password, max_c, native_probe(&ds)).await?;
+        let max_c = self.plan.durable_conns.iter().copied().max().unwrap_or(1);
+        pools.native = tt_pool(
+            &tt.addr(),
+            &tt.user,
+            &tt.password,
+            max_c,
+            native_probe(&self.ds),
+        )
+        .await?;
         for c in &pools.pg {
             if let Conn::Postgres(c) = c {
                 pg::set_durability(c, Durability::Fsync).await?;
             }
         }
-        run_cells(
-            &durable,
-            &pools,
-            &ds,
-            &info,
-            &tt_cpu,
-            pg_cpu.as_ref(),
-            None,
-            timing,
-            &mut progress,
-            &mut report.cells,
-        )
-        .await;
+        self.run_cells(cells, pools, info, &tt_cpu, pg_cpu, None)
+            .await;
         pools.native.clear();
         drop(admin);
         drop(tt);
+        Ok(())
+    }
+}
+
+/// One whole run, step by step: the schedule, PostgreSQL, the main Tarantool
+/// and its cells, the in-process measurements, the sharded cells, the durable
+/// ones. Returns the report to write; servers are stopped as their steps end.
+async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
+    let plan = Plan::from_args(&args);
+    let repo = args.repo.canonicalize().context("--repo")?;
+    let lib_dir = repo.join(&args.lib_dir);
+    let ds = Arc::new(Dataset::new(plan.read_dialogs, plan.page_dialog_len));
+    let started = Instant::now();
+    let schedule = Schedule::new(&args, &plan);
+    eprintln!(
+        "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
+        schedule.len(),
+        plan.seconds,
+        plan.warmup,
+        plan.conns,
+        plan.pipelined
+    );
+    let mut report = Report::new(plan.clone());
+    report.sharded = schedule.sharded_skip.clone();
+    if let Some(why) = &schedule.sharded_skip {
+        eprintln!("sharded: {why}");
+    }
+    let mut run = Run {
+        ds,
+        timing: plan.timing(),
+        progress: Progress {
+            total: schedule.len(),
+            done: 0,
+            started,
+        },
+        plan,
+        repo,
+        lib_dir,
+        cleanup: &cleanup,
+        report,
+    };
+
+    let pg = if args.no_pg {
+        None
+    } else {
+        Some(run.start_postgres().await?)
+    };
+    let pg_cpu = pg.as_ref().map(|(p, _)| CpuSource::Tree(p.postmaster));
+    let main = run.start_tarantool().await?;
+    let mut pools = run.main_pools(&main, pg.as_ref()).await?;
+    eprintln!("data loaded in {:.1}s", started.elapsed().as_secs_f64());
+
+    // The progress line's estimate counts from the first cell, not the loading.
+    run.progress.started = Instant::now();
+    let tt_cpu = CpuSource::Process(main.tt.pid());
+    run.run_cells(
+        &schedule.main,
+        &pools,
+        &main.info,
+        &tt_cpu,
+        pg_cpu.as_ref(),
+        None,
+    )
+    .await;
+    if !args.cells_only {
+        run.in_process(&main.admin, pg.as_ref()).await?;
+    }
+    pools.native.clear();
+    pools.bench.clear();
+    let MainTarantool { tt, admin, info } = main;
+    drop(admin);
+    drop(tt);
+
+    if !schedule.sharded.is_empty() {
+        run.sharded(
+            &schedule.sharded,
+            schedule.vshard_dir.as_deref(),
+            &mut pools,
+            &info,
+        )
+        .await?;
+    }
+    if !schedule.durable.is_empty() {
+        run.durable(&schedule.durable, &mut pools, &info, pg_cpu.as_ref())
+            .await?;
     }
     pools.pg.clear();
     drop(pg);
+    let mut report = run.report;
     report.wall_seconds = started.elapsed().as_secs_f64();
     report.loadavg_end = report::loadavg();
     Ok(report)
