@@ -26,9 +26,9 @@ end
 
 -- Whether the data's system spaces are older than the server (a data directory
 -- made by an older Tarantool), or nil where the server cannot tell. The check is
--- public as box.schema.needs_upgrade from 3.6; the servers before it that have
--- one (2.11, 3.0-3.5; not 2.6) name it box.internal.schema_needs_upgrade, which
--- Tarantool's own metrics module falls back to as well.
+-- public as box.schema.needs_upgrade from 3.6; earlier servers that have it
+-- (2.11 among them; 2.6 has none) keep it as box.internal.schema_needs_upgrade,
+-- where Tarantool's own metrics module looks for it too.
 function M.schema_needs_upgrade()
     local probe = box.schema.needs_upgrade
     if probe == nil and box.internal ~= nil then

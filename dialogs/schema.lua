@@ -179,9 +179,10 @@ end
 
 -- A data directory made by an older Tarantool keeps its old system spaces until
 -- box.schema.upgrade() runs. 3.x refuses most writes to them until then (271
--- SCHEMA_NEEDS_UPGRADE), so this runs before anything else writes there; 2.11
--- takes those writes, but is upgraded the same way, so that every server keeps
--- its data on its own schema and one procedure covers them all. The upgrade is
+-- SCHEMA_NEEDS_UPGRADE), so this runs before anything else writes there. 2.11
+-- takes those writes but warns at every start until the upgrade, and leaves the
+-- directory on a schema it only tolerates: it is upgraded the same way, so that
+-- every server that can tell runs on its own schema, by one procedure. The upgrade is
 -- logged before and after; a failure stops the start-up with what to run by
 -- hand. Writable instance only, as admin. Returns true if it upgraded.
 function M.upgrade_system_spaces()

@@ -1,7 +1,7 @@
 -- dialogs.capabilities: which check tells that the data's system spaces are older
--- than the server. The public one (3.6+) is preferred; servers before it (2.x up
--- to 2.11, 3.0-3.5) answer through the internal one; a server with neither (2.6)
--- cannot tell.
+-- than the server. The public one (3.6+) is preferred; earlier servers that have
+-- the check (2.11 among them) answer through the internal one; a server with
+-- neither (2.6) cannot tell.
 
 local check = require('check')
 local capabilities = require('dialogs.capabilities')
@@ -37,7 +37,7 @@ return {
         end)
     end},
 
-    {'without it (2.11, 3.0-3.5) the internal check answers', function()
+    {'without it (2.11) the internal check answers', function()
         -- The internal check also returns the old version as a second value.
         with_checks(nil, function() return true, '2.3.1' end, function()
             check.equal(capabilities.schema_needs_upgrade(), true, 'old data')
