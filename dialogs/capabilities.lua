@@ -24,10 +24,20 @@ function M.synchro_queue_needs_owner()
     return ok and owner ~= nil
 end
 
--- Whether the server can tell that the data's system spaces are older than it
--- (box.schema.needs_upgrade: a data directory made by an older Tarantool).
-function M.can_tell_schema_needs_upgrade()
-    return box.schema.needs_upgrade ~= nil
+-- Whether the data's system spaces are older than the server (a data directory
+-- made by an older Tarantool), or nil where the server cannot tell. The check is
+-- public as box.schema.needs_upgrade from 3.6; earlier servers that have it
+-- (2.11 among them; 2.6 has none) keep it as box.internal.schema_needs_upgrade,
+-- where Tarantool's own metrics module looks for it too.
+function M.schema_needs_upgrade()
+    local probe = box.schema.needs_upgrade
+    if probe == nil and box.internal ~= nil then
+        probe = box.internal.schema_needs_upgrade
+    end
+    if probe == nil then
+        return nil
+    end
+    return probe() == true
 end
 
 -- Whether the results of a C procedure travel over IPROTO one value each (the

@@ -104,12 +104,23 @@ local function ready()
     return space ~= nil and space.index.message_id ~= nil
 end
 
+-- What the pruner is doing, kept in its fiber's storage (so that it goes with
+-- the fiber a restart replaces) and read by M.expiry_status.
+M.WAITING_RW = 'waiting to be writable'
+M.PRUNING = 'pruning'
+M.SLEEPING = 'sleeping'
+
 local function expiry_loop(ttl)
+    local status = fiber.self().storage
+    status.ttl, status.passes = ttl, 0
     local period = M.period(ttl)
     while true do
         -- A replica waits here, doing nothing, until it is made writable.
+        status.state = M.WAITING_RW
         box.ctl.wait_rw()
         if ready() then
+            status.state = M.PRUNING
+            status.passes = status.passes + 1
             local ok, res = pcall(M.prune, ttl)
             if not ok and box.is_in_txn() then
                 -- A batch that failed midway: its deletions are undone.
@@ -123,6 +134,7 @@ local function expiry_loop(ttl)
                 log.verbose('dialogs: %d request ids expired', res)
             end
         end
+        status.state = M.SLEEPING
         fiber.sleep(period)
     end
 end
@@ -132,6 +144,18 @@ end
 -- pruner waits in box.ctl.wait_rw() until a promotion.
 function M.start_expiry(ttl)
     background.start(FIBER, expiry_loop, ttl)
+end
+
+-- What the instance's pruner is doing, for an operator or a test: {ttl =
+-- seconds it keeps a request id, state = M.WAITING_RW, M.PRUNING or M.SLEEPING,
+-- passes = passes begun since it started}; nil when no pruner runs.
+function M.expiry_status()
+    local f = background.get(FIBER)
+    if f == nil then
+        return nil
+    end
+    local s = f.storage
+    return {ttl = s.ttl, state = s.state, passes = s.passes}
 end
 
 -- Stops the pruner (the data stays).

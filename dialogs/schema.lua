@@ -178,13 +178,15 @@ local function system_schema_version()
 end
 
 -- A data directory made by an older Tarantool keeps its old system spaces until
--- box.schema.upgrade() runs, and until then a server that knows it (probed:
--- box.schema.needs_upgrade) refuses most writes to them (271
--- SCHEMA_NEEDS_UPGRADE), so this runs before anything else writes there. The
--- upgrade is logged before and after; a failure stops the start-up with what to
--- run by hand. Writable instance only, as admin. Returns true if it upgraded.
+-- box.schema.upgrade() runs. 3.x refuses most writes to them until then (271
+-- SCHEMA_NEEDS_UPGRADE), so this runs before anything else writes there. 2.11
+-- takes those writes but warns at every start until the upgrade, and leaves the
+-- directory on a schema it only tolerates: it is upgraded the same way, so that
+-- every server that can tell runs on its own schema, by one procedure. The upgrade is
+-- logged before and after; a failure stops the start-up with what to run by
+-- hand. Writable instance only, as admin. Returns true if it upgraded.
 function M.upgrade_system_spaces()
-    if not capabilities.can_tell_schema_needs_upgrade() or not box.schema.needs_upgrade() then
+    if not capabilities.schema_needs_upgrade() then
         return false
     end
     local from = system_schema_version()

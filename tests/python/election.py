@@ -47,7 +47,9 @@ RETRYABLE = {
 }
 RETRY_PAUSE_S = 0.02
 WRITERS = 4
-LOAD_BEFORE_KILL_S = 1.5
+# Before the kill: every writer has this many acknowledged writes (the load is
+# under way, however busy the machine), within RESUME_BOUND_S.
+ACKS_BEFORE_KILL = 10
 # After the kill: every writer must have this many acknowledged writes, within the
 # bound; then the load goes on a little longer and stops.
 ACKS_AFTER_KILL = 20
@@ -160,7 +162,9 @@ def failover_run(cluster: Cluster) -> Failover:
     for w in writers:
         w.start()
     try:
-        time.sleep(LOAD_BEFORE_KILL_S)
+        wait_until(lambda: any(w.error for w in writers)
+                   or all(len(w.acked) >= ACKS_BEFORE_KILL for w in writers),
+                   RESUME_BOUND_S, "writes acknowledged before the kill")
         leader.kill()
         killed_at = time.monotonic()
         acked_before = sum(len(w.acked) for w in writers)

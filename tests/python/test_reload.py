@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +37,8 @@ READERS = 2
 # How long the old build may stay mapped after a reload: until the calls running
 # in it return (a write waiting for its fsync: milliseconds; generous for CI).
 UNLOAD_TIMEOUT_S = 10.0
+# How long the load may take to make its calls (a bounded wait for an event).
+LOAD_WAIT_S = 30.0
 PROCS = ("new_dialog", "get_dialog")
 
 
@@ -109,7 +110,8 @@ def test_reload_under_load_fails_no_call(make_server, tmp_path):
            [Load(srv, False, stop) for _ in range(READERS)]
     for t in load:
         t.start()
-    time.sleep(0.3)
+    wait_until(lambda: all(t.calls > 0 for t in load), LOAD_WAIT_S,
+               "every load thread's first call")
     base_size = built.stat().st_size
     before = mapped_module_sizes(srv.pid)
     assert before == {"new_dialog": {base_size}, "get_dialog": {base_size}}, before
@@ -134,7 +136,9 @@ def test_reload_under_load_fails_no_call(make_server, tmp_path):
         wait_until(lambda: mapped_module_sizes(srv.pid) == only_new, UNLOAD_TIMEOUT_S,
                    f"reload {n}: only the new build ({new_size} bytes) mapped, "
                    f"the old one ({old_size} bytes) gone")
-        time.sleep(0.15)
+        # Calls go on through the reload, into the new build.
+        wait_until(lambda: sum(t.calls for t in load) > calls_before, LOAD_WAIT_S,
+                   f"reload {n}: calls after it")
         in_flight_at_reload.append(sum(t.calls for t in load) - calls_before)
     stop.set()
     for t in load:

@@ -31,6 +31,13 @@ READ_ONLY_MESSAGE = "new_dialog: this instance is read-only; send writes to the 
 ER_SYNC_QUORUM_TIMEOUT = 216
 ER_ACCESS_DENIED = 42
 REPLICATION_WAIT_S = 10.0
+# What a replica's applier logs when it finds no master and keeps trying.
+RETRYING_LOG_LINE = "will retry every"
+# Messages every writer has acknowledged before the master is killed, and after
+# the promotion, whatever the machine's pace; how long the writers may take.
+ACKED_BEFORE_KILL = 5
+ACKED_AFTER_PROMOTE = 3
+LOAD_WAIT_S = 60.0
 
 
 def promote(srv, *args) -> subprocess.CompletedProcess:
@@ -112,9 +119,11 @@ def test_replica_refuses_new_dialog_and_writes_nothing(make_server):
 def test_replica_starts_before_its_master_and_catches_up(make_server):
     master, replica = replica_set(
         make_server, ["m", "r"], env={"DIALOGS_REPLICATION_CONNECT_TIMEOUT": "15"})
-    # A fresh replica waits for a master to join...
+    # A fresh replica waits for a master to join: it finds none, says it will try
+    # again, and keeps running...
     replica.start(wait=False)
-    time.sleep(1.0)
+    wait_until(lambda: RETRYING_LOG_LINE in replica.log_text() or not replica.is_running(),
+               30, "the replica to find no master")
     assert replica.is_running()
     master.start()
     replica.wait_ready()
@@ -353,15 +362,17 @@ def test_failover_under_write_load_loses_no_acknowledged_message(make_server):
     writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]
     for w in writers:
         w.start()
-    time.sleep(1.5)
+    wait_until(lambda: all(len(w.acked) >= ACKED_BEFORE_KILL for w in writers)
+               or any(w.error for w in writers), LOAD_WAIT_S, "every writer's first writes")
     before = sum(len(w.acked) for w in writers)
+    at_kill = [len(w.acked) for w in writers]
     m.kill()
     killed_at = time.monotonic()
     promote(r1)
     current["master"] = r1
-    wait_until(lambda: all(w.acked and w.acked[-1][0] > 0 for w in writers), 15,
-               "writes on the new master")
-    time.sleep(1.0)
+    wait_until(lambda: all(len(w.acked) >= n + ACKED_AFTER_PROMOTE
+                           for w, n in zip(writers, at_kill))
+               or any(w.error for w in writers), LOAD_WAIT_S, "writes on the new master")
     stop.set()
     for w in writers:
         w.join(15)

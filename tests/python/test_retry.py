@@ -15,9 +15,12 @@ import pytest
 
 from admin import reconnect_admin, remove_socket_dir, start_admin_server
 from dialogs_api import ID, TEXT, get_dialog, message_id_of, new_dialog, walk_dialog
+from harness import wait_until
 from iproto_raw import RawConnection
 
 BURST = 300
+# The server's count of open client connections.
+OPEN_CONNECTIONS = "box.stat.net().CONNECTIONS.current"
 
 
 def args(dialog, a, b, text, rid) -> bytes:
@@ -62,11 +65,16 @@ def test_retry_of_a_burst_cut_off_by_a_hang_up(admin_server):
     srv, admin = admin_server
     dialog, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     rids = [uuid.uuid4() for _ in range(BURST)]
+    connections = admin.eval(OPEN_CONNECTIONS)
     raw = RawConnection(srv.host, srv.port, srv.user, srv.password)
+    assert admin.eval(OPEN_CONNECTIONS) == connections + 1
     for i, rid in enumerate(rids):
         raw.send_call("new_dialog", args(dialog, a, b, f"burst {i}", rid))
     raw.abort()
-    time.sleep(0.2)  # let the server finish what it read
+    # The server lets a reset connection go once it has answered every call it
+    # read from it: then what it stored before the retries is all it will store.
+    wait_until(lambda: admin.eval(OPEN_CONNECTIONS) <= connections, 30,
+               "the server to let the reset connection go")
     before_retry = admin.eval("box.space.dialogs:len()")
 
     conn = srv.connect()

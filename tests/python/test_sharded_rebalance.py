@@ -55,8 +55,11 @@ PRELOAD_LUA = """(function(n)
     end
     return box.space.dialogs:len()
 end)(PRELOAD_N)"""
-LOAD_BEFORE_S = 3.0
-LOAD_AFTER_S = 2.0
+# Messages the load has acknowledged before the move starts, and after it ends,
+# whatever the machine's pace; how long it may take to get there.
+ACKED_BEFORE_MOVE = 300
+ACKED_AFTER_MOVE = 200
+LOAD_WAIT_S = 120.0
 MOVE_TIMEOUT_S = 300.0
 RETRYABLE = (1009, 1010)
 # How long one write may keep retrying before the test counts it as failed.
@@ -173,7 +176,8 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
                      timeout=600)
     load = Load(cluster)
     load.start()
-    time.sleep(LOAD_BEFORE_S)
+    wait_until(lambda: len(load.acked) >= ACKED_BEFORE_MOVE, LOAD_WAIT_S,
+               "the load before the move")
     written_before = len(load.acked)
 
     t0 = time.monotonic()
@@ -184,7 +188,8 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
     written_during = len(load.acked) - written_before
     # What the move carried (plus the few writes to buckets already moved).
     rows_moved = cluster.eval(cluster.master("s2"), "box.space.dialogs:len()")
-    time.sleep(LOAD_AFTER_S)
+    after_move = len(load.acked) + ACKED_AFTER_MOVE
+    wait_until(lambda: len(load.acked) >= after_move, LOAD_WAIT_S, "the load after the move")
     load.finish()
 
     # Every acknowledged write, exactly once, where it belongs, in order.
