@@ -93,14 +93,6 @@ local USER_AUTH_FIELD = 5
 local MILLIS_MAX = 2 ^ 48 - 1
 local ID_BYTES = 16
 
-local function millis_of_id(bytes)
-    local ms = 0
-    for i = 1, 6 do
-        ms = ms * 256 + bytes:byte(i)
-    end
-    return ms
-end
-
 -- Random bytes for the counters of new ids, read from the kernel RANDOM_POOL_BYTES
 -- at a time rather than once per id.
 local RANDOM_POOL_BYTES = 4096
@@ -169,7 +161,7 @@ function M.issuer(floor)
     local last = floor ~= nil and floor:bin('b') or string.rep('\0', ID_BYTES)
     local function issue(ms)
         ms = math.max(0, math.min(math.floor(ms), MILLIS_MAX))
-        local last_ms = millis_of_id(last)
+        local last_ms = ids.v7_millis(last)
         local id
         if ms > last_ms then
             id = fresh_id(ms)

@@ -5,6 +5,7 @@
 --   dialog_of_key(key)      the dialog a string key names (README, "Dialog keys")
 --   dialog_of_pair(a, b)    the dialog of an unordered user pair
 --   v5(namespace, name)     UUIDv5 of `name`'s bytes in `namespace`
+--   v7_millis(bytes)        the Unix milliseconds of a UUIDv7 (a message id)
 --   dialog_of_string(s)     the dialog a dialog_id string names (uuid or key)
 
 local digest = require('digest')
@@ -32,6 +33,16 @@ function M.v5(namespace, name)
     b[7] = bit.bor(bit.band(b[7], 0x0f), 0x50)
     b[9] = bit.bor(bit.band(b[9], 0x3f), 0x80)
     return uuid.frombin(string.char(unpack(b)), 'b')
+end
+
+-- The Unix milliseconds a UUIDv7 carries: its first 48 bits, big-endian, read
+-- from its 16 bytes (`bytes`, as uuid:bin('b') gives them).
+function M.v7_millis(bytes)
+    local ms = 0
+    for i = 1, 6 do
+        ms = ms * 256 + bytes:byte(i)
+    end
+    return ms
 end
 
 -- The dialog named by the string key `key` (not checked here: the procedures

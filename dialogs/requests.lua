@@ -20,6 +20,7 @@ local log = require('log')
 
 local background = require('dialogs.background')
 local bucket = require('dialogs.bucket')
+local ids = require('dialogs.ids')
 
 local M = {}
 
@@ -37,12 +38,7 @@ local FIBER = 'request_expiry'
 
 -- The Unix milliseconds of a UUIDv7 (its first 48 bits, big-endian).
 function M.uuid_v7_ms(u)
-    local b = u:bin('b')
-    local ms = 0
-    for i = 1, 6 do
-        ms = ms * 256 + b:byte(i)
-    end
-    return ms
+    return ids.v7_millis(u:bin('b'))
 end
 
 -- Seconds between two passes of the pruner for a TTL of `ttl` seconds.
