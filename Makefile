@@ -259,6 +259,22 @@ check-refs: deps-remark
 rejoin-check:
 	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
 
+# Backup and restore (docs/backup.md): make backup ADMIN_SOCKET=path DEST=dir takes a
+# consistent copy of the running instance behind the admin socket; make restore-check
+# BACKUP=dir verifies one against its manifest; make restore BACKUP=dir
+# DIALOGS_DATA_DIR=dir checks it, copies it into that empty directory and starts a
+# server on it, as make run does.
+.PHONY: backup restore-check restore
+backup:
+	"$(TARANTOOL)" scripts/backup take "$(ADMIN_SOCKET)" "$(DEST)"
+
+restore-check:
+	"$(TARANTOOL)" scripts/backup check "$(BACKUP)"
+
+restore: build
+	"$(TARANTOOL)" scripts/backup restore "$(BACKUP)" "$(DIALOGS_DATA_DIR)"
+	DIALOGS_DATA_DIR="$(DIALOGS_DATA_DIR)" TARANTOOL="$(TARANTOOL)" ./scripts/run
+
 lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
