@@ -275,6 +275,23 @@ restore: build
 	"$(TARANTOOL)" scripts/backup restore "$(BACKUP)" "$(DIALOGS_DATA_DIR)"
 	DIALOGS_DATA_DIR="$(DIALOGS_DATA_DIR)" TARANTOOL="$(TARANTOOL)" ./scripts/run
 
+# The sharded store of make run-sharded as one cut (docs/backup.md, "A sharded
+# store"): make backup-cluster DEST=dir [SHARDED_DATA_DIR=data/sharded] backs up both
+# masters with the rebalancer stopped; make restore-cluster BACKUP=dir
+# DIALOGS_DATA_DIR=dir restores them into that empty directory and runs
+# make run-sharded on it.
+SHARDED_DATA_DIR ?= data/sharded
+.PHONY: backup-cluster restore-cluster
+backup-cluster:
+	"$(TARANTOOL)" scripts/backup take-cluster "$(DEST)" \
+	  s1="$(SHARDED_DATA_DIR)/s1-master/tarantool.control" \
+	  s2="$(SHARDED_DATA_DIR)/s2-master/tarantool.control"
+
+restore-cluster: build
+	"$(TARANTOOL)" scripts/backup restore-cluster "$(BACKUP)" "$(DIALOGS_DATA_DIR)"
+	DIALOGS_DATA_DIR="$(DIALOGS_DATA_DIR)" VSHARD_DIR="$(VSHARD_DIR)" TARANTOOL="$(TARANTOOL)" \
+	  ./scripts/run-sharded
+
 lint: lint-lua
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

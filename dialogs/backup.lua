@@ -6,6 +6,11 @@
 --   take    SOCKET DEST         box.backup.start() there, copy, checksum, manifest
 --   check   BACKUP              every file of the manifest present, size and sha256
 --   restore BACKUP DATA_DIR     check, then copy into an empty DATA_DIR
+--   take-cluster DEST NAME=SOCKET...   one cut of a sharded store: the rebalancer
+--                               stopped on every storage, each master backed up
+--                               into DEST/NAME, the rebalancer started again
+--   restore-cluster BACKUP DATA_DIR    each replica set into DATA_DIR/NAME-master
+--                               (scripts/run-sharded's layout)
 --
 -- A backup is the newest snapshot that box.backup.start() pins and the WAL files
 -- after it (kept by the same pin: the garbage collector removes no WAL newer than
@@ -19,7 +24,9 @@
 -- Errors: a bad command line raises a usage error (M.is_usage_error); a refused
 -- destination a refusal (M.is_refusal); any other failure raises a string.
 
+local clock = require('clock')
 local crypto = require('crypto')
+local fiber = require('fiber')
 local fio = require('fio')
 local json = require('json')
 local msgpack = require('msgpack')
@@ -34,6 +41,10 @@ M.EXIT_USAGE = 2
 M.EXIT_REFUSED = 3
 
 M.MANIFEST = 'manifest.json'
+M.CLUSTER_MANIFEST = 'cluster.json'
+-- How long take-cluster waits for buckets in transit to land, seconds.
+M.TRANSIT_TIMEOUT_S = 60
+local TRANSIT_POLL_S = 0.1
 M.FORMAT = 1
 -- Test only (docs/backup.md): after this many files are copied, `take` says so
 -- on stdout and waits for a line on stdin, so that a test can act mid-copy.
@@ -43,8 +54,11 @@ M.USAGE = [[
 usage: scripts/backup take    ADMIN_SOCKET DEST
        scripts/backup check   BACKUP
        scripts/backup restore BACKUP DATA_DIR
+       scripts/backup take-cluster    DEST NAME=ADMIN_SOCKET...
+       scripts/backup restore-cluster BACKUP DATA_DIR
 ADMIN_SOCKET: the instance's admin console (DIALOGS_ADMIN_SOCKET on 2.x,
   <data dir>/tarantool.control on Tarantool 3). DEST and DATA_DIR: absent or empty.
+take-cluster: one NAME=ADMIN_SOCKET per replica set, the socket of its master.
 ]]
 
 -- How much of a file is read or written at once, bytes.
@@ -83,7 +97,8 @@ end
 -- {command = ..., ...} from the script's arguments.
 function M.parse_args(argv)
     local cmd = argv[1]
-    local want = {take = {'socket', 'dest'}, check = {'backup'}, restore = {'backup', 'data_dir'}}
+    local want = {take = {'socket', 'dest'}, check = {'backup'}, restore = {'backup', 'data_dir'},
+        ['take-cluster'] = {'dest'}, ['restore-cluster'] = {'backup', 'data_dir'}}
     if cmd == nil or cmd == '-h' or cmd == '--help' then
         usage(nil)
     end
@@ -98,6 +113,23 @@ function M.parse_args(argv)
             usage(string.format('%s: missing %s', cmd, name:upper()))
         end
         out[name] = v
+    end
+    if cmd == 'take-cluster' then
+        out.members = {}
+        local seen = {}
+        for i = 3, #argv do
+            local name, socket = argv[i]:match('^([%w_-]+)=(.+)$')
+            if name == nil or seen[name] then
+                usage(string.format('take-cluster: expected NAME=ADMIN_SOCKET (each NAME once), '
+                    .. 'got %q', argv[i]))
+            end
+            seen[name] = true
+            table.insert(out.members, {name = name, socket = socket})
+        end
+        if #out.members == 0 then
+            usage('take-cluster: no NAME=ADMIN_SOCKET given')
+        end
+        return out
     end
     if argv[#names + 2] ~= nil then
         usage(string.format('%s: unexpected argument %q', cmd, argv[#names + 2]))
@@ -329,6 +361,13 @@ M.START_BODY = table.concat({
 
 M.STOP_BODY = "box.backup.stop() return true"
 
+-- A storage's rebalancer, off for a cluster cut and on again after it; and how
+-- many of its buckets are in transit (a move the rebalancer had begun).
+M.REBALANCER_OFF_BODY = "vshard.storage.rebalancer_disable() return true"
+M.REBALANCER_ON_BODY = "vshard.storage.rebalancer_enable() return true"
+M.IN_TRANSIT_BODY = "local n = 0 for _, t in box.space._bucket:pairs() do "
+    .. "if t[2] == 'sending' or t[2] == 'receiving' then n = n + 1 end end return n"
+
 ------------------------------------------------------------------------------
 -- Commands
 ------------------------------------------------------------------------------
@@ -464,6 +503,143 @@ function M.restore(backup, data_dir)
     return manifest
 end
 
+-- The buckets of a cluster backup's replica sets (name -> list of ids): each
+-- bucket must be in exactly one. Returns the total; raises naming the first
+-- bucket found twice. Pure.
+function M.check_buckets(by_replicaset)
+    local owner, total = {}, 0
+    local names = {}
+    for name in pairs(by_replicaset) do
+        table.insert(names, name)
+    end
+    table.sort(names)
+    for _, name in ipairs(names) do
+        for _, id in ipairs(by_replicaset[name]) do
+            if owner[id] ~= nil then
+                fail('bucket %s is in the backups of both %s and %s', tostring(id), owner[id],
+                    name)
+            end
+            owner[id] = name
+            total = total + 1
+        end
+    end
+    return total
+end
+
+-- take-cluster: with the rebalancer off on every master of `members` (and on again
+-- after, whatever happened), each master's backup into dest/NAME, and
+-- dest/cluster.json listing the buckets per replica set. Returns that manifest.
+function M.take_cluster(dest, members, opts)
+    M.check_empty_dir(dest, 'DEST')
+    local clients = {}
+    for _, m in ipairs(members) do
+        clients[m.name] = console_client.connect(m.socket)
+    end
+    local off = {}
+    local manifest = {format = M.FORMAT, complete = false, started_at = now_iso(),
+                      replicasets = {}}
+    local ok, err = pcall(function()
+        for _, m in ipairs(members) do
+            clients[m.name]:call(M.REBALANCER_OFF_BODY)
+            off[m.name] = true
+        end
+        opts.out('rebalancer stopped on every storage\n')
+        local deadline = clock.monotonic() + M.TRANSIT_TIMEOUT_S
+        for _, m in ipairs(members) do
+            while clients[m.name]:call(M.IN_TRANSIT_BODY) > 0 do
+                if clock.monotonic() > deadline then
+                    fail('%s still has buckets in transit after %ds', m.name,
+                        M.TRANSIT_TIMEOUT_S)
+                end
+                fiber.sleep(TRANSIT_POLL_S)
+            end
+        end
+        fio.mktree(dest)
+        local buckets = {}
+        for _, m in ipairs(members) do
+            opts.out(string.format('replica set %s:\n', m.name))
+            local one = M.take(m.socket, fio.pathjoin(dest, m.name), opts)
+            if one.buckets == nil then
+                fail('%s (%s) is not a storage: it has no _bucket space', m.name, m.socket)
+            end
+            buckets[m.name] = one.buckets
+            table.insert(manifest.replicasets, {name = m.name, backup = m.name,
+                bucket_count = one.bucket_count, buckets = one.buckets})
+        end
+        manifest.bucket_count = M.check_buckets(buckets)
+    end)
+    local not_restarted = {}
+    for _, m in ipairs(members) do
+        if off[m.name] and not pcall(clients[m.name].call, clients[m.name],
+                M.REBALANCER_ON_BODY) then
+            table.insert(not_restarted, m.name)
+        end
+        pcall(clients[m.name].close, clients[m.name])
+    end
+    if ok and #not_restarted > 0 then
+        ok, err = false, 'the rebalancer could not be started again on '
+            .. table.concat(not_restarted, ', ')
+    end
+    manifest.finished_at = now_iso()
+    manifest.complete = ok
+    manifest.error = not ok and tostring(err) or nil
+    if fio.path.is_dir(dest) then
+        local f = fio.open(fio.pathjoin(dest, M.CLUSTER_MANIFEST),
+            {'O_WRONLY', 'O_CREAT', 'O_TRUNC'}, tonumber('640', 8))
+        if f ~= nil then
+            f:write(json.encode(manifest) .. '\n')
+            f:close()
+        end
+    end
+    if not ok then
+        fail('cluster backup incomplete: %s%s', tostring(err), #not_restarted == 0 and ''
+            or ('; start the rebalancer by hand on ' .. table.concat(not_restarted, ', ')
+                .. ': vshard.storage.rebalancer_enable()'))
+    end
+    return manifest
+end
+
+-- The cluster manifest of `backup` when it is complete, each replica set's backup
+-- matches its own manifest with the buckets listed, and no bucket is in two.
+function M.check_cluster(backup)
+    local f = fio.open(fio.pathjoin(backup, M.CLUSTER_MANIFEST), {'O_RDONLY'})
+    if f == nil then
+        fail('%s: no %s: not a cluster backup', backup, M.CLUSTER_MANIFEST)
+    end
+    local ok, manifest = pcall(json.decode, f:read() or '')
+    f:close()
+    if not ok or type(manifest) ~= 'table' or type(manifest.replicasets) ~= 'table' then
+        fail('%s: not a cluster backup manifest', backup)
+    end
+    if manifest.complete ~= true then
+        fail('%s: the cluster backup is incomplete: %s', backup, tostring(manifest.error))
+    end
+    local buckets = {}
+    for _, rs in ipairs(manifest.replicasets) do
+        local one = M.check(fio.pathjoin(backup, rs.backup))
+        buckets[rs.name] = one.buckets or {}
+        if #buckets[rs.name] ~= rs.bucket_count then
+            fail('%s: %s holds %d buckets, the cluster manifest says %s', backup, rs.name,
+                #buckets[rs.name], tostring(rs.bucket_count))
+        end
+    end
+    M.check_buckets(buckets)
+    return manifest
+end
+
+-- restore-cluster: each replica set's backup into data_dir/NAME-master, where
+-- scripts/run-sharded keeps its masters' data.
+function M.restore_cluster(backup, data_dir)
+    local manifest = M.check_cluster(backup)
+    for _, rs in ipairs(manifest.replicasets) do
+        M.check_empty_dir(fio.pathjoin(data_dir, rs.name .. '-master'), 'DATA_DIR')
+    end
+    for _, rs in ipairs(manifest.replicasets) do
+        M.restore(fio.pathjoin(backup, rs.backup), fio.pathjoin(data_dir, rs.name .. '-master'))
+    end
+    return manifest
+end
+
 -- Runs a parsed command; `opts.out(text)` prints, `opts.wait()` blocks for the
 -- test pause. Returns an exit status.
 function M.run(args, opts)
@@ -471,6 +647,19 @@ function M.run(args, opts)
         local m = M.take(args.socket, args.dest, opts)
         opts.out(string.format('backup complete: %s (%d files, %s messages, vclock %s)\n',
             args.dest, #m.files, tostring(m.messages), json.encode(m.vclock)))
+    elseif args.command == 'take-cluster' then
+        local m = M.take_cluster(args.dest, args.members, opts)
+        opts.out(string.format('cluster backup complete: %s (%d replica sets, %d buckets)\n',
+            args.dest, #m.replicasets, m.bucket_count))
+    elseif args.command == 'restore-cluster' then
+        local m = M.restore_cluster(args.backup, args.data_dir)
+        opts.out(string.format('restored %s into %s (%d replica sets, %d buckets)\n',
+            args.backup, args.data_dir, #m.replicasets, m.bucket_count))
+    elseif args.command == 'check' and fio.path.exists(fio.pathjoin(args.backup,
+            M.CLUSTER_MANIFEST)) then
+        local m = M.check_cluster(args.backup)
+        opts.out(string.format('cluster backup %s matches its manifests (%d replica sets, '
+            .. '%d buckets, each once)\n', args.backup, #m.replicasets, m.bucket_count))
     elseif args.command == 'check' then
         local m = M.check(args.backup)
         opts.out(string.format('backup %s matches its manifest (%d files)\n', args.backup,

@@ -41,7 +41,13 @@ return {
             {command = 'take', socket = 's.sock', dest = 'out'}, 'take')
         check.equal(backup.parse_args({'restore', 'b', 'd'}),
             {command = 'restore', backup = 'b', data_dir = 'd'}, 'restore')
-        for _, bad in ipairs({{}, {'take', 's.sock'}, {'check', 'b', 'extra'}, {'copy'}}) do
+        check.equal(backup.parse_args({'take-cluster', 'out', 's1=a.sock', 's2=b.sock'}),
+            {command = 'take-cluster', dest = 'out', members = {
+                {name = 's1', socket = 'a.sock'}, {name = 's2', socket = 'b.sock'}}},
+            'take-cluster')
+        for _, bad in ipairs({{}, {'take', 's.sock'}, {'check', 'b', 'extra'}, {'copy'},
+                {'take-cluster', 'out'}, {'take-cluster', 'out', 'a.sock'},
+                {'take-cluster', 'out', 's1=a.sock', 's1=b.sock'}}) do
             local ok, err = pcall(backup.parse_args, bad)
             check.equal({ok, backup.is_usage_error(err)}, {false, true}, json.encode(bad))
         end
@@ -79,6 +85,11 @@ return {
             {path = '/v/512/0/00000000000000000001.run', name = '512/0/00000000000000000001.run'},
             {path = '/d/00000000000000000150.xlog', name = '00000000000000000150.xlog'},
         }, '3.x')
+    end},
+    {'a cluster backup holds each bucket once', function()
+        check.equal(backup.check_buckets({s1 = {1, 2, 3}, s2 = {4, 5}}), 5, 'total')
+        check.raises('bucket 3 is in the backups of both s1 and s2', backup.check_buckets,
+            {s1 = {1, 2, 3}, s2 = {3, 4}})
     end},
     {'a destination must be absent or empty', function()
         with_dir(function(dir)
