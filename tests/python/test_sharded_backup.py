@@ -24,7 +24,6 @@ import types
 import uuid
 from pathlib import Path
 
-import pytest
 import tarantool
 
 from dialogs_api import ID, TEXT, message_id_of, server_key, walk_dialog
