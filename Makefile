@@ -54,6 +54,7 @@ help:
 	@echo "make check-refs  every link and file reference in the docs and comments resolves"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
+	@echo "make backup ADMIN_SOCKET=... DEST=...  a backup of a running instance; make restore-check BACKUP=..., make restore BACKUP=... DIALOGS_DATA_DIR=... (docs/backup.md)"
 	@echo "make clean  remove build output (data/ is kept)"
 
 # --- installation of what is missing -------------------------------------------
