@@ -54,6 +54,7 @@ help:
 	@echo "make check-refs  every link and file reference in the docs and comments resolves"
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
+	@echo "make backup ADMIN_SOCKET=... DEST=...  a backup of a running instance; make restore-check BACKUP=..., make restore BACKUP=... DIALOGS_DATA_DIR=... (docs/backup.md)"
 	@echo "make clean  remove build output (data/ is kept)"
 
 # --- installation of what is missing -------------------------------------------
@@ -258,6 +259,39 @@ check-refs: deps-remark
 .PHONY: rejoin-check
 rejoin-check:
 	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
+# Backup and restore (docs/backup.md): make backup ADMIN_SOCKET=path DEST=dir takes a
+# consistent copy of the running instance behind the admin socket; make restore-check
+# BACKUP=dir verifies one against its manifest; make restore BACKUP=dir
+# DIALOGS_DATA_DIR=dir checks it, copies it into that empty directory and starts a
+# server on it, as make run does.
+.PHONY: backup restore-check restore
+backup:
+	"$(TARANTOOL)" scripts/backup take "$(ADMIN_SOCKET)" "$(DEST)"
+
+restore-check:
+	"$(TARANTOOL)" scripts/backup check "$(BACKUP)"
+
+restore: build
+	"$(TARANTOOL)" scripts/backup restore "$(BACKUP)" "$(DIALOGS_DATA_DIR)"
+	DIALOGS_DATA_DIR="$(DIALOGS_DATA_DIR)" TARANTOOL="$(TARANTOOL)" ./scripts/run
+
+# The sharded store of make run-sharded as one cut (docs/backup.md, "A sharded
+# store"): make backup-cluster DEST=dir [SHARDED_DATA_DIR=data/sharded] backs up both
+# masters with the rebalancer stopped; make restore-cluster BACKUP=dir
+# DIALOGS_DATA_DIR=dir restores them into that empty directory and runs
+# make run-sharded on it.
+SHARDED_DATA_DIR ?= data/sharded
+.PHONY: backup-cluster restore-cluster
+backup-cluster:
+	"$(TARANTOOL)" scripts/backup take-cluster "$(DEST)" \
+	  s1="$(SHARDED_DATA_DIR)/s1-master/tarantool.control" \
+	  s2="$(SHARDED_DATA_DIR)/s2-master/tarantool.control"
+
+restore-cluster: build
+	"$(TARANTOOL)" scripts/backup restore-cluster "$(BACKUP)" "$(DIALOGS_DATA_DIR)"
+	DIALOGS_DATA_DIR="$(DIALOGS_DATA_DIR)" VSHARD_DIR="$(VSHARD_DIR)" TARANTOOL="$(TARANTOOL)" \
+	  ./scripts/run-sharded
 
 lint: lint-lua
 	$(CARGO) fmt --all -- --check

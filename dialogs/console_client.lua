@@ -7,6 +7,7 @@
 --   client:close()
 --   request_line(body, arg)          the one line call() sends (pure, for tests)
 --   reply_value(reply)               what call() makes of the console's reply
+--   to_hex(bytes)                    lowercase hex
 --
 -- A call's argument and its result travel as hex of JSON inside the console's line
 -- and YAML reply: no console or YAML quoting ever touches a message text. Every
@@ -26,6 +27,8 @@ M.DEFAULT_TIMEOUT_S = 30
 local function to_hex(s)
     return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end))
 end
+-- Lowercase hex of a byte string (also what scripts/backup prints a sha256 as).
+M.to_hex = to_hex
 
 local function from_hex(s)
     return (s:gsub('..', function(h) return string.char(tonumber(h, 16)) end))
