@@ -86,6 +86,11 @@ pub fn uuid(arg: Arg, v: Value<'_>) -> Result<Uuid> {
             })
         }
     };
+    non_nil(arg, id)
+}
+
+/// `id`, unless it is the nil uuid, which is never a valid id.
+fn non_nil(arg: Arg, id: Uuid) -> Result<Uuid> {
     if id.is_nil() {
         return Err(Error::NilUuid { arg });
     }
@@ -109,8 +114,14 @@ pub fn dialog_id(v: Value<'_>) -> Result<Uuid> {
             }),
         };
     };
-    if parse_canonical(s).is_some() || looks_like_uuid(s) {
-        return uuid(arg, v);
+    if let Some(id) = parse_canonical(s) {
+        return non_nil(arg, id);
+    }
+    if looks_like_uuid(s) {
+        return Err(Error::Uuid {
+            arg,
+            value: quote(s),
+        });
     }
     if s.is_empty() || s.len() > MAX_KEY_BYTES {
         return Err(Error::KeyLength { bytes: s.len() });
