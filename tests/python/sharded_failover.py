@@ -12,7 +12,6 @@ times are figures to report, never checked: they depend on the machine's load).
 
 from __future__ import annotations
 
-import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import tarantool
 
 from dialogs_api import ID, derived_dialog_id, get_dialog, new_dialog
 from sharded import Cluster, retrying
+from test_sharded import bucket_id
 
 UNAVAILABLE = 1009
 UNAVAILABLE_MESSAGE = "new_dialog: the dialog's replica set is unavailable; retry"
@@ -35,11 +35,6 @@ PAIRS_PER_SET = 3
 TRIES_WHILE_DOWN = 3
 # How long a write to the failed-over replica set is retried after the promotion.
 AFTER_PROMOTE_S = 60
-
-
-def bucket_id(dialog_id: uuid.UUID, bucket_count: int = 3000) -> int:
-    w0, w1, w2, w3 = struct.unpack(">4I", dialog_id.bytes)
-    return 1 + (w0 ^ w1 ^ w2 ^ w3) % bucket_count
 
 
 def pairs_by_replicaset(cluster: Cluster, per_set: int) -> dict:
