@@ -147,7 +147,8 @@ BAD_LIST_DIALOGS = [
 def test_bad_list_dialogs_is_refused(conn, args, code, message, pattern):
     me = new_user()
     expect_error(lambda: conn.call("list_dialogs", [str(me), *args]), code, message, pattern)
-    # The connection goes on serving: the reply is one map (README "list_dialogs").
+    # The connection goes on serving: the reply is one map (docs/inbox.md, "What a
+    # client sees").
     reply = one_value(conn, conn.call("list_dialogs", [str(me)]).data)
     assert reply["dialogs"] == [] and reply["next"] is None, reply
 
@@ -207,7 +208,8 @@ def test_bad_mark_read_is_refused(conn, args, code, message, pattern):
     args = [names.get(a, a) if isinstance(a, str) else a for a in args]
     expect_error(lambda: conn.call("mark_read", args), code, message, pattern)
     # The connection goes on serving, and the refusal moved nothing: the message
-    # is still after the cursor until now (one unsigned, README "mark_read").
+    # is still after the cursor until now (one unsigned, docs/inbox.md, "What a
+    # client sees").
     assert one_value(conn, conn.call("mark_read", [str(me), str(dialog), msg]).data) == 0
 
 
