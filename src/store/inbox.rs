@@ -50,6 +50,10 @@ thread_local! {
     // Set once `_schema` says the inbox is built; read again on each write
     // until then. A `Copy` cell: no destructor (the module stays unloadable).
     static BUILT: Cell<bool> = const { Cell::new(false) };
+    // Whether `_bucket` exists, and the schema version that answer is for
+    // (u64::MAX: not asked yet). Every space created or dropped moves the
+    // version on, so the answer is looked up again only after a schema change.
+    static STORAGE: Cell<(u64, bool)> = const { Cell::new((u64::MAX, false)) };
 }
 
 /// Forgets the cached build flag (with the store's cache).
@@ -186,14 +190,25 @@ impl Store {
         Self::replace_raw(inbox.schema, &t)
     }
 
-    /// Whether this instance is a vshard storage (has `_bucket`): looked up on
-    /// each write, since vshard creates the space after the store's own set-up.
+    /// Whether this instance is a vshard storage (has `_bucket`). vshard creates
+    /// the space after the store's own set-up, so the answer is not fixed when the
+    /// store is resolved: it is kept for the schema version it was found at and
+    /// looked up again once the schema changes (a name look-up reads `_vspace`;
+    /// the version is one load).
     pub fn is_storage() -> bool {
+        // SAFETY: a plain getter of the tx thread's schema version.
+        let version = unsafe { ffi::box_schema_version() };
+        let (known, storage) = STORAGE.with(Cell::get);
+        if known == version {
+            return storage;
+        }
         let name = BUCKET_SPACE;
+        let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
         // SAFETY: a valid pointer and length.
-        let id =
-            unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), name.len() as u32) };
-        id != ffi::BOX_ID_NIL
+        let id = unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), len) };
+        let storage = id != ffi::BOX_ID_NIL;
+        STORAGE.with(|c| c.set((version, storage)));
+        storage
     }
 
     /// The bucket of a user's inbox (the same hash as a dialog's).
