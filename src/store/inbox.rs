@@ -19,7 +19,7 @@ use super::{
     corrupt, key, Store, TupleRef, FIELD_DIALOG, FIELD_FROM, FIELD_ID, FIELD_TEXT, FIELD_TO,
     PRIMARY, SPACE,
 };
-use crate::bucket::bucket_id;
+use crate::bucket::{bucket_id, BUCKET_SPACE};
 use crate::error::{Error, Result};
 use crate::inbox::entry::{self, Delivery, Entry, Totals, NONE};
 use crate::msgpack::{Reader, Value, Write};
@@ -32,9 +32,6 @@ const ACTIVITY: &str = "activity";
 pub const TOTALS: &str = "dialogs_inbox_totals";
 /// The outbox: `pk` id, `bucket_id`.
 pub const OUTBOX: &str = "dialogs_outbox";
-/// vshard's bucket space: where it exists, this instance is a storage, and the
-/// inbox upkeep of a new message is an outbox row, not a delivery.
-const BUCKET_SPACE: &str = "_bucket";
 /// `_schema` key set to true once the inbox has been built from the stored
 /// messages; the upkeep is on from then.
 pub const BUILT_KEY: &str = "dialogs_inbox_built";
@@ -172,7 +169,7 @@ impl Store {
         let mut t = Vec::with_capacity(BUILT_KEY.len() + 4);
         t.put_array_header(2);
         t.put_str(BUILT_KEY);
-        append_bool(&mut t, true);
+        t.put_bool(true);
         Self::replace_raw(inbox.schema, &t)?;
         let mut k = Vec::with_capacity(BUILD_AFTER_KEY.len() + 2);
         k.put_array_header(1);
@@ -490,9 +487,4 @@ impl Store {
             )
         })
     }
-}
-
-/// Appends a msgpack boolean.
-fn append_bool(out: &mut Vec<u8>, b: bool) {
-    out.push(if b { 0xc3 } else { 0xc2 });
 }
