@@ -25,6 +25,10 @@ pub enum Iter {
     Req = 1,
     /// Keys below, descending.
     Lt = 3,
+    /// Keys at or below, descending.
+    Le = 4,
+    /// Keys at or above, ascending (every key, from an empty one).
+    Ge = 5,
     /// Keys above, ascending.
     Gt = 6,
 }
@@ -113,8 +117,44 @@ impl<'a> TupleRef<'a> {
         Ok(())
     }
 
+    /// A string field, copied; None if the field is absent or not a string.
+    pub(super) fn str_field(&self, fieldno: u32) -> Option<String> {
+        // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
+        // inside the tuple, which holds `bsize` bytes in all. The header is read
+        // byte by byte, each step checked against what is left of the tuple from
+        // the field's start, before the payload is borrowed; it is copied before
+        // anything can yield.
+        unsafe {
+            let start = ffi::box_tuple_field(self.as_ptr(), fieldno).cast::<u8>();
+            if start.is_null() {
+                return None;
+            }
+            let size = ffi::box_tuple_bsize(self.as_ptr());
+            let marker = *start;
+            let (header, len) = match marker {
+                0xa0..=0xbf => (1usize, usize::from(marker & 0x1f)),
+                0xd9 => (2, usize::from(*start.add(1))),
+                0xda => (
+                    3,
+                    usize::from(u16::from_be_bytes([*start.add(1), *start.add(2)])),
+                ),
+                0xdb => {
+                    let b = std::slice::from_raw_parts(start.add(1), 4);
+                    let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    (5, usize::try_from(n).ok()?)
+                }
+                _ => return None,
+            };
+            if header.checked_add(len)? > size {
+                return None;
+            }
+            let bytes = std::slice::from_raw_parts(start.add(header), len);
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        }
+    }
+
     /// Copies the tuple's msgpack to the end of `out`.
-    fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
+    pub(super) fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
         // SAFETY: a live tuple; the copy goes into spare capacity reserved for it,
         // and the length is only extended by what box_tuple_to_buf wrote.
         unsafe {
@@ -165,19 +205,21 @@ fn tuple_header(tuple: &Tuple) -> &ffi::BoxTuple {
 }
 
 /// Owns a box iterator and frees it on every path out.
-pub(super) struct IndexCursor(NonNull<ffi::BoxIterator>);
+pub(super) struct IndexCursor<'k>(NonNull<ffi::BoxIterator>, PhantomData<&'k [u8]>);
 
-impl Drop for IndexCursor {
+impl Drop for IndexCursor<'_> {
     fn drop(&mut self) {
         // SAFETY: the pointer came from box_index_iterator and is freed once.
         unsafe { ffi::box_iterator_free(self.0.as_ptr()) }
     }
 }
 
-impl IndexCursor {
+impl<'k> IndexCursor<'k> {
     /// A cursor over `index` of `space` from `key` in direction `iter`; None when
     /// there is nothing to walk (Tarantool gave no iterator and set no error).
-    pub(super) fn open(space: u32, index: u32, iter: Iter, key: &[u8]) -> Result<Option<Self>> {
+    /// Tarantool keeps a pointer to `key`, not a copy: the key must outlive the
+    /// cursor (the borrow says so).
+    pub(super) fn open(space: u32, index: u32, iter: Iter, key: &'k [u8]) -> Result<Option<Self>> {
         let range = key.as_ptr_range();
         // SAFETY: a valid key; the iterator is freed by the cursor's Drop.
         let it = unsafe {
@@ -190,7 +232,7 @@ impl IndexCursor {
             )
         };
         match NonNull::new(it) {
-            Some(it) => Ok(Some(IndexCursor(it))),
+            Some(it) => Ok(Some(IndexCursor(it, PhantomData))),
             None => check(-1).map(|()| None),
         }
     }

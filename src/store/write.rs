@@ -11,12 +11,13 @@ use tarantool::tuple::Tuple;
 use uuid::Uuid;
 
 use super::schema::check;
-use super::txn::atomically;
+use super::txn::{atomically, within};
 use super::{
     corrupt, key, Store, TimeField, TupleRef, MESSAGE_FIELDS, REQUESTS, REQUEST_FIELDS, SPACE,
 };
 use crate::bucket::bucket_id;
 use crate::error::{Error, Result};
+use crate::inbox::entry::Delivery;
 use crate::msgpack::{Reader, Value, Write};
 
 /// A message to store.
@@ -40,8 +41,8 @@ fn run(guard: Guard<'_>) -> Result<()> {
 }
 
 impl Store {
-    /// The msgpack of a message tuple.
-    fn encode(&self, m: &Message<'_>) -> Result<Vec<u8>> {
+    /// The msgpack of a message tuple, and where its text lies in it.
+    fn encode(&self, m: &Message<'_>) -> Result<Encoded> {
         let mut buf = Vec::with_capacity(96 + m.text.len());
         buf.put_array_header(MESSAGE_FIELDS);
         buf.put_uuid(&m.id);
@@ -49,6 +50,7 @@ impl Store {
         buf.put_uuid(&m.user_from);
         buf.put_uuid(&m.user_to);
         buf.put_str(m.text);
+        let text = buf.len() - m.text.len()..buf.len();
         match self.created_at {
             TimeField::Micros => buf.put_uint(m.created_at_us),
             TimeField::Datetime => created_at_datetime(m.created_at_us)?
@@ -59,10 +61,10 @@ impl Store {
                 })?,
         }
         buf.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
-        Ok(buf)
+        Ok(Encoded { buf, text })
     }
 
-    fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
+    pub(super) fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
         let range = tuple.as_ptr_range();
         // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
         check(unsafe {
@@ -70,7 +72,7 @@ impl Store {
         })
     }
 
-    fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
+    pub(super) fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
         let range = tuple.as_ptr_range();
         // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
         check(unsafe {
@@ -78,29 +80,52 @@ impl Store {
         })
     }
 
-    /// Stores one message: with no guard, as one statement (in a caller's
-    /// transaction, if one is open); with a guard, in a transaction of its own
-    /// that runs the guard first.
+    /// The inbox's part of storing `m` ([`Store::inbox_upkeep`]): both users'
+    /// entries and totals, or the outbox row on a vshard storage; nothing before
+    /// the inbox is built. The text is taken from the encoded tuple, not from
+    /// `m`: a call made from Lua has its arguments on the fiber's region, which
+    /// a read outside a transaction (the id generator's look-up of the greatest
+    /// id) frees, and the statements before the upkeep reuse.
+    fn upkeep(&self, m: &Message<'_>, encoded: &Encoded) -> Result<()> {
+        self.inbox_upkeep(&Delivery {
+            id: m.id,
+            dialog_id: m.dialog_id,
+            from: m.user_from,
+            to: m.user_to,
+            text: encoded.text(),
+        })
+    }
+
+    /// Stores one message and its inbox upkeep, in one transaction (one WAL
+    /// write): with no guard, in a caller's transaction if one is open, else in
+    /// its own; with a guard, in a transaction of its own that runs the guard
+    /// first.
     pub fn insert(&self, m: &Message<'_>, guard: Guard<'_>) -> Result<()> {
-        let buf = self.encode(m)?;
+        let encoded = self.encode(m)?;
+        let write = || {
+            Self::insert_raw(self.space, &encoded.buf)?;
+            self.upkeep(m, &encoded)
+        };
         match guard {
-            None => Self::insert_raw(self.space, &buf),
+            None => within(write),
             Some(guard) => atomically(|| {
                 guard()?;
-                Self::insert_raw(self.space, &buf)
+                write()
             }),
         }
     }
 
-    /// Stores one message and records `request_id` for it, atomically (after
-    /// the guard, if any, in the same transaction).
+    /// Stores one message and records `request_id` for it, with its inbox
+    /// upkeep, atomically (after the guard, if any, in the same transaction). A
+    /// retry that finds the record writes nothing ([`Store::confirm_request`]
+    /// rewrites the record only), so the inbox counts the message once.
     pub fn insert_with_request(
         &self,
         m: &Message<'_>,
         request_id: Uuid,
         guard: Guard<'_>,
     ) -> Result<()> {
-        let buf = self.encode(m)?;
+        let encoded = self.encode(m)?;
         let mut req = Vec::with_capacity(48);
         req.put_array_header(REQUEST_FIELDS);
         req.put_uuid(&request_id);
@@ -110,7 +135,8 @@ impl Store {
         atomically(|| {
             run(guard)?;
             Self::insert_raw(self.requests, &req)?;
-            Self::insert_raw(self.space, &buf)
+            Self::insert_raw(self.space, &encoded.buf)?;
+            self.upkeep(m, &encoded)
         })
     }
 
@@ -172,6 +198,21 @@ impl Store {
             message_id,
             content: Some(content),
         }))
+    }
+}
+
+/// A message tuple's msgpack, and the range of its text's bytes in it.
+struct Encoded {
+    buf: Vec<u8>,
+    text: std::ops::Range<usize>,
+}
+
+impl Encoded {
+    /// The message's text, in the encoded tuple.
+    fn text(&self) -> &str {
+        let bytes = self.buf.get(self.text.clone()).unwrap_or_default();
+        // SAFETY: `text` is the range `encode` copied a `&str` into, whole.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 }
 
