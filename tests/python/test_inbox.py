@@ -28,7 +28,10 @@ from pathlib import Path
 import asynctnt
 import msgpack
 import pytest
+import tarantool
 
+from config_harness import CONFIG_STARTED, Cluster, has_config_module, no_config_reason
+from conftest import forget_logs_of, report_logs_of
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TYPE, BAD_UUID, ER_ACCESS_DENIED, ID,
                          derived_dialog_id, expect_error, get_dialog, message_id_of,
                          new_dialog, new_user, walk_dialog)
@@ -513,6 +516,25 @@ def test_kill_9_under_50_writers_loses_no_count(make_server, sock_dir):
 # --- failover and rejoin ------------------------------------------------------------------
 
 
+def on_quorum(write):
+    """Runs `write` on a synchronous master until it is acknowledged: a write whose
+    quorum timed out was rolled back (nothing stored; test_replication's codes), and
+    the writes here may be repeated. Its reply."""
+    from test_replication import ER_SYNC_QUORUM_TIMEOUT, ER_SYNC_ROLLBACK, ER_WAL_IO
+    result = []
+
+    def attempt() -> bool:
+        try:
+            result.append(write())
+            return True
+        except tarantool.error.DatabaseError as e:
+            if e.args[0] in (ER_SYNC_QUORUM_TIMEOUT, ER_SYNC_ROLLBACK, ER_WAL_IO):
+                return False
+            raise
+    wait_until(attempt, 60, "a write that reached its quorum")
+    return result[0]
+
+
 def test_after_a_failover_the_new_master_counts_every_acknowledged_message(make_server):
     # The load of test_replication's failover test, short for the reason it gives
     # (ACKED_BEFORE_KILL).
@@ -531,14 +553,16 @@ def test_after_a_failover_the_new_master_counts_every_acknowledged_message(make_
     current = {"master": m}
     stop = threading.Event()
     writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]
+    # Before the load: each dialog opens with a message its recipient then reads
+    # (mark_read is a synchronous write too).
+    first = {}
+    for w in writers:
+        first[w.n] = on_quorum(lambda: new_dialog(warm, None, w.a, w.b, "first"))
+        assert on_quorum(lambda: mark_read(warm, w.b, w.dialog, first[w.n])) == 0
     for w in writers:
         w.start()
     wait_until(lambda: all(len(w.acked) >= ACKED_BEFORE_KILL for w in writers)
                or any(w.error for w in writers), LOAD_WAIT_S, "every writer's first writes")
-    # Each recipient reads its dialog up to the first message, on the master.
-    mc = m.connect()
-    for w in writers:
-        mark_read(mc, w.b, w.dialog, w.acked[0][1])
     at_kill = [len(w.acked) for w in writers]
     m.kill()
     promote(r1)
@@ -555,16 +579,16 @@ def test_after_a_failover_the_new_master_counts_every_acknowledged_message(make_
     recount_clean(admin_socket(r1))
     for w in writers:
         # Each acknowledged message once (the retries included), the inbox after it.
-        assert stored_ids(rc, w.dialog) == [i for _, i in w.acked]
+        assert stored_ids(rc, w.dialog) == [first[w.n]] + [i for _, i in w.acked]
         entry = list_dialogs(rc, w.b)["dialogs"][0]
         assert entry["last_id"] == uuid.UUID(w.acked[-1][1])
-        assert entry["read_id"] == uuid.UUID(w.acked[0][1])
-        assert entry["unread"] == len(w.acked) - 1
+        assert entry["read_id"] == uuid.UUID(first[w.n])
+        assert entry["unread"] == len(w.acked)
         assert list_dialogs(rc, w.a)["dialogs"][0]["peer_read_id"] == entry["read_id"]
     # The other replica holds the same, and a check runs there too (read-only).
     r2c = r2.connect()
     for w in writers:
-        wait_until(lambda: stored_ids(r2c, w.dialog) == [i for _, i in w.acked],
+        wait_until(lambda: stored_ids(r2c, w.dialog) == [first[w.n]] + [i for _, i in w.acked],
                    REPLICATION_WAIT_S, "the replica to catch up")
         assert list_dialogs(r2c, w.b) == list_dialogs(rc, w.b)
     recount_clean(admin_socket(r2))
@@ -731,3 +755,43 @@ def test_a_build_killed_midway_resumes_and_the_instance_serves_meanwhile(make_se
     assert entry["last_id"] == uuid.UUID(during[-1])
     assert entry["last_text"] == "during the build 4"
     assert sum(sent.values()) + len(during) == admin_eval(srv, "box.space.dialogs:len()")
+
+
+@pytest.mark.skipif(not has_config_module(), reason=no_config_reason())
+def test_the_role_builds_the_inboxes_of_older_data_and_serves_meanwhile():
+    cluster = Cluster("single.yaml", on_server=report_logs_of)
+    try:
+        srv = cluster.server("dialogs").start()
+        conn = srv.connect()
+        users = [new_user() for _ in range(10)]
+        fill_dialogs(conn, users, 400)
+        assert admin_eval(srv, TO_V3_LUA) is True
+        srv.stop()
+
+        srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": "20",
+                        "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": "5"})
+        srv.start(wait=False)
+        wait_until(lambda: PAUSED_LOG_LINE in srv.log_of_run(), 60, "the build's pause")
+        # The role is still being applied, and the store serves.
+        assert srv.config_status() not in CONFIG_STARTED
+        conn = srv.connect()
+        a, b = users[0], users[1]
+        during = new_dialog(conn, None, a, b, "during the build")
+        assert str(get_dialog(conn, derived_dialog_id(a, b),
+                              {"reverse": True, "limit": 1})[0][ID]) == during
+        srv.kill()
+
+        srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": None,
+                        "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": None})
+        srv.start()
+        log = srv.log_of_run()
+        assert "resuming after message" in log and BUILT_LOG_LINE in log, log
+        assert "dialogs: schema migrated to version 5" in log
+        counts = recount_clean(srv.console)
+        assert counts["messages"] == 401
+        entry = {str(e["dialog_id"]): e for e in all_dialogs(srv.connect(), b)}[
+            str(derived_dialog_id(a, b))]
+        assert entry["last_id"] == uuid.UUID(during)
+    finally:
+        cluster.remove()
+        forget_logs_of(cluster.servers.values())
