@@ -17,6 +17,7 @@ side through the admin socket (DIALOGS_ADMIN_SOCKET) and scripts/recount.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ import tarantool
 
 from config_harness import CONFIG_STARTED, Cluster, has_config_module, no_config_reason
 from conftest import forget_logs_of, report_logs_of
-from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TYPE, BAD_UUID, ER_ACCESS_DENIED, ID,
+from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TYPE, BAD_UUID, ER_ACCESS_DENIED, ID, TEXT,
                          derived_dialog_id, expect_error, get_dialog, message_id_of,
                          new_dialog, new_user, walk_dialog)
 from harness import admin_eval, admin_socket, module_built, replica_set, wait_until
@@ -361,6 +362,22 @@ def test_recount_finds_each_difference_and_repair_fixes_it(make_server, sock_dir
     assert list_dialogs(conn, stranger)["dialogs"] == []
 
 
+def test_new_dialog_called_from_lua_keeps_the_inbox_exact(make_server, sock_dir):
+    """scripts/rejoin replay (and an operator) call new_dialog from Lua on the
+    instance, where the arguments live in memory the call's own writes reuse."""
+    srv = admin_server(make_server, sock_dir, "from-lua")
+    a, b = new_user(), new_user()
+    texts = ["t", "text 1", "a longer text " * 20, "«ü» 🙂"]
+    lua = ("(function(a, b, texts) for _, t in ipairs(texts) do "
+           "box.func.new_dialog:call({box.NULL, a, b, t}) end return true end)"
+           "('%s', '%s', require('json').decode('%s'))")
+    for i in range(len(texts)):
+        assert admin_eval(srv, lua % (a, b, json.dumps(texts[i:i + 1], ensure_ascii=False))) is True
+        entry = list_dialogs(srv.connect(), b)["dialogs"][0]
+        assert (entry["last_text"], entry["unread"]) == (texts[i], i + 1)
+    recount_clean(admin_socket(srv))
+
+
 def test_recount_refuses_what_it_cannot_do(make_server, sock_dir):
     srv = admin_server(make_server, sock_dir, "refusals")
     for opts, message in [
@@ -639,7 +656,7 @@ def test_a_rejoined_old_master_and_the_new_one_count_what_a_recount_counts(make_
     oc = old.connect()
 
     recount_clean(admin_socket(new))
-    texts = [t[4] for page in walk_dialog(nc, dialog, 1000) for t in page]
+    texts = [t[TEXT] for page in walk_dialog(nc, dialog, 1000) for t in page]
     assert sorted(texts) == sorted([f"replicated {i}" for i in range(4)]
                                    + [t for t, _ in diverged]
                                    + ["on the new master", "and back"])
@@ -648,7 +665,8 @@ def test_a_rejoined_old_master_and_the_new_one_count_what_a_recount_counts(make_
     entry = list_dialogs(nc, b)["dialogs"][0]
     last = get_dialog(nc, dialog, {"reverse": True, "limit": 1})[0]
     after_reply = texts[texts.index("on the new master") + 1:]
-    assert entry["last_id"] == last[ID] and entry["unread"] == len(after_reply)
+    assert (entry["last_id"], entry["last_text"], entry["unread"]) == \
+        (last[ID], last[TEXT], len(after_reply))
     wait_until(lambda: list_dialogs(oc, b) == list_dialogs(nc, b)
                and list_dialogs(oc, a) == list_dialogs(nc, a), REPLICATION_WAIT_S,
                "the rejoined replica to hold the same inboxes")
