@@ -13,9 +13,8 @@ local capabilities = require('dialogs.capabilities')
 local M = {}
 
 -- The spaces whose writes wait for the quorum when a synchronous quorum is set:
--- the messages and their request ids, and the inbox, so that an acknowledged
--- mark_read survives a failover as an acknowledged message does (new_dialog's
--- transaction, which writes both, is synchronous either way).
+-- the messages and their request ids, and the inbox (a mark_read, which writes
+-- only there, is acknowledged once a quorum has it, as a message is).
 M.SYNC_SPACES = {'dialogs', 'dialogs_requests', 'dialogs_inbox', 'dialogs_inbox_totals',
                  'dialogs_outbox'}
 
@@ -58,7 +57,7 @@ local function set_space_sync(space, on)
     box.space._space:update(space.id, {{'=', 6, flags}})
 end
 
--- Makes the SYNC_SPACES synchronous exactly when a quorum is set. is_sync is
+-- Makes the message spaces synchronous exactly when a quorum is set. is_sync is
 -- stored in the schema and replicated, so the writable instance's settings
 -- decide for the whole replica set, on every start: setting the quorum turns it
 -- on, unsetting it turns it off again (back to asynchronous, and the queue is
