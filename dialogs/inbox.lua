@@ -58,6 +58,7 @@ local log = require('log')
 local uuid = require('uuid')
 
 local bucket = require('dialogs.bucket')
+local capabilities = require('dialogs.capabilities')
 local schema = require('dialogs.schema')
 
 local M = {}
@@ -69,6 +70,13 @@ M.BATCH = 1000
 M.SAMPLES = 10
 -- A progress line at most this often, seconds.
 local PROGRESS_EVERY_S = 10
+-- A dialog is walked in chunks at most this many times less one (each walk is
+-- void if a read cursor moved past it meanwhile), then in one go.
+local DIALOG_WALKS = 3
+-- How long a section that must not yield may run where the server stops a
+-- fiber that does not yield (its slice), seconds: one dialog read in one go, one
+-- user's entries and totals.
+local HOLD_SLICE_S = 3600
 
 -- The nil uuid, the stored "none" of every uuid field of an entry.
 local NONE = uuid.NULL:str()
@@ -214,6 +222,15 @@ end
 -- The recount
 ------------------------------------------------------------------------------
 
+-- Lets the current fiber run without a yield until its next one, for a section
+-- that must read a consistent state: a server with fiber slices (2.11+) would
+-- stop it after 1 s ("fiber slice is exceeded"); older ones never do.
+local function hold_without_yield()
+    if capabilities.supports_fiber_slice() then
+        fiber.set_slice({warn = HOLD_SLICE_S, err = HOLD_SLICE_S})
+    end
+end
+
 local function refuse(fmt, ...)
     error(string.format('dialogs: recount: ' .. fmt, ...), 0)
 end
@@ -245,13 +262,8 @@ function Recount:sample(line)
     end
 end
 
--- Called after each dialog (user) with the rows it read: commits and yields
--- once M.BATCH rows were read since the last time, and logs progress.
-function Recount:step(rows)
-    self.since_yield = self.since_yield + rows
-    if self.since_yield < M.BATCH then
-        return
-    end
+-- Commits the repairs so far and yields (logging progress now and then).
+function Recount:pause()
     self.since_yield = 0
     if box.is_in_txn() then
         box.commit()
@@ -265,6 +277,14 @@ function Recount:step(rows)
     fiber.yield()
 end
 
+-- Called after each dialog (user) with the rows it read: pauses once M.BATCH
+-- rows were read since the last time.
+function Recount:step(rows)
+    self.since_yield = self.since_yield + rows
+    if self.since_yield >= M.BATCH then
+        self:pause()
+    end
+end
 
 -- The expected totals change of a user whose entry was wrong or missing (what
 -- pass 2 adds to the stored entries' sums when it does not repair).
@@ -278,28 +298,57 @@ function Recount:shift(user, stored_unread, unread)
     d.dialogs = d.dialogs + (unread > 0 and 1 or 0) - (stored_unread > 0 and 1 or 0)
 end
 
--- Pass 1: one dialog, from its first message `first`; the next dialog's first
--- message.
-function Recount:check_dialog(first)
-    local dialog = first[MSG_DIALOG]
-    local dialog_str = dialog:str()
-    local stored = {}
+-- Walks the messages of `dialog` into its expected entries, M.BATCH messages
+-- between yields (in one go, without a yield, when `whole`), then checks its
+-- users' entries (and repairs them) without a yield, against the state the walk
+-- ended on: messages are only ever added after the others, so the walk has seen
+-- every message there is. The unread counts were worked out from the read
+-- cursors stored when the walk met each user: if one has moved past what the
+-- walk accounts for (a mark_read meanwhile), nothing is counted and the result
+-- is false (walk again). The number of messages walked.
+function Recount:walk_dialog(dialog, whole)
     local acc = M.dialog_accumulator(function(user)
         local t = self.inbox:get{uuid.fromstr(user), dialog}
-        stored[user] = t
         return t and str(t[E_READ])
     end)
-    local messages = 0
-    for _, m in self.by_dialog:pairs({dialog}, {iterator = 'EQ'}) do
-        acc.add(m[MSG_ID]:str(), m[MSG_FROM]:str(), m[MSG_TO]:str(), m[MSG_TEXT])
-        messages = messages + 1
+    if whole then
+        hold_without_yield()
+    end
+    local last, messages = nil, 0
+    while true do
+        local key, iterator = {dialog}, 'EQ'
+        if last ~= nil then
+            key, iterator = {dialog, last}, 'GT'
+        end
+        local n = 0
+        for _, m in self.by_dialog:pairs(key, {iterator = iterator}) do
+            if m[MSG_DIALOG] ~= dialog or (n == M.BATCH and not whole) then
+                break
+            end
+            acc.add(m[MSG_ID]:str(), m[MSG_FROM]:str(), m[MSG_TO]:str(), m[MSG_TEXT])
+            last, n = m[MSG_ID], n + 1
+        end
+        messages = messages + n
+        if whole or n < M.BATCH then
+            break
+        end
+        self:pause()
+    end
+    local wants, stored = acc.entries(), {}
+    for i, want in ipairs(wants) do
+        local t = self.inbox:get{uuid.fromstr(want.user_id), dialog}
+        if t ~= nil and str(t[E_READ]) > want.read_id then
+            return false, messages
+        end
+        stored[i] = t
     end
     local report = self.report
-    for _, want in ipairs(acc.entries()) do
+    local dialog_str = dialog:str()
+    for i, want in ipairs(wants) do
         local user = want.user_id
         want.bucket_id = bucket.of(user, self.bucket_count)
         report.entries = report.entries + 1
-        local t = stored[user]
+        local t = stored[i]
         local diffs, behind
         if t == nil then
             report.missing = report.missing + 1
@@ -325,8 +374,23 @@ function Recount:check_dialog(first)
         end
     end
     report.messages = report.messages + messages
-    report.dialogs = report.dialogs + 1
-    self:step(messages)
+    return true, messages
+end
+
+-- Pass 1: one dialog, from its first message `first`: walked in chunks
+-- DIALOG_WALKS - 1 times at most, then in one go. The next dialog's first
+-- message.
+function Recount:check_dialog(first)
+    local dialog = first[MSG_DIALOG]
+    for walk = 1, DIALOG_WALKS do
+        local done, messages = self:walk_dialog(dialog, walk == DIALOG_WALKS)
+        self:step(messages)
+        if done then
+            break
+        end
+        self.report.walked_again = self.report.walked_again + 1
+    end
+    self.report.dialogs = self.report.dialogs + 1
     return self.by_dialog:select({dialog}, {iterator = 'GT', limit = 1})[1]
 end
 
@@ -373,6 +437,7 @@ function Recount:check_user(first)
     local user = first[E_USER]
     local user_str = user:str()
     local messages, dialogs, rows = 0, 0, 0
+    hold_without_yield()
     for _, e in self.inbox.index.pk:pairs({user}, {iterator = 'EQ'}) do
         rows = rows + 1
         -- A placeholder, or an entry pass 1 found wrong, of a user who does take
@@ -453,6 +518,8 @@ end
 --   users               users whose totals were checked;
 --   totals_wrong        totals rows that differ (or are absent where not 0);
 --   receipts_behind     entries whose read receipt is behind the peer's cursor;
+--   walked_again        walks of a long dialog started again (a read cursor moved
+--                       past it meanwhile);
 --   repaired            whether what differed was fixed;
 --   samples             the first few differences, one line each;
 --   seconds             how long it took.
@@ -498,7 +565,8 @@ function M.recount(opts)
         last_progress = clock.monotonic(),
         report = {
             messages = 0, dialogs = 0, entries = 0, wrong = 0, missing = 0, extra = 0,
-            users = 0, totals_wrong = 0, receipts_behind = 0, repaired = repair,
+            users = 0, totals_wrong = 0, receipts_behind = 0, walked_again = 0,
+            repaired = repair,
             samples = setmetatable({}, {__serialize = 'seq'}),
         },
     }, Recount)

@@ -30,7 +30,7 @@ RECOUNT_TIMEOUT_S = 300
 EXIT_DRIFT = 3
 # The counts scripts/recount prints, one `name: value` line each.
 RECOUNT_COUNTS = ("messages", "dialogs", "entries", "wrong", "missing", "extra", "users",
-                  "totals_wrong", "receipts_behind")
+                  "totals_wrong", "receipts_behind", "walked_again")
 # The counts that are differences (receipts behind are not: docs/inbox.md, "Recount").
 DRIFT_COUNTS = ("wrong", "missing", "extra", "totals_wrong")
 
