@@ -82,7 +82,7 @@ local HOLD_SLICE_S = 3600
 local NONE = uuid.NULL:str()
 M.NONE = NONE
 
--- Fields of a message, an inbox entry and a totals row (docs/inbox.md, "Model").
+-- Fields of a message, an inbox entry and a totals row (docs/inbox.md, "The model").
 local MSG_ID, MSG_DIALOG, MSG_FROM, MSG_TO, MSG_TEXT = 1, 2, 3, 4, 5
 local E_USER, E_DIALOG, E_PEER, E_LAST_ID, E_LAST_FROM, E_LAST_TEXT, E_UNREAD, E_READ,
     E_PEER_READ, E_BUCKET = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10

@@ -69,11 +69,11 @@ end
 -- register_internal_functions, granted to nobody).
 M.INBOX_BUILD_FUNCTION = 'dialogs_inbox_build'
 
--- The inbox build (docs/inbox.md, "Existing data"): where the walk stands (the
--- last message id walked, written by the native build in each batch's
--- transaction), and the flag it sets in the transaction of the last batch, from
--- which on the native code keeps the inboxes itself (a single store) or the
--- drainer delivers the outbox (a storage).
+-- The inbox build (docs/inbox.md, "Existing data: the build"): where the walk
+-- stands (the last message id walked, written by the native build in each
+-- batch's transaction), and the flag it sets in the transaction of the last
+-- batch, from which on the native code keeps the inboxes itself (a single
+-- store) or the drainer delivers the outbox (a storage).
 M.INBOX_BUILD_AFTER_KEY = 'dialogs_inbox_build_after'
 M.INBOX_BUILT_KEY = 'dialogs_inbox_built'
 -- A progress line at most this often, seconds.
