@@ -44,7 +44,6 @@ from inbox_api import (DEFAULT_LIST, DRIFT_COUNTS, EXIT_DRIFT, MAX_LIST, NOT_IN_
                        recount_clean, run_recount)
 from iproto_raw import RawConnection
 from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
-from synchro import wait_master
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
@@ -628,18 +627,9 @@ def on_quorum(write):
 def test_after_a_failover_the_new_master_counts_every_acknowledged_message(make_server):
     # The load of test_replication's failover test, short for the reason it gives
     # (ACKED_BEFORE_KILL).
-    from test_replication import (ACKED_AFTER_PROMOTE, ACKED_BEFORE_KILL,
-                                  FOLLOWING_DOWNSTREAMS, LOAD_WAIT_S, Writer, _acknowledged,
-                                  promote)
-    m, r1, r2 = replica_set(make_server, ["m", "r1", "r2"], sync_quorum=2,
-                            env={"DIALOGS_SYNC_TIMEOUT": "5"})
-    for s in (m, r1, r2):
-        s.start()
-    wait_master(m)
-    wait_until(lambda: admin_eval(m, FOLLOWING_DOWNSTREAMS) == 2, LOAD_WAIT_S,
-               "both replicas following the master")
-    warm = m.connect()
-    wait_until(lambda: _acknowledged(warm), LOAD_WAIT_S, "a write that reached its quorum")
+    from test_replication import (ACKED_BEFORE_KILL, LOAD_WAIT_S, Writer,
+                                  fail_over_under_load, synchronous_set_under_way)
+    m, r1, r2, warm = synchronous_set_under_way(make_server)
     current = {"master": m}
     stop = threading.Event()
     writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]
@@ -653,17 +643,7 @@ def test_after_a_failover_the_new_master_counts_every_acknowledged_message(make_
         w.start()
     wait_until(lambda: all(len(w.acked) >= ACKED_BEFORE_KILL for w in writers)
                or any(w.error for w in writers), LOAD_WAIT_S, "every writer's first writes")
-    at_kill = [len(w.acked) for w in writers]
-    m.kill()
-    promote(r1)
-    current["master"] = r1
-    wait_until(lambda: all(len(w.acked) >= n + ACKED_AFTER_PROMOTE
-                           for w, n in zip(writers, at_kill))
-               or any(w.error for w in writers), LOAD_WAIT_S, "writes on the new master")
-    stop.set()
-    for w in writers:
-        w.join(15)
-        assert not w.is_alive() and w.error is None, w.error
+    fail_over_under_load(m, r1, writers, current, stop)
 
     rc = r1.connect()
     recount_clean(admin_socket(r1))
@@ -761,6 +741,19 @@ BUILT_LOG_LINE = "dialogs: the inboxes are built"
 PAUSED_LOG_LINE = "dialogs: building the inboxes: paused"
 
 
+# The build's test hooks (dialogs/schema.lua): messages per call, calls before it
+# stops for good.
+BUILD_HOOKS = ("DIALOGS_TEST_INBOX_BUILD_BATCH", "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER")
+
+
+def start_paused_build(srv, batch: int, calls: int) -> None:
+    """Starts `srv` (schema v3 data) with a build of `batch` messages per call that
+    stops for good after `calls` calls; returns once it has stopped there."""
+    srv.env.update(dict(zip(BUILD_HOOKS, (str(batch), str(calls)))))
+    srv.start(wait=False)
+    wait_until(lambda: PAUSED_LOG_LINE in srv.log_of_run(), 60, "the build's pause")
+
+
 def fill_dialogs(conn, users: list, messages: int, read: bool = True) -> dict:
     """`messages` messages between random pairs of `users` (notes to self among
     them), some read (unless not `read`): {(sender, recipient): count}."""
@@ -821,10 +814,7 @@ def test_a_build_killed_midway_resumes_and_the_instance_serves_meanwhile(make_se
     srv.stop()
 
     # 50 messages per transaction; the build stops for good after 10 of them.
-    srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": "50",
-                    "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": "10"})
-    srv.start(wait=False)
-    wait_until(lambda: PAUSED_LOG_LINE in srv.log_of_run(), 60, "the build's pause")
+    start_paused_build(srv, 50, 10)
     # The instance serves its clients meanwhile; their messages are built too.
     conn = srv.connect()
     a, b = users[0], users[1]
@@ -836,8 +826,7 @@ def test_a_build_killed_midway_resumes_and_the_instance_serves_meanwhile(make_se
                  "Execute access to function 'list_dialogs' is denied for user 'dialogs'")
     srv.kill()
 
-    srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": None,
-                    "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": None})
+    srv.env.update(dict.fromkeys(BUILD_HOOKS))
     srv.start()
     log = srv.log_of_run()
     # It went on from the 500th message, the last of the 10 batches done.
@@ -893,10 +882,7 @@ def test_the_role_builds_the_inboxes_of_older_data_and_serves_meanwhile():
         assert admin_eval(srv, TO_V3_LUA) is True
         srv.stop()
 
-        srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": "20",
-                        "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": "5"})
-        srv.start(wait=False)
-        wait_until(lambda: PAUSED_LOG_LINE in srv.log_of_run(), 60, "the build's pause")
+        start_paused_build(srv, 20, 5)
         # The role is still being applied, and the store serves.
         assert srv.config_status() not in CONFIG_STARTED
         conn = srv.connect()
@@ -906,8 +892,7 @@ def test_the_role_builds_the_inboxes_of_older_data_and_serves_meanwhile():
                               {"reverse": True, "limit": 1})[0][ID]) == during
         srv.kill()
 
-        srv.env.update({"DIALOGS_TEST_INBOX_BUILD_BATCH": None,
-                        "DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER": None})
+        srv.env.update(dict.fromkeys(BUILD_HOOKS))
         srv.start()
         log = srv.log_of_run()
         assert "resuming after message" in log and BUILT_LOG_LINE in log, log
