@@ -32,21 +32,23 @@
 --
 -- How it runs. Pass 1 walks the messages dialog by dialog (index dialog_id_k) and
 -- checks the entries of each dialog's users; pass 2 walks the entries user by
--- user, finds the extra ones and checks each user's totals. A dialog (its
--- messages and its users' entries) and a user (its entries and its totals row)
--- are each read without a yield, so each is checked against one state of the
--- data, even while clients write; the passes yield between dialogs (users) every
--- M.BATCH messages (entries). With repair, what a dialog's (user's) check finds
--- wrong is replaced in the same transaction as that check read it, so a repair
--- never writes over a change it has not seen: it is safe while clients write,
--- on the writable instance. Entries are fixed in pass 1, totals in pass 2: if
--- the recount stops in between (an error, a restart), run it again. A check
--- without repair reads only and runs on any instance; while clients write, the
--- totals it expects for a user whose entry changed between the two passes can be
--- off: run it again to confirm a difference.
---
--- A dialog is read in one go: a dialog of a million messages holds the instance
--- for about a second (the check would have to copy a moving dialog otherwise).
+-- user, finds the extra ones and checks each user's totals. Each dialog and each
+-- user is checked against one state of the data, even while clients write: a
+-- user's entries and totals row are read without a yield; a dialog's messages
+-- are walked M.BATCH at a time with yields between (a new message only ever
+-- comes after the others, so the walk sees them all), and its users' entries
+-- are checked without a yield once the walk has reached the end; the walk starts
+-- again if a read cursor it counted from moved meanwhile (a mark_read), and the
+-- third time reads the dialog in one go. The passes yield every M.BATCH rows,
+-- and at the latest every YIELD_EVERY_S between two dialogs (users).
+-- With repair, what a dialog's (user's) check finds wrong is replaced in the
+-- same transaction as that check read it, so a repair never writes over a
+-- change it has not seen: it is safe while clients write, on the writable
+-- instance. Entries are fixed in pass 1, totals in pass 2: if the recount stops
+-- in between (an error, a restart), run it again. A check without repair reads
+-- only and runs on any instance; while clients write, the totals it expects for
+-- a user whose entry was wrong and changed between the two passes can be off:
+-- run it again to confirm a difference.
 --
 -- Refused on a vshard storage (its inboxes hold deliveries of messages stored on
 -- other storages: the cluster's recount runs on a router) and before the inboxes
@@ -73,9 +75,13 @@ local PROGRESS_EVERY_S = 10
 -- A dialog is walked in chunks at most this many times less one (each walk is
 -- void if a read cursor moved past it meanwhile), then in one go.
 local DIALOG_WALKS = 3
--- How long a section that must not yield may run where the server stops a
--- fiber that does not yield (its slice), seconds: one dialog read in one go, one
--- user's entries and totals.
+-- The recount yields every M.BATCH rows, and at the latest after this long
+-- without a yield (between two dialogs or users), seconds.
+local YIELD_EVERY_S = 0.05
+-- Where the server stops a fiber that runs too long without a yield (its
+-- slice: 1 s of wall-clock time, which a busy machine can stretch any work
+-- to), the recount's own slice, seconds: it yields by itself (above), and a
+-- dialog read in one go or a user's entries and totals must not be cut short.
 local HOLD_SLICE_S = 3600
 
 -- The nil uuid, the stored "none" of every uuid field of an entry.
@@ -222,9 +228,9 @@ end
 -- The recount
 ------------------------------------------------------------------------------
 
--- Lets the current fiber run without a yield until its next one, for a section
--- that must read a consistent state: a server with fiber slices (2.11+) would
--- stop it after 1 s ("fiber slice is exceeded"); older ones never do.
+-- Lets the current fiber run without a yield until its next one (the recount
+-- calls it after every yield of its own): a server with fiber slices (2.11+)
+-- would stop it after 1 s ("fiber slice is exceeded"); older ones never do.
 local function hold_without_yield()
     if capabilities.supports_fiber_slice() then
         fiber.set_slice({warn = HOLD_SLICE_S, err = HOLD_SLICE_S})
@@ -264,7 +270,6 @@ end
 
 -- Commits the repairs so far and yields (logging progress now and then).
 function Recount:pause()
-    self.since_yield = 0
     if box.is_in_txn() then
         box.commit()
     end
@@ -275,13 +280,15 @@ function Recount:pause()
             self.report.messages, self.report.dialogs, self.report.entries)
     end
     fiber.yield()
+    self.since_yield, self.yielded_at = 0, clock.monotonic()
+    hold_without_yield()
 end
 
 -- Called after each dialog (user) with the rows it read: pauses once M.BATCH
--- rows were read since the last time.
+-- rows were read since the last time, or YIELD_EVERY_S passed.
 function Recount:step(rows)
     self.since_yield = self.since_yield + rows
-    if self.since_yield >= M.BATCH then
+    if self.since_yield >= M.BATCH or clock.monotonic() - self.yielded_at >= YIELD_EVERY_S then
         self:pause()
     end
 end
@@ -311,9 +318,6 @@ function Recount:walk_dialog(dialog, whole)
         local t = self.inbox:get{uuid.fromstr(user), dialog}
         return t and str(t[E_READ])
     end)
-    if whole then
-        hold_without_yield()
-    end
     local last, messages = nil, 0
     while true do
         local key, iterator = {dialog}, 'EQ'
@@ -437,7 +441,6 @@ function Recount:check_user(first)
     local user = first[E_USER]
     local user_str = user:str()
     local messages, dialogs, rows = 0, 0, 0
-    hold_without_yield()
     for _, e in self.inbox.index.pk:pairs({user}, {iterator = 'EQ'}) do
         rows = rows + 1
         -- A placeholder, or an entry pass 1 found wrong, of a user who does take
@@ -485,6 +488,7 @@ function Recount:check_users_without_entries()
 end
 
 function Recount:run()
+    hold_without_yield()
     local m = self.by_dialog:min()
     while m ~= nil do
         m = self:check_dialog(m)
@@ -562,6 +566,7 @@ function M.recount(opts)
         bucket_count = bucket.stored_count() or bucket.DEFAULT_COUNT,
         shifts = {},
         since_yield = 0,
+        yielded_at = clock.monotonic(),
         last_progress = clock.monotonic(),
         report = {
             messages = 0, dialogs = 0, entries = 0, wrong = 0, missing = 0, extra = 0,
