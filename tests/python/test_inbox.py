@@ -400,6 +400,11 @@ def test_recount_refuses_what_it_cannot_do(make_server, sock_dir):
         assert str(e.value).endswith(message)
     rc, _, output = run_recount(sock_dir / "nobody.sock")
     assert rc == 1 and "cannot connect" in output, output
+    for args in ([], ["--repair"], [str(admin_socket(srv)), "--fix"]):
+        out = subprocess.run(["tarantool", str(REPO_ROOT / "scripts" / "recount"), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stderr) == \
+            (2, "usage: scripts/recount ADMIN_SOCKET [--repair]\n"), (args, out)
 
 
 # A dialog longer than the recount's batch (dialogs.inbox.BATCH, 1000): walked in
@@ -883,8 +888,14 @@ def test_the_role_builds_the_inboxes_of_older_data_and_serves_meanwhile():
         srv.stop()
 
         start_paused_build(srv, 20, 5)
-        # The role is still being applied, and the store serves.
+        # The role is still being applied, and the store serves; the console is
+        # there (Tarantool 3's), and the recount waits for the build.
         assert srv.config_status() not in CONFIG_STARTED
+        with pytest.raises(RuntimeError) as e:
+            admin_eval(srv, "require('dialogs').recount()")
+        assert str(e.value).endswith("dialogs: recount: the inboxes are not built yet (the "
+                                     "schema migration that builds them has not finished): "
+                                     "run it when it has"), e.value
         conn = srv.connect()
         a, b = users[0], users[1]
         during = new_dialog(conn, None, a, b, "during the build")
