@@ -58,6 +58,7 @@ help:
 	@echo "make bench  the full benchmark; make bench-smoke: one second per cell"
 	@echo "make soak   1000 connections, 60 s of mixed calls + 15 s read-only (not in make test)"
 	@echo "make backup ADMIN_SOCKET=... DEST=...  a backup of a running instance; make restore-check BACKUP=..., make restore BACKUP=... DIALOGS_DATA_DIR=... (docs/backup.md)"
+	@echo "make recount ADMIN_SOCKET=... [REPAIR=1]  check (and fix) the inboxes against the messages (docs/inbox.md)"
 	@echo "make clean  remove build output (data/ is kept)"
 
 # --- installation of what is missing -------------------------------------------
@@ -263,6 +264,13 @@ check-refs: deps-remark
 .PHONY: rejoin-check
 rejoin-check:
 	./scripts/rejoin check $(DATA_DIR) --master-socket $(ADMIN_SOCKET)
+
+# The recount of a running store's inboxes (docs/inbox.md, "Recount"): make recount
+# ADMIN_SOCKET=path checks every inbox entry and total against the messages (exit 3
+# when one differs); with REPAIR=1 it fixes them (the writable instance's socket).
+.PHONY: recount
+recount:
+	"$(TARANTOOL)" scripts/recount "$(ADMIN_SOCKET)" $(if $(REPAIR),--repair)
 
 # Backup and restore (docs/backup.md): make backup ADMIN_SOCKET=path DEST=dir takes a
 # consistent copy of the running instance behind the admin socket; make restore-check

@@ -374,14 +374,6 @@ end
 -- move
 ------------------------------------------------------------------------------
 
-local function test_setting(name, default)
-    local v = tonumber(os.getenv(name))
-    if v == nil or v < 1 then
-        return default
-    end
-    return math.floor(v)
-end
-
 -- Distinct dialogs in this store's space (its dialog_id_k is (dialog_id, id)).
 local function count_dialogs(space)
     local n, t = 0, space.index.dialog_id_k:min()
@@ -405,8 +397,8 @@ function M.move()
     end
     local new = box.space.dialogs
     local count = bucket.stored_count()
-    local batch_size = test_setting('DIALOGS_TEST_ADOPT_BATCH', M.BATCH)
-    local pause_after = test_setting('DIALOGS_TEST_ADOPT_PAUSE_AFTER', nil)
+    local batch_size = config.test_setting('DIALOGS_TEST_ADOPT_BATCH', M.BATCH)
+    local pause_after = config.test_setting('DIALOGS_TEST_ADOPT_PAUSE_AFTER', nil)
     local total = old:len()
     local already = new:len()
     log.info('dialogs: adopting: %d messages to move (%d moved before a restart), %d per '

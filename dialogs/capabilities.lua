@@ -52,4 +52,12 @@ function M.c_results_one_each()
     return found and option ~= nil and option:is_new()
 end
 
+-- Fiber slices (2.11+): a fiber that runs longer than its slice without a
+-- yield is stopped at the next check ("fiber slice is exceeded", 1 s by
+-- default); fiber.set_slice gives the current fiber a longer one until it
+-- yields. Before them, nothing stops a fiber that does not yield.
+function M.supports_fiber_slice()
+    return require('fiber').set_slice ~= nil
+end
+
 return M

@@ -497,4 +497,14 @@ function M.from_env(env, base_dir)
     return M.read(M.env_source(env), base_dir)
 end
 
+-- A test hook's value: the positive integer in environment variable `name`
+-- (DIALOGS_TEST_*, set only by the tests), else `default`.
+function M.test_setting(name, default)
+    local v = tonumber(os.getenv(name))
+    if v == nil or v < 1 then
+        return default
+    end
+    return math.floor(v)
+end
+
 return M

@@ -222,22 +222,33 @@ function M.diverged_messages(d, from)
     for name, id in pairs(d.spaces) do
         space_name[id] = name
     end
-    -- message id -> message (with the lsn it was written at); message id -> {request, lsn}
+    -- message id -> message (with the lsn it was written at, and its
+    -- transaction's tsn); message id -> {request, lsn, tsn}
     local by_id, order, request_of, others, rolled_back = {}, {}, {}, {}, 0
+    -- tsn -> the lsn of the transaction's last row: the synchronous queue confirms
+    -- and rolls back whole transactions by that lsn, and a message's row need not
+    -- be its transaction's last (the inbox rows follow it).
+    local tx_end = {}
+    local function end_of(row)
+        return row.tsn ~= nil and tx_end[row.tsn] or row.lsn
+    end
     each_wal_row(d.xlogs, function(h, b)
         if h.replica_id ~= d.id or (h.lsn or 0) <= from then
             return
         end
+        if h.tsn ~= nil and h.lsn > (tx_end[h.tsn] or 0) then
+            tx_end[h.tsn] = h.lsn
+        end
         local rb_instance, rb_lsn = rollback_of(h, b)
         if rb_instance == d.id and rb_lsn ~= nil then
             for id, m in pairs(by_id) do
-                if m.lsn >= rb_lsn then
+                if end_of(m) >= rb_lsn then
                     by_id[id] = nil
                     rolled_back = rolled_back + 1
                 end
             end
             for id, r in pairs(request_of) do
-                if r.lsn >= rb_lsn then
+                if end_of(r) >= rb_lsn then
                     request_of[id] = nil
                 end
             end
@@ -252,11 +263,11 @@ function M.diverged_messages(d, from)
             table.insert(order, id)
             by_id[id] = {id = id, dialog_id = str(t[2]), user_from = str(t[3]),
                          user_to = str(t[4]), text = t[5], created_at = M.micros(t[6]),
-                         lsn = h.lsn}
+                         lsn = h.lsn, tsn = h.tsn}
         elseif b.space_id == messages_id and h.type == 'DELETE' then
             by_id[str(b.key[1])] = nil
         elseif b.space_id == requests_id and (h.type == 'INSERT' or h.type == 'REPLACE') then
-            request_of[str(t[2])] = {request_id = str(t[1]), lsn = h.lsn}
+            request_of[str(t[2])] = {request_id = str(t[1]), lsn = h.lsn, tsn = h.tsn}
         else
             local name = (space_name[b.space_id] or tostring(b.space_id)) .. ' ' .. h.type
             others[name] = (others[name] or 0) + 1

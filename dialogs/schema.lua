@@ -8,8 +8,10 @@
 -- restart interrupts it. Everything here changes the database: call it as admin,
 -- on the writable instance only (replicas receive the result by replication).
 
+local clock = require('clock')
 local fiber = require('fiber')
 local log = require('log')
+local uuid = require('uuid')
 
 local bucket = require('dialogs.bucket')
 local capabilities = require('dialogs.capabilities')
@@ -19,7 +21,7 @@ local M = {}
 
 local SCHEMA_VERSION_KEY = 'dialogs_schema_version'
 
--- Rows given their bucket per transaction by a batched migration.
+-- Rows per transaction of a batched migration.
 M.BATCH = 1000
 
 -- Gives every tuple of `space` that lacks field `fieldno` the value `value_of(t)`,
@@ -61,6 +63,93 @@ local function add_to_format(space, field)
     end
     table.insert(format, field)
     space:format(format)
+end
+
+-- The native entry that builds the inboxes (an internal procedure: defined by
+-- register_internal_functions, granted to nobody).
+M.INBOX_BUILD_FUNCTION = 'dialogs_inbox_build'
+
+-- The inbox build (docs/inbox.md, "Existing data: the build"): where the walk
+-- stands (the last message id walked, written by the native build in each
+-- batch's transaction), and the flag it sets in the transaction of the last
+-- batch, from which on the native code keeps the inboxes itself (a single
+-- store) or the drainer delivers the outbox (a storage).
+M.INBOX_BUILD_AFTER_KEY = 'dialogs_inbox_build_after'
+M.INBOX_BUILT_KEY = 'dialogs_inbox_built'
+-- A progress line at most this often, seconds.
+local INBOX_BUILD_PROGRESS_EVERY_S = 10
+M.INBOX_BUILD_PAUSED_LOG_LINE = 'dialogs: building the inboxes: paused'
+
+-- True once the inboxes are built from every stored message.
+function M.inbox_built()
+    local t = box.space._schema:get{M.INBOX_BUILT_KEY}
+    return t ~= nil and t[2] == true
+end
+
+-- Where a build stopped: the last message id it walked, or nil.
+local function inbox_build_position()
+    local t = box.space._schema:get{M.INBOX_BUILD_AFTER_KEY}
+    local v = t and t[2]
+    if type(v) == 'string' then
+        return uuid.fromstr(v)
+    end
+    return v
+end
+
+-- Builds the inboxes from the stored messages: the native dialogs_inbox_build
+-- walks the messages in id order, M.BATCH per call and transaction (on a single
+-- store it delivers each message to both users' inboxes, on a vshard storage it
+-- writes the message's outbox row, if absent), records its position, and
+-- returns the last id it walked, or nil once it found no more (then it has set
+-- the built flag in that same transaction). Between calls this fiber yields, so
+-- the instance keeps serving; new messages get greater ids, so the walk reaches
+-- those written meanwhile too. A restart resumes at the recorded position (a
+-- delivery repeated is skipped by message id). Writable instance, as admin.
+-- Test hooks (tests/python/test_inbox.py), unset in any real use:
+-- DIALOGS_TEST_INBOX_BUILD_BATCH (messages per call) and
+-- DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER (the build stops for good after that
+-- many calls and logs INBOX_BUILD_PAUSED_LOG_LINE, for a kill -9 in the middle).
+local function build_inboxes()
+    if M.inbox_built() then
+        return
+    end
+    M.register_internal_functions()
+    local build = box.func[M.INBOX_BUILD_FUNCTION]
+    local batch = config.test_setting('DIALOGS_TEST_INBOX_BUILD_BATCH', M.BATCH)
+    local pause_after = config.test_setting('DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER', nil)
+    local after = inbox_build_position()
+    local where = box.space._bucket ~= nil and 'outbox rows' or 'inboxes'
+    log.info('dialogs: building the inboxes (%s) from %d stored messages, %d per '
+        .. 'transaction%s', where, box.space.dialogs:len(), batch,
+        after and (', resuming after message ' .. after:str()) or '')
+    local started = clock.monotonic()
+    local last_progress = started
+    local calls = 0
+    while true do
+        if pause_after ~= nil and calls >= pause_after then
+            log.warn('%s after %d calls (DIALOGS_TEST_INBOX_BUILD_PAUSE_AFTER)',
+                M.INBOX_BUILD_PAUSED_LOG_LINE, calls)
+            while true do
+                fiber.sleep(3600)
+            end
+        end
+        after = build:call({after, batch})
+        calls = calls + 1
+        if after == nil then
+            break
+        end
+        local now = clock.monotonic()
+        if now - last_progress >= INBOX_BUILD_PROGRESS_EVERY_S then
+            last_progress = now
+            log.info('dialogs: building the inboxes: %d batches in %.0f s, at message %s '
+                .. '(%d messages stored)', calls, now - started, after:str(),
+                box.space.dialogs:len())
+        end
+        fiber.yield()
+    end
+    log.info('dialogs: the inboxes are built: %d batches of at most %d messages in %.1f s '
+        .. '(%d messages stored)', calls, batch, clock.monotonic() - started,
+        box.space.dialogs:len())
 end
 
 local migrations = {
@@ -190,6 +279,10 @@ local migrations = {
         outbox:create_index('bucket_id', {type = 'TREE', unique = false,
             parts = {{field = 'bucket_id', type = 'unsigned'}}})
     end,
+    -- v5: the inboxes built from the stored messages (build_inboxes): in
+    -- batches that yield, resumed after a restart; from its end on, new_dialog
+    -- keeps them (a single store) or the outbox carries them (a storage).
+    {batched = true, run = build_inboxes},
 }
 
 -- The version this release brings the data to.

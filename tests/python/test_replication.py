@@ -378,26 +378,27 @@ def _acknowledged(conn) -> bool:
         raise
 
 
-def test_failover_under_write_load_loses_no_acknowledged_message(make_server):
+def synchronous_set_under_way(make_server) -> tuple:
+    """A master and two replicas, quorum 2, ready for a load: (m, r1, r2, a connection
+    to m). The load starts once both replicas follow the master and a write reaches
+    its quorum (see ACKED_BEFORE_KILL for what a timed-out quorum leads to on 2.6.0)."""
     m, r1, r2 = replica_set(make_server, ["m", "r1", "r2"], sync_quorum=2,
                             env={"DIALOGS_SYNC_TIMEOUT": "5"})
     for s in (m, r1, r2):
         s.start()
     wait_master(m)
-    # The load starts once both replicas follow the master and a write reaches its
-    # quorum (see ACKED_BEFORE_KILL for what a timed-out quorum leads to on 2.6.0).
     wait_until(lambda: admin_eval(m, FOLLOWING_DOWNSTREAMS) == 2, LOAD_WAIT_S,
                "both replicas following the master")
     warm = m.connect()
     wait_until(lambda: _acknowledged(warm), LOAD_WAIT_S, "a write that reached its quorum")
-    current = {"master": m}
-    stop = threading.Event()
-    writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]
-    for w in writers:
-        w.start()
-    wait_until(lambda: all(len(w.acked) >= ACKED_BEFORE_KILL for w in writers)
-               or any(w.error for w in writers), LOAD_WAIT_S, "every writer's first writes")
-    before = sum(len(w.acked) for w in writers)
+    return m, r1, r2, warm
+
+
+def fail_over_under_load(m, r1, writers, current, stop: threading.Event) -> float:
+    """kill -9 of the master `m` while `writers` write to current["master"]; `r1`
+    promoted and made the writers' target until each has ACKED_AFTER_PROMOTE more
+    writes there; then the load stopped, every writer checked. The monotonic time
+    of the kill."""
     at_kill = [len(w.acked) for w in writers]
     m.kill()
     killed_at = time.monotonic()
@@ -411,6 +412,20 @@ def test_failover_under_write_load_loses_no_acknowledged_message(make_server):
         w.join(15)
         assert not w.is_alive()
         assert w.error is None, w.error
+    return killed_at
+
+
+def test_failover_under_write_load_loses_no_acknowledged_message(make_server):
+    m, r1, r2, _ = synchronous_set_under_way(make_server)
+    current = {"master": m}
+    stop = threading.Event()
+    writers = [Writer(i, lambda: current["master"], stop) for i in range(4)]
+    for w in writers:
+        w.start()
+    wait_until(lambda: all(len(w.acked) >= ACKED_BEFORE_KILL for w in writers)
+               or any(w.error for w in writers), LOAD_WAIT_S, "every writer's first writes")
+    before = sum(len(w.acked) for w in writers)
+    killed_at = fail_over_under_load(m, r1, writers, current, stop)
     assert sum(len(w.acked) for w in writers) > before > 0
 
     rc = r1.connect()

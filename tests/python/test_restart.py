@@ -10,6 +10,8 @@ from dialogs_api import ID, TEXT, derived_dialog_id, get_dialog, new_dialog, new
 MIGRATED = "dialogs: schema migrated to version"
 SCHEMA_SPACE_ID = 272  # box.space._schema
 SCHEMA_VERSION_KEY = "dialogs_schema_version"
+# The schema version this release brings a data directory to (dialogs/schema.lua).
+SCHEMA_VERSION = 5
 
 
 def test_data_survives_a_clean_restart_and_migrations_rerun_harmlessly(server):
@@ -47,14 +49,14 @@ def test_data_survives_a_clean_restart_and_migrations_rerun_harmlessly(server):
     assert MIGRATED not in server.log_of_run()
 
     # On disk: the schema versions were written once each, by the first start (one
-    # record per migration: 1, 2, then 3).
+    # record per migration: 1, 2, ... up to the current one).
     server.stop()
     writes = [r for r in server.wal_records()
               if r["body"].get("space_id") == SCHEMA_SPACE_ID
               and (r["body"].get("tuple") or r["body"].get("key") or [None])[0]
               == SCHEMA_VERSION_KEY]
     assert [(w["header"]["type"], w["body"]["tuple"]) for w in writes] == \
-        [("REPLACE", [SCHEMA_VERSION_KEY, v]) for v in (1, 2, 3)], writes
+        [("REPLACE", [SCHEMA_VERSION_KEY, v]) for v in range(1, SCHEMA_VERSION + 1)], writes
     assert writes[0]["file"] == "00000000000000000000.xlog"
 
 
