@@ -51,6 +51,9 @@ function M.writable_instance(s)
             -- Into the space the migrations made, before any procedure exists
             -- that could write there.
             adopt.move()
+            -- The moved messages reach their users' inboxes (still no procedure
+            -- exists that could write meanwhile).
+            schema.rebuild_inboxes()
         end
         if s.replication ~= nil then
             replication.apply_sync_mode(s.replication)

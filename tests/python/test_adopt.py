@@ -29,6 +29,7 @@ from dialogs_api import (ER_ACCESS_DENIED, ER_CREDS_MISMATCH, key_dialog_id, rep
                          tarantool_supports_datetime, walk_dialog)
 from harness import (ServerError, admin_eval, free_port, module_built, run_init_expecting_exit,
                      tarantool_binary, wait_until)
+from inbox_api import DRIFT_COUNTS, run_recount
 
 pytestmark = pytest.mark.skipif(not module_built(), reason="run `make build` first")
 
@@ -275,6 +276,12 @@ def test_init_lua_adopts_the_report_data_across_a_kill(make_server):
     assert srv.log_errors() == []
     read_every_message(srv.connect(), written)
     check_report_access_gone(srv, srv.port)
+    # Every moved message reached its users' inboxes, once. (The report's test data
+    # gives each message of a dialog other users, so read receipts name other peers:
+    # receipts behind are expected; differences are not.)
+    rc, counts, output = run_recount(srv.base_dir / "admin.sock")
+    assert rc == 0 and {k: counts[k] for k in DRIFT_COUNTS} == dict.fromkeys(DRIFT_COUNTS, 0), output
+    assert counts["messages"] == 3000 and counts["entries"] > 0, counts
 
     # Once: the next start has nothing to adopt and serves the same.
     srv.restart()
