@@ -216,6 +216,8 @@ function M.register_functions()
         end
         box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
     end
+    -- The counters' and slow calls' functions (dialogs.metrics), granted to nobody.
+    require('dialogs.metrics').register_functions()
 end
 
 return M

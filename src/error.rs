@@ -116,6 +116,8 @@ pub enum Arg {
     Before,
     Reverse,
     RequestId,
+    /// `dialogs_slow_calls`' threshold.
+    SlowMs,
 }
 
 impl Arg {
@@ -132,6 +134,7 @@ impl Arg {
             Arg::Before => "opts.before",
             Arg::Reverse => "opts.reverse",
             Arg::RequestId => "opts.request_id",
+            Arg::SlowMs => "slow_ms",
         }
     }
 }
