@@ -40,14 +40,17 @@ cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so &&
 cp target/release/libdialogs.so target/rock/dialogs_route.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_get.so &&
-cp target/release/libdialogs.so target/rock/dialogs_storage_new.so
+cp target/release/libdialogs.so target/rock/dialogs_storage_new.so &&
+cp target/release/libdialogs.so target/rock/dialogs_stats.so &&
+cp target/release/libdialogs.so target/rock/dialogs_slow_calls.so
 ]],
     -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
     -- modules the store grows, and the libraries (dialogs_route.so: the check a
-    -- vshard router runs).
+    -- vshard router runs; dialogs_stats.so, dialogs_slow_calls.so: the counters
+    -- and the slow-call threshold, docs/metrics.md).
     install_command = [[
 mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
 cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
-cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so "$(LIBDIR)/"
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so target/rock/dialogs_stats.so target/rock/dialogs_slow_calls.so "$(LIBDIR)/"
 ]],
 }

@@ -101,7 +101,12 @@ end
 local function outbox_figures()
     local space = box.space.dialogs_outbox
     local figures = {}
-    local ok, outbox = pcall(require, 'dialogs.outbox')
+    -- The module where it is loaded, or where the space says it may run (never
+    -- looked for on an instance without an outbox: a router).
+    local ok, outbox = true, package.loaded['dialogs.outbox']
+    if outbox == nil and space ~= nil then
+        ok, outbox = pcall(require, 'dialogs.outbox')
+    end
     if ok and type(outbox) == 'table' and type(outbox.stats) == 'function' then
         local got, s = pcall(outbox.stats)
         if got and type(s) == 'table' then
@@ -143,13 +148,23 @@ local function store_figures()
     }
 end
 
--- A router's counts (dialogs.routing), if this instance routes.
+-- A copy of a table of tables, each a map when serialized (empty ones too).
+local function snapshot(t)
+    local c = setmetatable({}, {__serialize = 'map'})
+    for k, v in pairs(t) do
+        c[k] = type(v) == 'table' and snapshot(v) or v
+    end
+    return c
+end
+
+-- A router's counts (dialogs.routing), if this instance routes: a copy, as
+-- they are now.
 local function router_figures()
     local routing = package.loaded['dialogs.routing']
     if routing == nil or routing.state == nil or routing.state.bucket_count == nil then
         return nil
     end
-    return routing.counts
+    return snapshot(routing.counts)
 end
 
 -- Every figure of this instance, as one table (docs/metrics.md, "stats()"):
@@ -362,7 +377,10 @@ function M.enable()
         update(c, metrics, M.stats())
     end
     rawset(_G, CALLBACK, callback)
-    metrics.register_callback(callback)
+    -- Run at every collection whatever metrics.include/exclude select: the
+    -- filter then applies to the collectors, by name (metrics' own callbacks
+    -- are marked so too).
+    metrics.register_callback(callback, {default = true})
     return true
 end
 

@@ -105,10 +105,6 @@ end
 M.counts = {calls = map(), errors = map(), fallbacks = map(), retries = map()}
 local counts = M.counts
 
--- Tarantool's code for an error raised in Lua that is no box error: how a count
--- files an error without a code.
-local LUA_ERROR_CODE = 32
-
 local function bump(t, proc)
     t[proc] = (t[proc] or 0) + 1
 end
@@ -126,7 +122,8 @@ local function count_outcome(proc, err)
         return
     end
     calls.error = calls.error + 1
-    local code = type(err) == 'cdata' and err.code or LUA_ERROR_CODE
+    -- An error raised in Lua that is no box error reaches the client as PROC_LUA.
+    local code = type(err) == 'cdata' and err.code or box.error.PROC_LUA
     local codes = counts.errors[proc]
     codes[code] = (codes[code] or 0) + 1
 end

@@ -21,6 +21,7 @@ import uuid
 from typing import Dict, Optional
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import config_harness
@@ -199,6 +200,75 @@ def test_prometheus_text_holds_every_metric_exactly(road, make_server, tmp_path)
     assert value(samples, "dialogs_request_records") == expected["request_records"]
     # A second collection reads the same counts again, never adds them up.
     assert prometheus_samples(srv)["dialogs_calls_total"] == samples["dialogs_calls_total"]
+
+
+# A vshard storage's outbox (dialogs.outbox drains it): its space, and the module's
+# own figures where it has them.
+# (One line each: the console reads a line at a time.)
+MAKE_OUTBOX = ("(function() if box.space.dialogs_outbox == nil then "
+               "local s = box.schema.space.create('dialogs_outbox', "
+               "{format = {{'id', 'uuid'}, {'bucket_id', 'unsigned'}}}) "
+               "s:create_index('pk', {parts = {{1, 'uuid'}}}) end return true end)()")
+FAKE_OUTBOX_MODULE = ("(function() package.loaded['dialogs.outbox'] = {stats = function() "
+                      "return {backlog = 7, oldest_age_s = 3.5, delivered = 40, failures = 2} "
+                      "end} return true end)()")
+
+
+def uuid7_of(unix_ms: int) -> uuid.UUID:
+    """A UUIDv7 whose time is unix_ms."""
+    raw = bytearray(uuid.uuid4().bytes)
+    raw[0:6] = unix_ms.to_bytes(6, "big")
+    raw[6] = 0x70 | (raw[6] & 0x0F)
+    return uuid.UUID(bytes=bytes(raw))
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_the_outbox_figures_come_from_its_space_and_module(exported, make_server, tmp_path):
+    if exported and metrics_missing():
+        pytest.skip(metrics_missing())
+    srv = make_server(env=dict(metrics_env(), DIALOGS_ADMIN_SOCKET=str(tmp_path / "admin.sock")))
+    assert admin_eval(srv, MAKE_OUTBOX) is True
+    # An event waiting since 90 s ago (its id's time), no dialogs.outbox module.
+    event = uuid7_of(int(time.time() * 1000) - 90_000)
+    admin_eval(srv, f"box.space.dialogs_outbox:insert({{require('uuid').fromstr('{event}'), 1}}) "
+                    "and true")
+    outbox = admin_eval(srv, STATS)["store"]["outbox"]
+    assert outbox["backlog"] == 1 and outbox["oldest_age_s"] >= 90
+    assert "delivered" not in outbox and "failures" not in outbox
+    # The module's own figures win where it has them.
+    assert admin_eval(srv, FAKE_OUTBOX_MODULE) is True
+    want = {"backlog": 7, "oldest_age_s": 3.5, "delivered": 40, "failures": 2}
+    assert admin_eval(srv, STATS)["store"]["outbox"] == want
+    if exported:
+        samples = prometheus_samples(srv)
+        assert value(samples, "dialogs_outbox_backlog") == 7
+        assert value(samples, "dialogs_outbox_oldest_age_seconds") == 3.5
+        assert value(samples, "dialogs_outbox_delivered_total") == 40
+        assert value(samples, "dialogs_outbox_failures_total") == 2
+
+
+def test_make_run_says_where_to_look(tmp_path):
+    srv = config_harness.run_server(tmp_path / "run", env={"DIALOGS_SLOW_MS": "250"})
+    _started.append(srv)
+    srv.start()
+    new_dialog(srv.connect(), None, str(new_user()), str(new_user()), "hello")
+    log = srv.log_of_run()
+    assert f"dialogs: serves new_dialog and get_dialog on {srv.listen}" in log
+    assert "dialogs: slow calls: logged from 250 ms (DIALOGS_SLOW_MS)" in log
+    # The command it prints, run as printed (scripts/console on the server's own binary).
+    command = re.search(r'^\s+scripts/console (\S+) "(require\(\'dialogs\'\)\.stats\(\))"$',
+                        log, re.M)
+    assert command is not None, log
+    assert command.group(1) == str(srv.console) or \
+        (config_harness.REPO_ROOT / command.group(1)).resolve() == srv.console.resolve()
+    out = subprocess.run([srv.binary(), "scripts/console", command.group(1), command.group(2)],
+                         cwd=config_harness.REPO_ROOT, capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    # The console's reply: one YAML document (PyYAML comes with asynctnt).
+    stats = yaml.safe_load(out.stdout)[0]
+    assert stats["procs"]["new_dialog"]["calls"] == 1 and stats["slow_ms"] == 250
+    assert stats["store"]["messages"] == 1
 
 
 # --- through a router -----------------------------------------------------------------
