@@ -359,16 +359,19 @@ function M.enable()
     if metrics == nil then
         return false
     end
-    local c = {}
-    for key, name in pairs(M.NAMES) do
-        if key == 'duration' then -- luacheck: ignore 542
-            -- Made at the first collection that has the native bounds.
-        elseif name:match('_total$') then
-            c[key] = metrics.counter(name, HELP[key])
-        else
-            c[key] = metrics.gauge(name, HELP[key])
+    -- Each collector is registered when it first gets a value, so that an
+    -- instance exports only what it has (a router no messages, a store no
+    -- routed calls); the histogram once the native bounds are known (histogram()).
+    local c = setmetatable({}, {__index = function(made, key)
+        local name = M.NAMES[key]
+        if name == nil or key == 'duration' then
+            return nil
         end
-    end
+        local collector = name:match('_total$') and metrics.counter(name, HELP[key])
+            or metrics.gauge(name, HELP[key])
+        rawset(made, key, collector)
+        return collector
+    end})
     local old = rawget(_G, CALLBACK)
     if old ~= nil then
         metrics.unregister_callback(old)
