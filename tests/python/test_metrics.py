@@ -271,6 +271,22 @@ def test_make_run_says_where_to_look(tmp_path):
     assert stats["store"]["messages"] == 1
 
 
+def test_the_counts_go_on_across_a_reload_of_the_procedures(make_server, tmp_path):
+    srv = make_server(env={"DIALOGS_ADMIN_SOCKET": str(tmp_path / "admin.sock")})
+    conn = srv.connect()
+    a, b = new_user(), new_user()
+    new_dialog(conn, None, str(a), str(b), "before")
+    assert admin_eval(srv, STATS)["procs"]["new_dialog"]["calls"] == 1
+    # A new copy of the library for each (docs/operations.md, "Upgrading the module
+    # without a restart"): it finds the process's counters and goes on.
+    for proc in ("new_dialog", "dialogs_stats"):
+        admin_eval(srv, f"box.schema.func.reload('{proc}') and true")
+    new_dialog(conn, None, str(a), str(b), "after")
+    expect_error(lambda: new_dialog(conn, None, str(a), str(b), ""), 1004)
+    p = admin_eval(srv, STATS)["procs"]["new_dialog"]
+    assert p["calls"] == 3 and p["errors"] == {"1004": 1}
+
+
 # --- through a router -----------------------------------------------------------------
 
 
