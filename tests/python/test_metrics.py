@@ -253,7 +253,7 @@ def test_make_run_says_where_to_look(tmp_path):
     srv.start()
     new_dialog(srv.connect(), None, str(new_user()), str(new_user()), "hello")
     log = srv.log_of_run()
-    assert f"dialogs: serves new_dialog and get_dialog on {srv.listen}" in log
+    assert f"dialogs: serves the store's calls (README \"API\") on {srv.listen}" in log
     assert "dialogs: slow calls: logged from 250 ms (DIALOGS_SLOW_MS)" in log
     # The command it prints, run as printed (scripts/console on the server's own binary).
     command = re.search(r'^\s+scripts/console (\S+) "(require\(\'dialogs\'\)\.stats\(\))"$',
