@@ -94,6 +94,9 @@ else
     requests.start_expiry(cfg.request_ttl)
 end
 
+-- The slow-call threshold, and the collectors where the metrics module is.
+require('dialogs.metrics').start(cfg.slow_ms, config.ENV.slow_ms)
+
 if r.admin_socket ~= nil then
     admin.open(r.admin_socket, config.ENV.admin_socket)
 end

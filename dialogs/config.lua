@@ -98,6 +98,7 @@ M.ENV = {
     router_timeout = 'DIALOGS_ROUTER_TIMEOUT',
     rebalancer_max_sending = 'DIALOGS_REBALANCER_MAX_SENDING',
     guest = 'DIALOGS_GUEST',
+    slow_ms = 'DIALOGS_SLOW_MS',
 }
 
 ------------------------------------------------------------------------------
@@ -354,6 +355,17 @@ function M.read_guest(src)
     return M.parse_enum(src.name('guest'), get_or(src, 'guest', M.GUEST_NONE), M.GUEST_ACCESS)
 end
 
+-- The largest slow-call threshold, milliseconds (one hour; src/stats.rs,
+-- MAX_SLOW_MS).
+M.MAX_SLOW_MS = 3600000
+
+-- The slow-call threshold (docs/metrics.md, "Slow calls"): calls at least this
+-- many milliseconds long are logged; nil (unset, the default): none are.
+function M.read_slow_ms(src)
+    local v = src.get('slow_ms')
+    return v and M.parse_int(src.name('slow_ms'), v, 0, M.MAX_SLOW_MS)
+end
+
 -- Seconds a request id is remembered.
 function M.read_request_ttl(src)
     return M.parse_seconds(src.name('request_ttl'),
@@ -481,6 +493,7 @@ function M.read(src, base_dir)
     s.password = M.read_password(src, s.listen)
     s.lib_dir = M.read_lib_dir(src, base_dir)
     s.request_ttl = M.read_request_ttl(src)
+    s.slow_ms = M.read_slow_ms(src)
     s.bucket_count = M.read_bucket_count(src)
     s.replication = M.read_replication(src, s.user)
     s.sharding = M.read_sharding(src, s)

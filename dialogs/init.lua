@@ -9,6 +9,8 @@
 --       lib_dir: target/dialogs  # where new_dialog.so / get_dialog.so are
 --       guest: none            # or execute: guest (no password) may call the two
 --                              # procedures, and nothing else (docs/operations.md, "Guest access")
+--       slow_ms: 100           # log calls at least this slow (docs/metrics.md,
+--                              # "Slow calls"); default: off
 --
 -- Tarantool loads a role by `require(name)`: this file is found as `dialogs`
 -- from a checkout (the working directory, or LUA_PATH) and from a rock. The work
@@ -43,7 +45,7 @@ local M = {}
 M.NAME = 'dialogs'
 
 -- Every key roles_cfg.dialogs may hold.
-M.KEYS = {'guest', 'lib_dir', 'request_ttl', 'synchronous', 'user'}
+M.KEYS = {'guest', 'lib_dir', 'request_ttl', 'slow_ms', 'synchronous', 'user'}
 
 
 -- The directory above this module's: the repository root in a checkout (where
@@ -104,7 +106,8 @@ local function read_lib_dir(src, base_dir)
 end
 
 -- The role's settings from roles_cfg.dialogs (nil: every default), validated:
--- {user, synchronous, request_ttl, lib_dir (nil: on package.cpath already), guest}.
+-- {user, synchronous, request_ttl, lib_dir (nil: on package.cpath already), guest,
+-- slow_ms (nil: off)}.
 -- A bad value is refused with a message naming roles_cfg.dialogs.<key>, by the
 -- parsers init.lua uses for the same settings. `base_dir` anchors the checkout
 -- default of lib_dir (default: the repository this file is in).
@@ -135,6 +138,7 @@ function M.settings(cfg, base_dir)
     s.request_ttl = config.read_request_ttl(src)
     s.lib_dir = read_lib_dir(src, base_dir)
     s.guest = config.read_guest(src)
+    s.slow_ms = config.read_slow_ms(src)
     return s
 end
 
@@ -331,6 +335,7 @@ function M.apply(cfg)
     -- Request ids expire on whichever instance is writable (the pruner waits
     -- for that itself).
     requests.start_expiry(s.request_ttl)
+    require('dialogs.metrics').start(s.slow_ms, M.setting_name('slow_ms'))
 end
 
 -- roles: stops the role's fibers (its own, the request-id pruner, a queue
@@ -348,6 +353,14 @@ end
 -- require('dialogs') finds this file as well.
 function M.recount(opts)
     return require('dialogs.inbox').recount(opts)
+end
+
+-- Every figure of this instance as one Lua table: the procedures' calls, errors
+-- and latencies, the store's contents, a router's counts (dialogs.metrics.stats;
+-- docs/metrics.md, "stats()"). The way to see them without the metrics module,
+-- e.g. through the admin console.
+function M.stats()
+    return require('dialogs.metrics').stats()
 end
 
 -- Shared with the sharded roles (dialogs.storage, dialogs.router).

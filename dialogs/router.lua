@@ -46,6 +46,8 @@ function M.register_functions()
         box.schema.func.create(name, {setuid = true, if_not_exists = true,
                                       takes_raw_args = raw or nil})
     end
+    -- The counters' and slow calls' functions (dialogs.metrics), granted to nobody.
+    require('dialogs.metrics').register_functions()
 end
 
 -- The router's own database (2.x): the functions, the application user with
@@ -170,10 +172,11 @@ end
 --       call_timeout: 2           # seconds per call, retries included
 --       guest: none               # or execute: guest (no password) may call the
 --                                 # two functions, and nothing else
+--       slow_ms: 100              # log calls this slow (docs/metrics.md); default off
 ------------------------------------------------------------------------------
 
 M.ROLE = 'dialogs.router'
-M.ROLE_KEYS = {'lib_dir', 'call_timeout', 'guest'}
+M.ROLE_KEYS = {'lib_dir', 'call_timeout', 'guest', 'slow_ms'}
 
 local function role_settings(cfg)
     local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
@@ -181,6 +184,7 @@ local function role_settings(cfg)
         s.src.get('call_timeout') or sharding.DEFAULT_CALL_TIMEOUT_S)
     s.bucket_count = sharding.config_bucket_count()
     s.guest = config.read_guest(s.src)
+    s.slow_ms = config.read_slow_ms(s.src)
     return s
 end
 
@@ -203,6 +207,7 @@ function M.apply(cfg)
         access.restrict_public_role()
     end)
     serve(s.bucket_count, s.call_timeout)
+    require('dialogs.metrics').start(s.slow_ms, s.src.name('slow_ms'))
     access.log_guest_access(s.guest, s.src.name('guest'))
     log.info('dialogs: router of the sharded store (%d buckets)', s.bucket_count)
 end

@@ -95,6 +95,51 @@ local state = {
     raw = false,
 }
 
+-- What this router counted since it started (dialogs.metrics exports it,
+-- docs/metrics.md): per client procedure, calls by outcome ({ok, error}), errors
+-- by code, fallbacks to vshard's ordinary way after the direct call did not
+-- answer, and reads sent again after their bucket moved.
+local function map()
+    return setmetatable({}, {__serialize = 'map'})
+end
+M.counts = {calls = map(), errors = map(), fallbacks = map(), retries = map()}
+local counts = M.counts
+
+local function bump(t, proc)
+    t[proc] = (t[proc] or 0) + 1
+end
+
+-- Counts a client call's outcome (`err` nil: it succeeded).
+local function count_outcome(proc, err)
+    local calls = counts.calls[proc]
+    if calls == nil then
+        calls = {ok = 0, error = 0}
+        counts.calls[proc] = calls
+        counts.errors[proc] = map()
+    end
+    if err == nil then
+        calls.ok = calls.ok + 1
+        return
+    end
+    calls.error = calls.error + 1
+    -- An error raised in Lua that is no box error reaches the client as PROC_LUA.
+    local code = type(err) == 'cdata' and err.code or box.error.PROC_LUA
+    local codes = counts.errors[proc]
+    codes[code] = (codes[code] or 0) + 1
+end
+
+-- Passes a call's results on (`ok` and the rest as pcall returned them), or its
+-- error, raised again unchanged; counts it either way.
+local function counted(proc, ok, ...)
+    if ok then
+        count_outcome(proc, nil)
+        return ...
+    end
+    local err = ...
+    count_outcome(proc, err)
+    error(err, 0)
+end
+
 local function raise(code, message)
     box.error({code = code, reason = message})
 end
@@ -306,6 +351,7 @@ local function routed_raw(proc, call, raw, bucket_id, timeout)
         err = err:decode()[1]
     end
     if type(err) == 'table' and err.type == 'ShardingError' and RETRIED[err.name] then
+        bump(counts.retries, proc)
         result, err = call(bucket_id, name, {bucket_id, raw},
             {timeout = time_left(deadline)})
         if err == nil then
@@ -365,6 +411,7 @@ local function get_dialog_routed(call_args, raw)
     if page ~= nil then
         return page
     end
+    bump(counts.fallbacks, 'get_dialog')
     if raw then
         return routed_raw('get_dialog', state.callbro, call_args, bucket_id,
             time_left(deadline))
@@ -428,7 +475,7 @@ end
 -- objects of return_raw, so only its arguments travel undecoded. It goes to the
 -- storages' write entry first; the ordinary way gets what is left of the call's
 -- time (DIALOGS_ROUTER_TIMEOUT covers both).
-function M.new_dialog(...)
+local function new_dialog(...)
     -- One msgpack object where the router takes the arguments undecoded.
     local args = state.raw and (...) or {...}
     local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'new_dialog', args})
@@ -439,6 +486,7 @@ function M.new_dialog(...)
     local deadline = fiber.clock() + state.call_timeout
     local id = write_direct(bucket_id, args)
     if id == nil then
+        bump(counts.fallbacks, 'new_dialog')
         id = routed('new_dialog', state.callrw, args, bucket_id, time_left(deadline))
     end
     if state.wrap_id then
@@ -447,11 +495,20 @@ function M.new_dialog(...)
     return id
 end
 
-function M.get_dialog(...)
+local function get_dialog(...)
     if state.raw then
         return get_dialog_routed(..., true)
     end
     return get_dialog_routed({...}, false)
+end
+
+-- The client functions, each call counted by its outcome.
+function M.new_dialog(...)
+    return counted('new_dialog', pcall(new_dialog, ...))
+end
+
+function M.get_dialog(...)
+    return counted('get_dialog', pcall(get_dialog, ...))
 end
 
 -- What the call path runs with (vshard's router functions, the bucket counts,

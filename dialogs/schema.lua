@@ -376,6 +376,8 @@ local function register_c_functions(names)
         end
         box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
     end
+    -- The counters' and slow calls' functions (dialogs.metrics), granted to nobody.
+    require('dialogs.metrics').register_functions()
 end
 
 -- The internal native entries of every instance (config.INTERNAL_PROCEDURES:

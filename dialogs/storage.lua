@@ -211,16 +211,18 @@ end
 --     dialogs.storage:
 --       lib_dir: target/dialogs   # default: the checkout's, else package.cpath
 --       request_ttl: 604800
+--       slow_ms: 100              # log calls this slow (docs/metrics.md); default off
 ------------------------------------------------------------------------------
 
 M.ROLE = 'dialogs.storage'
-M.ROLE_KEYS = {'lib_dir', 'request_ttl'}
+M.ROLE_KEYS = {'lib_dir', 'request_ttl', 'slow_ms'}
 -- The role's fiber (dialogs.background: one per instance across reloads).
 local FIBER = 'storage_role'
 
 local function role_settings(cfg)
     local s = sharding.role_settings(M.ROLE, cfg, M.ROLE_KEYS)
     s.request_ttl = require('dialogs.config').read_request_ttl(s.src)
+    s.slow_ms = require('dialogs.config').read_slow_ms(s.src)
     s.bucket_count = sharding.config_bucket_count()
     return s
 end
@@ -253,6 +255,7 @@ function M.apply(cfg)
     background.start(FIBER, background.whenever_writable, 'the storage', set_up_writable, s,
         not box.info.ro)
     require('dialogs.requests').start_expiry(s.request_ttl)
+    require('dialogs.metrics').start(s.slow_ms, s.src.name('slow_ms'))
     log.info('dialogs: storage role applied (%s, %d buckets)',
         box.info.ro and 'read-only' or 'writable', s.bucket_count)
 end

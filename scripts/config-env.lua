@@ -149,7 +149,9 @@ local function main(config_path, instance)
 
     -- The role's settings: the file's roles_cfg.dialogs with the variables over it.
     config.read_guest(src)
-    if src.get('lib_dir') ~= nil or src.get('request_ttl') ~= nil or src.get('guest') ~= nil then
+    config.read_slow_ms(src)
+    if src.get('lib_dir') ~= nil or src.get('request_ttl') ~= nil or src.get('guest') ~= nil
+            or src.get('slow_ms') ~= nil then
         local f = assert(io.open(config_path))
         local file = yaml.decode(f:read('*a'))
         f:close()
@@ -163,6 +165,9 @@ local function main(config_path, instance)
         end
         if src.get('guest') ~= nil then
             mine.guest = config.read_guest(src)
+        end
+        if src.get('slow_ms') ~= nil then
+            mine.slow_ms = config.read_slow_ms(src)
         end
         roles_cfg[role.NAME] = mine
         set('TT_ROLES_CFG', json.encode(roles_cfg))

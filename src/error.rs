@@ -131,6 +131,8 @@ pub enum Arg {
     RequestId,
     UserId,
     UpToId,
+    /// `dialogs_slow_calls`' threshold.
+    SlowMs,
 }
 
 impl Arg {
@@ -149,6 +151,7 @@ impl Arg {
             Arg::RequestId => "opts.request_id",
             Arg::UserId => "user_id",
             Arg::UpToId => "up_to_id",
+            Arg::SlowMs => "slow_ms",
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod inbox;
 pub mod msgpack;
 pub mod new_dialog;
 pub mod route;
+pub mod stats;
 pub mod storage_read;
 pub mod storage_write;
 pub mod store;
@@ -127,7 +128,8 @@ impl Reply {
 /// results to the [`Reply`]. Errors and panics become the fiber's last error
 /// (after a panic, what the call wrote is undone: its own transaction, or its
 /// part of a caller's, see [`store::TxnMark`]); the return value is
-/// what Tarantool expects of a C function: 0, or -1 with the error set.
+/// what Tarantool expects of a C function: 0, or -1 with the error set. Every
+/// call is counted, and logged if slow ([`stats`]).
 ///
 /// # Safety
 /// `ctx` and `args..args_end` must be what Tarantool passed to the C function.
@@ -138,6 +140,7 @@ unsafe fn serve(
     args_end: *const c_char,
     body: fn(&[u8], &mut Reply) -> Result<()>,
 ) -> c_int {
+    let call = stats::Call::start(proc);
     let len = usize::try_from(args_end.offset_from(args)).unwrap_or(0);
     let args = std::slice::from_raw_parts(args.cast::<u8>(), len);
     let mut reply = Reply {
@@ -165,6 +168,7 @@ unsafe fn serve(
             }
         }
     });
+    call.end(args, result.as_ref().err().map(Error::code));
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -402,5 +406,42 @@ pub unsafe extern "C" fn dialogs_storage_mark_read_apply(
         args,
         args_end,
         inbox::storage::mark_read_apply,
+    )
+}
+
+/// `dialogs_stats()` → the calls, errors and latencies of every procedure
+/// called in this process, and the slow-call threshold, as one map
+/// ([`stats::Counters::encode`]). For the store's Lua side (dialogs/metrics.lua);
+/// granted to nobody.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_stats(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve("dialogs_stats", ctx, args, args_end, stats::stats_call)
+}
+
+/// `dialogs_slow_calls(ms)` → the threshold now set: calls at least `ms`
+/// milliseconds long are logged (nil: none are). Set by dialogs/metrics.lua from
+/// DIALOGS_SLOW_MS or the role's `slow_ms`; granted to nobody.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_slow_calls(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_slow_calls",
+        ctx,
+        args,
+        args_end,
+        stats::slow_calls_call,
     )
 }

@@ -237,6 +237,9 @@ return {
             function(k) return 'roles_cfg.dialogs.' .. k end)
         check.equal(config.read_user(src), 'chat', 'user')
         check.equal(config.read_request_ttl(src), 60, 'request_ttl')
+        check.equal(config.read_slow_ms(src), nil, 'slow_ms: off unless set')
+        values.slow_ms = 100
+        check.equal(config.read_slow_ms(src), 100, 'slow_ms')
         local r = config.read_replication(src, 'chat')
         check.equal({r.peers, r.read_only, r.sync_quorum, r.sync_timeout},
             {{'127.0.0.1:1', '127.0.0.1:2'}, false, 2, 1}, 'replication')

@@ -94,14 +94,21 @@ return {
         with_checkout(function(base)
             local s = role.settings({synchronous = 'false', request_ttl = '2.5'}, base)
             check.equal({s.synchronous, s.request_ttl}, {false, 2.5}, 'settings')
+            check.equal(s.slow_ms, nil, 'slow_ms: off unless set')
+            check.equal(role.settings({slow_ms = 250}, base).slow_ms, 250, 'slow_ms')
+            check.equal(role.settings({slow_ms = '0'}, base).slow_ms, 0, 'slow_ms: every call')
         end)
     end},
 
     {'bad values are refused naming roles_cfg.dialogs.<key>', function()
         refuses('yes', 'dialogs: roles_cfg.dialogs: expected a map of settings (guest, '
-            .. 'lib_dir, request_ttl, synchronous, user), got string')
+            .. 'lib_dir, request_ttl, slow_ms, synchronous, user), got string')
         refuses({usr = 'x'}, 'dialogs: roles_cfg.dialogs.usr: unknown setting (known: '
-            .. 'guest, lib_dir, request_ttl, synchronous, user)')
+            .. 'guest, lib_dir, request_ttl, slow_ms, synchronous, user)')
+        for _, ms in ipairs({-1, 2.5, 'fast', 3600001}) do
+            refuses({slow_ms = ms}, string.format('dialogs: roles_cfg.dialogs.slow_ms: '
+                .. 'expected a whole number 0..3600000, got %q', tostring(ms)))
+        end
         for _, g in ipairs({'yes', true, 'read', 'EXECUTE'}) do
             refuses({guest = g}, string.format('dialogs: roles_cfg.dialogs.guest: expected '
                 .. 'one of none, execute, got %q', tostring(g)))
