@@ -186,7 +186,11 @@ local migrations = {
                 {name = 'bucket_id', type = 'unsigned'},
             },
         })
-        inbox:create_index('pk', {type = 'TREE', parts = {
+        -- HASH: every use of it is a look-up of one entry (new_dialog's upkeep
+        -- reads and replaces two per message), which a hash answers without the
+        -- tree's descent over two-uuid keys. Walks of a user's entries, or of all
+        -- of them in order, take `activity`, whose first part is the user.
+        inbox:create_index('pk', {type = 'HASH', parts = {
             {field = 'user_id', type = 'uuid'}, {field = 'dialog_id', type = 'uuid'}}})
         -- list_dialogs walks it backwards: most recent activity first.
         inbox:create_index('activity', {type = 'TREE', unique = true, parts = {
@@ -201,6 +205,7 @@ local migrations = {
                 {name = 'bucket_id', type = 'unsigned'},
             },
         })
+        -- A TREE: the recount walks the rows in user order, a page at a time.
         totals:create_index('pk', {type = 'TREE', parts = {{field = 'user_id', type = 'uuid'}}})
         local outbox = box.schema.space.create('dialogs_outbox', {
             engine = 'memtx',
