@@ -53,6 +53,35 @@ local function fill_field(space, fieldno, key_field, value_of)
     end
 end
 
+-- The spaces of the inbox (schema v4) and the `bucket_id` index each has on a
+-- vshard storage, by which vshard finds and moves a bucket's rows. Only there: on
+-- a single store nothing reads it, and keeping it costs every new_dialog a
+-- non-unique tree insert per row it writes (the entries' and the totals').
+M.INBOX_SPACES = {'dialogs_inbox', 'dialogs_inbox_totals', 'dialogs_outbox'}
+
+-- Gives the inbox's spaces their `bucket_id` index (those that lack it; the
+-- spaces of a schema older than v4 are left alone). Called when the instance is
+-- or becomes a vshard storage, before vshard moves any bucket: by v4 where
+-- vshard's `_bucket` exists already, and by the storage's set-up
+-- (dialogs.setup) on every start, which precedes vshard.storage.cfg. Idempotent;
+-- as admin, on the writable instance. Returns how many it created.
+function M.index_inbox_buckets()
+    local created = 0
+    for _, name in ipairs(M.INBOX_SPACES) do
+        local space = box.space[name]
+        if space ~= nil and space.index.bucket_id == nil then
+            space:create_index('bucket_id', {type = 'TREE', unique = false,
+                parts = {{field = 'bucket_id', type = 'unsigned'}}})
+            created = created + 1
+        end
+    end
+    if created > 0 then
+        log.info('dialogs: bucket_id index created on %d inbox spaces (a vshard storage)',
+            created)
+    end
+    return created
+end
+
 -- Adds `field` after the existing ones to the format of `space` (once).
 local function add_to_format(space, field)
     local format = space:format()
@@ -240,7 +269,8 @@ local migrations = {
     -- the user's totals (the badge), and the outbox of deliveries a vshard
     -- storage still has to make. Every row lives in a bucket: an entry and a
     -- totals row in their user's, an outbox row in the bucket of the data it
-    -- came from. Empty until the inbox is built (v5).
+    -- came from. Empty until the inbox is built (v5). The `bucket_id` indexes
+    -- only on a vshard storage (M.index_inbox_buckets).
     function()
         local inbox = box.schema.space.create('dialogs_inbox', {
             engine = 'memtx',
@@ -257,14 +287,16 @@ local migrations = {
                 {name = 'bucket_id', type = 'unsigned'},
             },
         })
-        inbox:create_index('pk', {type = 'TREE', parts = {
+        -- HASH: every use of it is a look-up of one entry (new_dialog's upkeep
+        -- reads and replaces two per message), which a hash answers without the
+        -- tree's descent over two-uuid keys. Walks of a user's entries, or of all
+        -- of them in order, take `activity`, whose first part is the user.
+        inbox:create_index('pk', {type = 'HASH', parts = {
             {field = 'user_id', type = 'uuid'}, {field = 'dialog_id', type = 'uuid'}}})
         -- list_dialogs walks it backwards: most recent activity first.
         inbox:create_index('activity', {type = 'TREE', unique = true, parts = {
             {field = 'user_id', type = 'uuid'}, {field = 'last_id', type = 'uuid'},
             {field = 'dialog_id', type = 'uuid'}}})
-        inbox:create_index('bucket_id', {type = 'TREE', unique = false,
-            parts = {{field = 'bucket_id', type = 'unsigned'}}})
         local totals = box.schema.space.create('dialogs_inbox_totals', {
             engine = 'memtx',
             format = {
@@ -274,9 +306,8 @@ local migrations = {
                 {name = 'bucket_id', type = 'unsigned'},
             },
         })
+        -- A TREE: the recount walks the rows in user order, a page at a time.
         totals:create_index('pk', {type = 'TREE', parts = {{field = 'user_id', type = 'uuid'}}})
-        totals:create_index('bucket_id', {type = 'TREE', unique = false,
-            parts = {{field = 'bucket_id', type = 'unsigned'}}})
         local outbox = box.schema.space.create('dialogs_outbox', {
             engine = 'memtx',
             format = {
@@ -288,8 +319,11 @@ local migrations = {
             },
         })
         outbox:create_index('pk', {type = 'TREE', parts = {{field = 'id', type = 'uuid'}}})
-        outbox:create_index('bucket_id', {type = 'TREE', unique = false,
-            parts = {{field = 'bucket_id', type = 'unsigned'}}})
+        -- A storage upgraded from v3 (vshard made `_bucket` at an earlier start):
+        -- vshard may already be moving buckets.
+        if box.space._bucket ~= nil then
+            M.index_inbox_buckets()
+        end
     end,
     -- v5: the inboxes built from the stored messages (build_inboxes): in
     -- batches that yield, resumed after a restart; from its end on, new_dialog

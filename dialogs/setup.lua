@@ -79,6 +79,9 @@ function M.writable_instance(s)
             -- A storage: the read entry routers call (after the replication user).
             require('dialogs.storage').register_functions(
                 s.replication ~= nil and s.replication.user or nil)
+            -- And the indexes vshard moves the inbox's rows by, before it starts
+            -- (a store that was not a storage before gets them now).
+            schema.index_inbox_buckets()
         end
     end)
 end

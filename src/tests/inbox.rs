@@ -360,7 +360,7 @@ fn the_build_gives_what_the_upkeep_gave() {
     let drop_rows = |u: &Uuid| {
         lua_exec(&format!(
             "local u = require('uuid').fromstr('{u}') \
-             for _, t in box.space.dialogs_inbox:pairs{{u}} do \
+             for _, t in box.space.dialogs_inbox.index.activity:pairs{{u}} do \
              box.space.dialogs_inbox:delete{{t[1], t[2]}} end \
              box.space.dialogs_inbox_totals:delete{{u}}"
         ));

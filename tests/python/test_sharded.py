@@ -288,6 +288,39 @@ def test_a_retry_after_its_bucket_moved_returns_the_first_id(make_cluster):
     assert [str(r[ID]) for r in get_dialog(conn, dialog)] == before + after
 
 
+# An inbox entry, a totals row and an outbox row of `bucket`, as the inbox keeps
+# them (docs/inbox.md, "The model"), written by hand on a storage's master.
+INBOX_ROWS_LUA = ("(function(user, bucket) local u = require('uuid') user = u.fromstr(user) "
+                  f"local none = u.fromstr('{NIL_UUID}') "
+                  "box.space.dialogs_inbox:insert{user, u.new(), u.new(), u.new(), u.new(), "
+                  "'moves with its bucket', 1, none, none, bucket} "
+                  "box.space.dialogs_inbox_totals:insert{user, 1, 1, bucket} "
+                  "box.space.dialogs_outbox:insert{u.new(), bucket} end)")
+
+
+def test_the_inbox_rows_move_with_their_bucket(make_cluster):
+    cluster = make_cluster({"s1": 1, "s2": 1})
+    user = new_user()
+    # A user's inbox lives in the bucket of the user's id (the dialogs' hash).
+    bucket = bucket_id(user)
+    source = cluster.where(bucket)
+    target = "s2" if source == "s1" else "s1"
+    cluster.eval(cluster.master(source), f"{INBOX_ROWS_LUA}('{user}', {bucket})")
+    spaces = ("dialogs_inbox", "dialogs_inbox_totals", "dialogs_outbox")
+    held = {s: cluster.rows_of_bucket(cluster.master(source), s, bucket) for s in spaces}
+    assert held["dialogs_inbox"] == [str(user)]
+    assert held["dialogs_inbox_totals"] == [str(user)]
+    assert len(held["dialogs_outbox"]) == 1
+
+    cluster.move(bucket, target)
+    for space in spaces:
+        assert cluster.rows_of_bucket(cluster.master(target), space, bucket) == held[space]
+    entry = cluster.eval(cluster.master(target),
+                         f"box.space.dialogs_inbox.index.activity:select{{require('uuid')"
+                         f".fromstr('{user}')}}[1]")
+    assert entry[5] == "moves with its bucket" and entry[9] == bucket
+
+
 def test_ids_stay_ordered_after_a_storage_failover(make_cluster):
     cluster = make_cluster({"s1": 2, "s2": 1})
     conn = cluster.connect()
