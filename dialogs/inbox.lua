@@ -441,7 +441,7 @@ function Recount:check_user(first)
     local user = first[E_USER]
     local user_str = user:str()
     local messages, dialogs, rows = 0, 0, 0
-    for _, e in self.inbox.index.pk:pairs({user}, {iterator = 'EQ'}) do
+    for _, e in self.inbox.index.activity:pairs({user}, {iterator = 'EQ'}) do
         rows = rows + 1
         -- A placeholder, or an entry pass 1 found wrong, of a user who does take
         -- part: counted there.
@@ -464,7 +464,7 @@ function Recount:check_user(first)
     end
     self:check_totals(user, messages, dialogs)
     self:step(rows)
-    return self.inbox.index.pk:select({user}, {iterator = 'GT', limit = 1})[1]
+    return self.inbox.index.activity:select({user}, {iterator = 'GT', limit = 1})[1]
 end
 
 -- Pass 2, the rest: totals rows of users without entries, and users whose
@@ -473,7 +473,7 @@ function Recount:check_users_without_entries()
     local t = self.totals.index.pk:min()
     while t ~= nil do
         local user = t[T_USER]
-        if self.inbox.index.pk:select({user}, {limit = 1})[1] == nil then
+        if self.inbox.index.activity:select({user}, {limit = 1})[1] == nil then
             local shift = self.shifts[user:str()]
             self.shifts[user:str()] = nil
             self:check_totals(user, shift and shift.messages or 0, shift and shift.dialogs or 0)
@@ -496,7 +496,7 @@ function Recount:run()
     if box.is_in_txn() then
         box.commit()
     end
-    local e = self.inbox.index.pk:min()
+    local e = self.inbox.index.activity:min()
     while e ~= nil do
         e = self:check_user(e)
     end
