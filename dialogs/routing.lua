@@ -326,7 +326,7 @@ local function routed_raw(proc, call, raw, bucket_id, timeout)
 end
 
 -- A read through one of the storages' native read entries (`entry`:
--- storage.READ_FUNCTION for get_dialog, storage.NATIVE.list_dialogs), called
+-- storage.READ_FUNCTION for get_dialog, storage.INBOX_FUNCTIONS.list), called
 -- directly on the bucket's replica set with `method` ('callbro': any member;
 -- 'callrw': the master): its one value, undecoded where `raw` (the client's
 -- argument bytes as one msgpack object), else decoded. Where a C function's
@@ -468,7 +468,7 @@ end
 
 -- list_dialogs: one call to the storage of the user's bucket, on its master
 -- (a user's own mark_read, or the delivery of their own message, is visible to
--- their next list), through the native entry storage.NATIVE.list_dialogs; the
+-- their next list), through the native entry storage.INBOX_FUNCTIONS.list; the
 -- ordinary way when it did not answer. The reply (a map) is passed on as the
 -- storage encoded it where the arguments came undecoded.
 local function list_dialogs_routed(call_args, raw)
@@ -478,7 +478,7 @@ local function list_dialogs_routed(call_args, raw)
         check_count('list_dialogs', state.call_timeout)
     end
     local deadline = fiber.clock() + state.call_timeout
-    local reply = read_direct(storage.NATIVE.list_dialogs, 'callrw', bucket_id, call_args, raw)
+    local reply = read_direct(storage.INBOX_FUNCTIONS.list, 'callrw', bucket_id, call_args, raw)
     if reply == nil then
         reply = routed('list_dialogs', state.callrw, call_args, bucket_id, time_left(deadline))
     end
@@ -508,7 +508,7 @@ M.RETRY = 1014
 local function mark_read_step(step, bucket_id, args, deadline)
     local replicaset = state.route(bucket_id)
     if replicaset ~= nil then
-        local result, err = replicaset:callrw(storage.NATIVE[step], {bucket_id, args},
+        local result, err = replicaset:callrw(storage.INBOX_FUNCTIONS[step], {bucket_id, args},
             {timeout = time_left(deadline)})
         if err == nil and type(result) == 'table' then
             if state.wrap_id then

@@ -46,14 +46,12 @@ M.READ_REFUSED = 1012
 -- the write's transaction; the same refusal (WRITE_REFUSED), nothing written.
 M.WRITE_FUNCTION = 'dialogs_storage_new'
 M.WRITE_REFUSED = M.READ_REFUSED
--- The inbox's native entries (src/inbox/), called the same two ways, each with
--- the bucket checked in the same call or transaction and the same refusal:
--- list_dialogs' reply for a user of the bucket; the outbox's delivery of events
--- to users of the bucket; mark_read's two steps, the count on the dialog's
--- storage and the cursor's move on the user's (docs/sharding.md, "The inbox
--- across replica sets").
-M.NATIVE = {
-    list_dialogs = 'dialogs_storage_list',
+-- The inbox's native entries on a storage (src/inbox/storage.rs, docs/inbox.md,
+-- "On a sharded store"): list_dialogs in the user's bucket, the deliveries of
+-- the outbox drainer, and mark_read's count (dialog's bucket) and write (user's
+-- bucket). Each checks its bucket like the two above (WRITE_REFUSED).
+M.INBOX_FUNCTIONS = {
+    list = 'dialogs_storage_list',
     inbox_apply = 'dialogs_storage_inbox_apply',
     read_count = 'dialogs_storage_read_count',
     mark_read_apply = 'dialogs_storage_mark_read_apply',
@@ -76,10 +74,10 @@ function M.register_functions(user)
     local functions = {
         {M.READ_FUNCTION, {language = 'C', setuid = true}},
         {M.WRITE_FUNCTION, {language = 'C', setuid = true}},
-        {M.NATIVE.list_dialogs, {language = 'C', setuid = true}},
-        {M.NATIVE.inbox_apply, {language = 'C', setuid = true}},
-        {M.NATIVE.read_count, {language = 'C', setuid = true}},
-        {M.NATIVE.mark_read_apply, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.list, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.inbox_apply, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.read_count, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.mark_read_apply, {language = 'C', setuid = true}},
         {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},
         {M.SCAN_FUNCTION, {language = 'LUA', setuid = true}},
     }
@@ -153,8 +151,9 @@ end
 -- The inbox's entries, each one value ({...} maps and arrays as the entry
 -- returns them). inbox_apply is also what the outbox of another storage (or of
 -- this one) delivers to.
-for _, name in ipairs({'list_dialogs', 'inbox_apply', 'read_count', 'mark_read_apply'}) do
-    local entry = M.NATIVE[name]
+for name, key in pairs({list_dialogs = 'list', inbox_apply = 'inbox_apply',
+                        read_count = 'read_count', mark_read_apply = 'mark_read_apply'}) do
+    local entry = M.INBOX_FUNCTIONS[key]
     api[name] = function(bucket_id, args)
         local f = box.func[entry]
         return one_value(pcall(f.call, f, {bucket_id, args}))
