@@ -450,16 +450,18 @@ local function round(refs)
         end
     end
     if #done > 0 then
-        box.begin()
-        for _, row in ipairs(done) do
-            space:delete{row.id}
-        end
-        box.commit()
+        -- Counted once applied where they go (a reader of info() that sees the
+        -- rows gone sees them counted).
         local s = shared()
         s.delivered = s.delivered + #done
         for _, row in ipairs(done) do
             s.events = s.events + #row.events
         end
+        box.begin()
+        for _, row in ipairs(done) do
+            space:delete{row.id}
+        end
+        box.commit()
     end
     shared().rounds = shared().rounds + 1
     return #rows, wait

@@ -40,7 +40,8 @@ M.CALL_TIMEOUT_S = 30
 -- Drifted keys the report lists (`details`), at most.
 M.DETAILS = 20
 
-local NIL_UUID = uuid.NULL
+-- (Not uuid.NULL: a const value, which msgpack does not encode as a uuid on 2.x.)
+local NIL_UUID = uuid.fromstr('00000000-0000-0000-0000-000000000000')
 local NIL_STR = tostring(NIL_UUID)
 
 -- Field numbers of dialogs_inbox (INBOX.md, "Model") and of a message.
@@ -77,6 +78,10 @@ end
 --   'outbox':  the outbox's state, with `owned`: its rows of owned buckets.
 -- Returns {rows, next} (next: the key to continue after, nil at the end).
 function M.scan(kind, after, limit)
+    -- box.NULL (a nil that travelled) counts as nil, and is not false.
+    if after == nil then
+        after = nil
+    end
     limit = math.min(tonumber(limit) or M.PAGE, M.PAGE)
     local owned = bucket.owner()
     if kind == 'outbox' then

@@ -34,6 +34,8 @@ M.FUNCTIONS = {
     read_count = 'dialogs_storage.read_count',
     mark_read_apply = 'dialogs_storage.mark_read_apply',
     inbox_apply = 'dialogs_storage.inbox_apply',
+    -- The sharded recount's repair of a bucket's inbox rows (dialogs.recount_sharded).
+    inbox_repair = 'dialogs_storage.inbox_repair',
 }
 
 -- The native read entry routers call directly for get_dialog (src/storage_read.rs):
