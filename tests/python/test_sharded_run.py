@@ -100,6 +100,10 @@ def test_run_sharded_serves_the_reports_client_and_stops_on_ctrl_c(tmp_path):
         messages = wait_until(lambda: conn.call("get_dialog", (dialog,)).data[0], 10,
                               "the message to be readable")
         assert [(str(m[0]), m[4]) for m in messages] == [(msg, "hi Bob")]
+        # The inbox's calls are served and granted too.
+        listed = conn.call("list_dialogs", (bob,)).data
+        page = listed[0][0] if isinstance(listed[0], list) else listed[0]
+        assert set(page) == {"dialogs", "unread_messages", "unread_dialogs", "next"}
         conn.close()
     finally:
         stop_run_sharded(proc)
