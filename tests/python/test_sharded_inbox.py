@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 
-from dialogs_api import derived_dialog_id, new_dialog, new_user
+from dialogs_api import derived_dialog_id, expect_error, new_dialog, new_user
 from harness import ADMIN_SOCKET_NAME, wait_until
 from sharded import (DRAIN_TIMEOUT_S, build_inbox, build_inboxes, list_dialogs, make_cluster,  # noqa: F401
                      mark_read, needs_vshard, no_drift, outbox_backlog, owners, recount)
@@ -21,6 +21,7 @@ from test_sharded import bucket_id, outcome
 pytestmark = needs_vshard
 
 NOT_IN_DIALOG = 1013
+RETRY = 1014
 
 
 def user_on(where: dict, rs: str) -> uuid.UUID:
@@ -289,3 +290,23 @@ def test_the_outbox_reports_its_state(make_cluster):
     info = cluster.eval(cluster.master("s1"), "require('dialogs.outbox').info()")
     assert info["backlog"] == 1 and info["draining"] is False
     assert 0 <= info["oldest_age_s"] < 3600
+
+
+def test_mark_read_gives_up_with_1014_when_the_entry_keeps_changing(make_cluster):
+    cluster = make_cluster({"s1": 1})
+    build_inboxes(cluster)
+    conn = cluster.connect()
+    a, b = new_user(), new_user()
+    d = derived_dialog_id(a, b)
+    m = new_dialog(conn, None, a, b, "hi")
+    wait_until(lambda: delivered(conn, b, d, m), DRAIN_TIMEOUT_S, "the delivery")
+    # An entry whose last message is newer than any the count can reach: every
+    # round's count is refused, as if a delivery kept coming in between.
+    s1 = cluster.master("s1")
+    cluster.eval(s1, f"box.space.dialogs_inbox:update({{require('uuid').fromstr('{b}'), "
+                     f"require('uuid').fromstr('{d}')}}, {{{{'=', 4, require('uuid')"
+                     ".fromstr('ffffffff-ffff-7fff-bfff-ffffffffffff')}}) and true")
+    before = list_dialogs(conn, b)
+    expect_error(lambda: mark_read(conn, b, d, m), RETRY,
+                 "mark_read: the dialog kept changing; retry")
+    assert list_dialogs(conn, b) == before
