@@ -252,7 +252,7 @@ local function failed(what, err)
     s.last_error_time = clock.time()
     local now = fiber.clock()
     if s.logged_at == nil or now - s.logged_at >= M.LOG_EVERY_S then
-        log.warn('dialogs: outbox: %s (%d failures since the last such line); retrying',
+        log.warn('dialogs: outbox: %s; retrying (failed calls since the last warning: %d)',
             s.last_error, s.failures - (s.logged_failures or 0))
         s.logged_at, s.logged_failures = now, s.failures
     end
@@ -337,6 +337,21 @@ local function barrier(space, id)
     return ok and res ~= nil, (not ok) and res or nil
 end
 
+-- Why a call to `bucket` would only wait for its timeout: the master of its
+-- replica set is not connected (its connection lost and being retried), as the
+-- routers' check; nil otherwise. A round then does not wait CALL_TIMEOUT_S for
+-- each bucket of a replica set that is down.
+local function master_down(r, b)
+    local ok, replicaset = pcall(r.route, r, b)
+    local master = ok and replicaset ~= nil and replicaset.master or nil
+    local conn = master ~= nil and master.conn or nil
+    if conn ~= nil and conn.state == 'error_reconnect' then
+        return string.format('UNREACHABLE_MASTER: the master %s is not connected: %s',
+            tostring(master.name or master.uri), tostring(conn.error))
+    end
+    return nil
+end
+
 -- Sends `groups` ({bucket, events, ok}) with at most MAX_IN_FLIGHT calls at
 -- once; sets each group's `ok`. A destination bucket held by this storage is
 -- applied here, under a write reference, with no network trip.
@@ -363,8 +378,11 @@ local function send(groups)
                     e = value
                 end
             else
-                e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
-                    {timeout = M.CALL_TIMEOUT_S}))
+                e = master_down(r, g.bucket)
+                if e == nil then
+                    e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
+                        {timeout = M.CALL_TIMEOUT_S}))
+                end
             end
             if e == nil then
                 g.ok = true
