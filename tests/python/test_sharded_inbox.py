@@ -244,6 +244,8 @@ def test_deliveries_waiting_while_buckets_move_arrive_once(make_cluster):
     s1 = cluster.master("s1")
     first = new_dialog(conn, None, a, b, "before")
     wait_until(lambda: delivered(conn, a, d, first), DRAIN_TIMEOUT_S, "the first delivery")
+    # (Its row is deleted just after the delivery.)
+    wait_until(lambda: outbox_backlog(cluster) == 0, DRAIN_TIMEOUT_S, "the first row's deletion")
 
     # s1 delivers nothing for a while: its outbox keeps the rows.
     cluster.eval(s1, "require('dialogs.outbox').stop() or true")
