@@ -96,7 +96,7 @@ local function id_seconds(id)
 end
 
 -- The outbox of a vshard storage (dialogs.outbox drains it): what its module
--- tells (`stats()`: backlog, oldest_age_s, delivered, failures), else what the
+-- tells (`info()`: backlog, oldest_age_s, delivered, failures), else what the
 -- space shows (backlog, oldest_age_s); nil where there is no outbox.
 local function outbox_figures()
     local space = box.space.dialogs_outbox
@@ -107,8 +107,8 @@ local function outbox_figures()
     if outbox == nil and space ~= nil then
         ok, outbox = pcall(require, 'dialogs.outbox')
     end
-    if ok and type(outbox) == 'table' and type(outbox.stats) == 'function' then
-        local got, s = pcall(outbox.stats)
+    if ok and type(outbox) == 'table' and type(outbox.info) == 'function' then
+        local got, s = pcall(outbox.info)
         if got and type(s) == 'table' then
             for _, key in ipairs({'backlog', 'oldest_age_s', 'delivered', 'failures'}) do
                 if type(s[key]) == 'number' then
