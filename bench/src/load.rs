@@ -122,10 +122,15 @@ fn spawn_tasks(
                     break;
                 }
                 let op = ds.next_op(cell.workload, &mut rng);
+                if matches!(op, Op::Mark(None)) {
+                    // Nothing left to send: one error, and this task stops.
+                    out.errors += 1;
+                    out.first_error.get_or_insert(
+                        "mark: the entries seeded unread for this cell ran out".to_owned(),
+                    );
+                    break;
+                }
                 let result = match &conn {
-                    _ if matches!(op, Op::Mark(None)) => {
-                        Err("mark: the entries seeded unread for this cell ran out".to_owned())
-                    }
                     Conn::Tarantool(c) => {
                         let (packet, expect) = tt::request(cell.target, &op, &ds, &info);
                         tt::execute(c, packet, expect).await
