@@ -19,10 +19,13 @@ REMARK_DIR := target/remark
 # replaced atomically on each build (a running server keeps its mapping and can
 # reload), and one symlink per procedure name (dialogs_route: the vshard router's
 # check of a call; dialogs_storage_get, dialogs_storage_new: a storage's read and
-# write entries for routers; docs/sharding.md, "How a call travels").
+# write entries for routers; docs/sharding.md, "How a call travels"; the inbox's
+# list_dialogs, mark_read and its internal entries, docs/inbox.md).
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
-PROCS := new_dialog get_dialog dialogs_route dialogs_storage_get dialogs_storage_new
+PROCS := new_dialog get_dialog list_dialogs mark_read dialogs_route dialogs_storage_get dialogs_storage_new \
+         dialogs_inbox_build dialogs_storage_list dialogs_storage_inbox_apply dialogs_storage_read_count \
+         dialogs_storage_mark_read_apply
 
 # The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
 # (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from
@@ -158,13 +161,14 @@ SUITES := test-unit test-lua lint-lua check-refs test-tarantool test-net test-e2
 test: deps build build-test tarantool-path
 	@MAKE="$(MAKE)" ./tests/run-suites.sh $(SUITES)
 
-# Unit tests, and the release module exports the two procedures and the router's
-# check and nothing of the test build (no test entry point, no test-only procedure).
+# Unit tests, and the release module exports exactly the procedures of PROCS and
+# nothing of the test build (no test entry point, no test-only procedure).
 test-unit:
 	$(CARGO) test --no-fail-fast -p dialogs --lib
 	@exported=$$(nm -D --defined-only $(LIB_DIR)/libdialogs.so | awk '$$2 == "T" && $$3 !~ /^_ZN/ {print $$3}' | sort | tr '\n' ' '); \
-	  if [ "$$exported" != "dialogs_route dialogs_storage_get dialogs_storage_new get_dialog new_dialog " ]; then \
-	    echo "release module exports [$$exported], expected [dialogs_route dialogs_storage_get dialogs_storage_new get_dialog new_dialog]"; exit 1; fi; \
+	  expected="$$(echo $(PROCS) | tr ' ' '\n' | sort | tr '\n' ' ')"; \
+	  if [ "$$exported" != "$$expected" ]; then \
+	    echo "release module exports [$$exported], expected [$$expected]"; exit 1; fi; \
 	  echo "release module exports exactly: $$exported"
 
 # The plain-Lua unit tests of the Lua modules (tests/lua/): no server needed.

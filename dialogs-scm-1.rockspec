@@ -7,8 +7,8 @@
 --   tt rocks make                       (the application's .rocks/, found by
 --                                        Tarantool without any path)
 --
--- The library lands in the tree's lib directory as new_dialog.so and
--- get_dialog.so, where box.schema.func.create looks the C functions up
+-- The library lands in the tree's lib directory as new_dialog.so,
+-- get_dialog.so and one file per other procedure, where box.schema.func.create looks the C functions up
 -- (package.cpath, or .rocks/lib/tarantool); the modules in its Lua directory,
 -- with the role as the module `dialogs`. docs/operations.md, "Install".
 rockspec_format = '3.0'
@@ -38,9 +38,16 @@ cargo build --release -p dialogs &&
 mkdir -p target/rock &&
 cp target/release/libdialogs.so target/rock/new_dialog.so &&
 cp target/release/libdialogs.so target/rock/get_dialog.so &&
+cp target/release/libdialogs.so target/rock/list_dialogs.so &&
+cp target/release/libdialogs.so target/rock/mark_read.so &&
 cp target/release/libdialogs.so target/rock/dialogs_route.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_get.so &&
-cp target/release/libdialogs.so target/rock/dialogs_storage_new.so
+cp target/release/libdialogs.so target/rock/dialogs_storage_new.so &&
+cp target/release/libdialogs.so target/rock/dialogs_inbox_build.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_list.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_inbox_apply.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_read_count.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_mark_read_apply.so
 ]],
     -- Every module under dialogs/ (the role is dialogs/init.lua), whatever
     -- modules the store grows, and the libraries (dialogs_route.so: the check a
@@ -48,6 +55,6 @@ cp target/release/libdialogs.so target/rock/dialogs_storage_new.so
     install_command = [[
 mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
 cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
-cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so "$(LIBDIR)/"
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/list_dialogs.so target/rock/mark_read.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so target/rock/dialogs_inbox_build.so target/rock/dialogs_storage_list.so target/rock/dialogs_storage_inbox_apply.so target/rock/dialogs_storage_read_count.so target/rock/dialogs_storage_mark_read_apply.so "$(LIBDIR)/"
 ]],
 }

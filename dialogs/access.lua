@@ -1,8 +1,9 @@
--- dialogs.access: who may do what. The application user may call the two
--- procedures and nothing else; guest nothing, or by choice the same two
--- procedures and nothing else; the built-in 'public' role loses what reaches past
--- them; the replication user has the 'replication' role only. Changes the
--- database: call as admin, on the writable instance only.
+-- dialogs.access: who may do what. The application user may call the client
+-- procedures (config.PROCEDURES) and nothing else; guest nothing, or by choice
+-- the two message procedures (config.GUEST_PROCEDURES) and nothing else; the
+-- built-in 'public' role loses what reaches past them; the replication user has
+-- the 'replication' role only. Changes the database: call as admin, on the
+-- writable instance only.
 
 local log = require('log')
 
@@ -36,9 +37,10 @@ end
 -- removes the old one instead of leaving it able to log in.
 local APP_USER_KEY = 'dialogs_app_user'
 
--- Grants `user` execute on the procedures (and nothing else).
-function M.grant_procedures(user)
-    for _, name in ipairs(config.PROCEDURES) do
+-- Grants `user` execute on the procedures (and nothing else): `names`, by
+-- default every client procedure (config.PROCEDURES).
+function M.grant_procedures(user, names)
+    for _, name in ipairs(names or config.PROCEDURES) do
         box.schema.user.grant(user, 'execute', 'function', name, {if_not_exists = true})
     end
 end
@@ -101,7 +103,19 @@ end
 -- session, the 'public' role, which restrict_public_role trims).
 function M.set_guest_access(guest, setting)
     if guest == config.GUEST_EXECUTE then
-        M.grant_procedures('guest')
+        M.grant_procedures('guest', config.GUEST_PROCEDURES)
+        -- Never the inbox's calls, whatever an earlier configuration granted.
+        local allowed = {}
+        for _, name in ipairs(config.GUEST_PROCEDURES) do
+            allowed[name] = true
+        end
+        for _, name in ipairs(guest_procedures()) do
+            if not allowed[name] then
+                box.schema.user.revoke('guest', 'execute', 'function', name, {if_exists = true})
+                log.warn('dialogs: revoked guest\'s execute on %s (guest may call %s only)',
+                    name, table.concat(config.GUEST_PROCEDURES, ' and '))
+            end
+        end
     else
         M.revoke_guest(string.format('%s is %s', setting, config.GUEST_NONE))
     end

@@ -18,7 +18,20 @@ local M = {}
 local MIB = 1024 * 1024
 
 -- The native procedures clients call; each lives in <name>.so in the library dir.
-M.PROCEDURES = {'new_dialog', 'get_dialog'}
+M.PROCEDURES = {'new_dialog', 'get_dialog', 'list_dialogs', 'mark_read'}
+-- Those guest may be given (DIALOGS_GUEST=execute): the message calls. The
+-- inbox's calls name a user's inbox, which only a signed-in application may do.
+M.GUEST_PROCEDURES = {'new_dialog', 'get_dialog'}
+-- Native entries every instance defines and grants to no one (schema code only).
+M.INTERNAL_PROCEDURES = {'dialogs_inbox_build'}
+
+-- Names as a sentence lists them: 'a', 'a and b', 'a, b and c'.
+function M.names_text(names)
+    if #names <= 1 then
+        return names[1] or ''
+    end
+    return table.concat(names, ', ', 1, #names - 1) .. ' and ' .. names[#names]
+end
 
 -- What guest (anyone, no password) may do: nothing (the default), or execute the
 -- client procedures, for clients that cannot log in (docs/operations.md, "Guest access").

@@ -16,7 +16,7 @@
 -- only reads roles_cfg and decides when to call them.
 --
 -- The configuration's `credentials` section owns the users: the application user
--- (execute on the two procedures only) and the replication user. The role checks
+-- (execute on the client procedures only) and the replication user. The role checks
 -- that the application user is declared that way and never creates a user itself.
 -- guest is the exception: what it may do is the store's choice (roles_cfg.dialogs.
 -- guest), granted and revoked by the role, so that turning it off takes it back
@@ -58,7 +58,7 @@ function M.setting_name(key)
 end
 
 local function procedures_text()
-    return table.concat(config.PROCEDURES, ' and ')
+    return config.names_text(config.PROCEDURES)
 end
 
 -- Where Tarantool itself would find `name`.so for box.schema.func.create:
@@ -171,7 +171,7 @@ end
 
 -- Checks the role's settings `s` against the rest of the cluster configuration,
 -- read by `get(path)` (config:get on Tarantool 3): the application user is
--- declared under credentials.users, may execute both procedures and nothing
+-- declared under credentials.users, may execute every client procedure and nothing
 -- else, and has a password of its own wherever the instance listens beyond
 -- loopback (the rule init.lua applies to DIALOGS_PASSWORD). Refusals name the
 -- configuration key; no message shows a password.
@@ -222,7 +222,7 @@ function M.check_guest_credentials(get, setting)
         return
     end
     local hint = string.format('what guest may do is %s (execute: call %s, and nothing '
-        .. 'else)', setting, procedures_text())
+        .. 'else)', setting, config.names_text(config.GUEST_PROCEDURES))
     if guest.privileges ~= nil and next(guest.privileges) ~= nil then
         config.error('credentials.users.guest.privileges', 'guest takes no privileges '
             .. 'here: %s', hint)

@@ -135,6 +135,61 @@ local migrations = {
             })
         end
     end},
+    -- v4: the inbox (docs/inbox.md, "The model"): a user's entry per dialog,
+    -- the user's totals (the badge), and the outbox of deliveries a vshard
+    -- storage still has to make. Every row lives in a bucket: an entry and a
+    -- totals row in their user's, an outbox row in the bucket of the data it
+    -- came from. Empty until the inbox is built (v5).
+    function()
+        local inbox = box.schema.space.create('dialogs_inbox', {
+            engine = 'memtx',
+            format = {
+                {name = 'user_id', type = 'uuid'},
+                {name = 'dialog_id', type = 'uuid'},
+                {name = 'peer_id', type = 'uuid'},
+                {name = 'last_id', type = 'uuid'},
+                {name = 'last_from', type = 'uuid'},
+                {name = 'last_text', type = 'string'},
+                {name = 'unread', type = 'unsigned'},
+                {name = 'read_id', type = 'uuid'},
+                {name = 'peer_read_id', type = 'uuid'},
+                {name = 'bucket_id', type = 'unsigned'},
+            },
+        })
+        inbox:create_index('pk', {type = 'TREE', parts = {
+            {field = 'user_id', type = 'uuid'}, {field = 'dialog_id', type = 'uuid'}}})
+        -- list_dialogs walks it backwards: most recent activity first.
+        inbox:create_index('activity', {type = 'TREE', unique = true, parts = {
+            {field = 'user_id', type = 'uuid'}, {field = 'last_id', type = 'uuid'},
+            {field = 'dialog_id', type = 'uuid'}}})
+        inbox:create_index('bucket_id', {type = 'TREE', unique = false,
+            parts = {{field = 'bucket_id', type = 'unsigned'}}})
+        local totals = box.schema.space.create('dialogs_inbox_totals', {
+            engine = 'memtx',
+            format = {
+                {name = 'user_id', type = 'uuid'},
+                {name = 'unread_messages', type = 'unsigned'},
+                {name = 'unread_dialogs', type = 'unsigned'},
+                {name = 'bucket_id', type = 'unsigned'},
+            },
+        })
+        totals:create_index('pk', {type = 'TREE', parts = {{field = 'user_id', type = 'uuid'}}})
+        totals:create_index('bucket_id', {type = 'TREE', unique = false,
+            parts = {{field = 'bucket_id', type = 'unsigned'}}})
+        local outbox = box.schema.space.create('dialogs_outbox', {
+            engine = 'memtx',
+            format = {
+                {name = 'id', type = 'uuid'},
+                {name = 'bucket_id', type = 'unsigned'},
+                {name = 'user_id', type = 'uuid', is_nullable = true},
+                {name = 'dialog_id', type = 'uuid', is_nullable = true},
+                {name = 'read_id', type = 'uuid', is_nullable = true},
+            },
+        })
+        outbox:create_index('pk', {type = 'TREE', parts = {{field = 'id', type = 'uuid'}}})
+        outbox:create_index('bucket_id', {type = 'TREE', unique = false,
+            parts = {{field = 'bucket_id', type = 'unsigned'}}})
+    end,
 }
 
 -- The version this release brings the data to.
@@ -207,8 +262,8 @@ end
 -- that a caller with only `execute` can reach the space. A function of that name
 -- defined otherwise (by hand, or by an older release) is replaced; the grants of
 -- execute on it must be given again afterwards (access.setup_app_user does).
-function M.register_functions()
-    for _, name in ipairs(config.PROCEDURES) do
+local function register_c_functions(names)
+    for _, name in ipairs(names) do
         local f = box.func[name]
         if f ~= nil and (f.language ~= 'C' or not f.setuid) then
             log.warn('dialogs: function %s was not a setuid C function: redefining it', name)
@@ -216,6 +271,19 @@ function M.register_functions()
         end
         box.schema.func.create(name, {language = 'C', setuid = true, if_not_exists = true})
     end
+end
+
+-- The internal native entries of every instance (config.INTERNAL_PROCEDURES:
+-- dialogs_inbox_build), defined like the client procedures and granted to
+-- nobody: admin and the schema's own code call them. A migration that needs one
+-- calls this first (the client procedures are defined after the migrations).
+function M.register_internal_functions()
+    register_c_functions(config.INTERNAL_PROCEDURES)
+end
+
+function M.register_functions()
+    register_c_functions(config.PROCEDURES)
+    M.register_internal_functions()
 end
 
 return M

@@ -41,11 +41,21 @@ M.READ_REFUSED = 1012
 -- the write's transaction; the same refusal (WRITE_REFUSED), nothing written.
 M.WRITE_FUNCTION = 'dialogs_storage_new'
 M.WRITE_REFUSED = M.READ_REFUSED
+-- The inbox's native entries on a storage (src/inbox/storage.rs, docs/inbox.md,
+-- "On a sharded store"): list_dialogs in the user's bucket, the deliveries of
+-- the outbox drainer, and mark_read's count (dialog's bucket) and write (user's
+-- bucket). Each checks its bucket like the two above (WRITE_REFUSED).
+M.INBOX_FUNCTIONS = {
+    list = 'dialogs_storage_list',
+    inbox_apply = 'dialogs_storage_inbox_apply',
+    read_count = 'dialogs_storage_read_count',
+    mark_read_apply = 'dialogs_storage_mark_read_apply',
+}
 -- The bucket count this storage keeps (dialogs.bucket), which a router compares
 -- with its own before it serves: a Lua function, called by name.
 M.COUNT_FUNCTION = 'dialogs_storage.bucket_count'
 
--- Defines the two entries (setuid C functions) and the count function (Lua),
+-- Defines the entries (setuid C functions) and the count function (Lua),
 -- and lets the user routers log in as execute them, and nobody else: the role
 -- `sharding` where the configuration declares it (Tarantool 3), else `user`
 -- (vshard's user, the replication user). On the writable instance, as admin.
@@ -54,6 +64,10 @@ function M.register_functions(user)
         {M.READ_FUNCTION, {language = 'C', setuid = true}},
         {M.WRITE_FUNCTION, {language = 'C', setuid = true}},
         {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},
+        {M.INBOX_FUNCTIONS.list, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.inbox_apply, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.read_count, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.mark_read_apply, {language = 'C', setuid = true}},
     }
     for _, def in ipairs(functions) do
         local name, opts = def[1], def[2]

@@ -27,6 +27,11 @@ pub mod code {
     pub const REQUEST_CONFLICT: u32 = 1007;
     /// A bug caught at the procedure boundary.
     pub const INTERNAL: u32 = 1008;
+    /// `mark_read`: `up_to_id` is not a message of this user in this dialog.
+    pub const NOT_IN_DIALOG: u32 = 1013;
+    /// `mark_read` through a router: the dialog kept changing while the router
+    /// counted; the call changed nothing and may be repeated as it is.
+    pub const RETRY: u32 = 1014;
 }
 
 /// Tarantool's own code for a write refused by a read-only instance (ER_READONLY).
@@ -89,12 +94,20 @@ pub enum Error {
         max: u64,
         got: String,
     },
-    /// `new_dialog` on a read-only instance.
-    #[error("new_dialog: this instance is read-only; send writes to the master")]
-    ReadOnly,
+    /// A write (`proc`) on a read-only instance.
+    #[error("{proc}: this instance is read-only; send writes to the master")]
+    ReadOnly { proc: &'static str },
     /// `opts.request_id` already stored another message.
     #[error("opts.request_id: already used for message {message_id} with other content")]
     RequestConflict { message_id: uuid::Uuid },
+    /// `mark_read`'s `up_to_id` names no message that this user sent or received
+    /// in this dialog.
+    #[error("up_to_id: not a message of this user in this dialog")]
+    NotInDialog,
+    /// `mark_read` through a router gave up after the dialog changed under every
+    /// round of its count (docs/inbox.md, "Through a router").
+    #[error("mark_read: the dialog kept changing; retry")]
+    Retry,
     /// A panic or broken invariant inside `proc`.
     #[error("{proc}: internal error: {what}")]
     Internal { proc: &'static str, what: String },
@@ -116,6 +129,8 @@ pub enum Arg {
     Before,
     Reverse,
     RequestId,
+    UserId,
+    UpToId,
 }
 
 impl Arg {
@@ -132,6 +147,8 @@ impl Arg {
             Arg::Before => "opts.before",
             Arg::Reverse => "opts.reverse",
             Arg::RequestId => "opts.request_id",
+            Arg::UserId => "user_id",
+            Arg::UpToId => "up_to_id",
         }
     }
 }
@@ -157,7 +174,9 @@ impl Error {
             | Error::RepeatedOption { .. }
             | Error::OptionKey { .. }
             | Error::OptionRange { .. } => code::BAD_OPTION,
-            Error::ReadOnly => code::READ_ONLY,
+            Error::ReadOnly { .. } => code::READ_ONLY,
+            Error::NotInDialog => code::NOT_IN_DIALOG,
+            Error::Retry => code::RETRY,
             Error::RequestConflict { .. } => code::REQUEST_CONFLICT,
             Error::Internal { .. } => code::INTERNAL,
             Error::Box(e) => e.error_code(),
@@ -171,11 +190,22 @@ impl Error {
         self.set_last_error();
     }
 
+    /// This error as the write `proc` gives it: a read-only refusal names the
+    /// procedure the client called ([`Error::last_box_error`] names `new_dialog`,
+    /// the first write).
+    pub fn in_write(self, proc: &'static str) -> Error {
+        match self {
+            Error::ReadOnly { .. } => Error::ReadOnly { proc },
+            other => other,
+        }
+    }
+
     /// The last error Tarantool raised, translated where the client deserves a
-    /// clearer word (a write on a replica).
+    /// clearer word (a write on a replica: named as `new_dialog`'s, see
+    /// [`Error::in_write`] for the other writes).
     pub fn last_box_error() -> Error {
         match BoxError::maybe_last() {
-            Err(e) if e.error_code() == ER_READONLY => Error::ReadOnly,
+            Err(e) if e.error_code() == ER_READONLY => Error::ReadOnly { proc: "new_dialog" },
             Err(e) => Error::Box(Box::new(e)),
             // A failed call that set no error: Tarantool's bug, still a refusal.
             Ok(()) => Error::Box(Box::new(BoxError::new(
@@ -278,9 +308,18 @@ mod tests {
                 "opts.limit: must be 1 to 1000, got -1",
             ),
             (
-                Error::ReadOnly,
+                Error::ReadOnly { proc: "new_dialog" },
                 "new_dialog: this instance is read-only; send writes to the master",
             ),
+            (
+                Error::ReadOnly { proc: "new_dialog" }.in_write("mark_read"),
+                "mark_read: this instance is read-only; send writes to the master",
+            ),
+            (
+                Error::NotInDialog,
+                "up_to_id: not a message of this user in this dialog",
+            ),
+            (Error::Retry, "mark_read: the dialog kept changing; retry"),
             (
                 Error::RequestConflict { message_id: id },
                 "opts.request_id: already used for message \

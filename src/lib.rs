@@ -1,7 +1,10 @@
 //! dialogs: direct-message storage inside Tarantool.
 //!
-//! This library is loaded by Tarantool as the C functions `new_dialog` and
-//! `get_dialog` (`box.schema.func.create(name, {language = 'C'})`), and on a
+//! This library is loaded by Tarantool as the C functions `new_dialog`,
+//! `get_dialog`, and the inbox's `list_dialogs` and `mark_read` ([`inbox`],
+//! docs/inbox.md; `box.schema.func.create(name, {language = 'C'})`), with the
+//! inbox's internal entries (`dialogs_inbox_build` and the `dialogs_storage_*`
+//! entries of [`inbox::storage`], granted to no client), and on a
 //! vshard router as `dialogs_route`, the check of a call before it is routed
 //! ([`route`]), and on a vshard storage as `dialogs_storage_get`, `get_dialog`
 //! with its bucket checked, which routers call for reads ([`storage_read`]), and
@@ -23,6 +26,7 @@ pub mod bucket;
 pub mod error;
 pub mod get_dialog;
 pub mod ids;
+pub mod inbox;
 pub mod msgpack;
 pub mod new_dialog;
 pub mod route;
@@ -269,5 +273,134 @@ pub unsafe extern "C" fn dialogs_storage_new(
         args,
         args_end,
         storage_write::call,
+    )
+}
+
+/// `list_dialogs(user_id [, opts])` → one map: the user's dialogs, most recent
+/// activity first, and the user's totals (docs/inbox.md, "Replies").
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn list_dialogs(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve("list_dialogs", ctx, args, args_end, inbox::list::call)
+}
+
+/// `mark_read(user_id, dialog_id, up_to_id)` → the dialog's unread count after
+/// it, one unsigned (docs/inbox.md, "Rules").
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn mark_read(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve("mark_read", ctx, args, args_end, inbox::mark::call)
+}
+
+/// `dialogs_inbox_build(after_id | nil, limit)` → the last message id walked,
+/// or nil once the walk is complete ([`inbox::build`]). Schema code only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_inbox_build(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_inbox_build",
+        ctx,
+        args,
+        args_end,
+        inbox::build::call,
+    )
+}
+
+/// `dialogs_storage_list(bucket_id, args)` → `list_dialogs(unpack(args))`'s
+/// reply in the user's bucket ([`inbox::storage::list`]). Routers only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_list(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_list",
+        ctx,
+        args,
+        args_end,
+        inbox::storage::list,
+    )
+}
+
+/// `dialogs_storage_inbox_apply(bucket_id, events)` → how many events applied
+/// ([`inbox::storage::inbox_apply`]). The outbox drainer only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_inbox_apply(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_inbox_apply",
+        ctx,
+        args,
+        args_end,
+        inbox::storage::inbox_apply,
+    )
+}
+
+/// `dialogs_storage_read_count(bucket_id, {user_id, dialog_id, up_to_id, L})` →
+/// `{count, H}` ([`inbox::storage::read_count`]). Routers only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_read_count(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_read_count",
+        ctx,
+        args,
+        args_end,
+        inbox::storage::read_count,
+    )
+}
+
+/// `dialogs_storage_mark_read_apply(bucket_id, {user_id, dialog_id, up_to_id,
+/// count, H})` → `{unread, nil}` or `{nil, L}`
+/// ([`inbox::storage::mark_read_apply`]). Routers only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_mark_read_apply(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_mark_read_apply",
+        ctx,
+        args,
+        args_end,
+        inbox::storage::mark_read_apply,
     )
 }

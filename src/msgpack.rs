@@ -172,6 +172,8 @@ impl<'a> Reader<'a> {
 /// Appends msgpack to a byte buffer.
 pub trait Write {
     fn put_array_header(&mut self, n: u32);
+    fn put_map_header(&mut self, n: u32);
+    fn put_nil(&mut self);
     fn put_str(&mut self, s: &str);
     fn put_uuid(&mut self, id: &uuid::Uuid);
     fn put_uint(&mut self, n: u64);
@@ -193,6 +195,14 @@ fn append<T>(written: Result<T, ValueWriteError<std::io::Error>>) {
 impl Write for Vec<u8> {
     fn put_array_header(&mut self, n: u32) {
         append(encode::write_array_len(self, n));
+    }
+
+    fn put_map_header(&mut self, n: u32) {
+        append(encode::write_map_len(self, n));
+    }
+
+    fn put_nil(&mut self) {
+        append(encode::write_nil(self).map_err(ValueWriteError::InvalidMarkerWrite));
     }
 
     fn put_str(&mut self, s: &str) {

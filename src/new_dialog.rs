@@ -143,17 +143,7 @@ impl<'a> NewDialog<'a> {
         request_id: Option<Uuid>,
         guard: Guard<'_>,
     ) -> Result<Uuid> {
-        let now_us = tarantool::clock::time64() / 1000;
-        let stored_max = store.max_id()?;
-        let Issued { id, floor_ahead_ms } = IDS
-            .with(|ids| ids.issue(now_us / 1000, stored_max))
-            .ok_or_else(|| Error::Internal {
-                proc: "new_dialog",
-                what: "message ids exhausted".into(),
-            })?;
-        if let Some(ahead) = floor_ahead_ms {
-            warn_clock_behind(ahead);
-        }
+        let (id, now_us) = issue_id("new_dialog", store.max_id()?)?;
         let message = Message {
             id,
             dialog_id,
@@ -175,6 +165,24 @@ impl<'a> NewDialog<'a> {
         out.put_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         out
     }
+}
+
+/// A new id from this module's generator (the one every message id comes
+/// from), above `stored_max` and every id issued before; with the time it was
+/// issued at, in microseconds since the Unix epoch. `proc` names the caller in
+/// the error of an exhausted generator.
+pub(crate) fn issue_id(proc: &'static str, stored_max: Option<Uuid>) -> Result<(Uuid, u64)> {
+    let now_us = tarantool::clock::time64() / 1000;
+    let Issued { id, floor_ahead_ms } = IDS
+        .with(|ids| ids.issue(now_us / 1000, stored_max))
+        .ok_or_else(|| Error::Internal {
+            proc,
+            what: "message ids exhausted".into(),
+        })?;
+    if let Some(ahead) = floor_ahead_ms {
+        warn_clock_behind(ahead);
+    }
+    Ok((id, now_us))
 }
 
 /// Says in the log that ids are pinned ahead of this server's clock (docs/guarantees.md,

@@ -2,16 +2,22 @@
 //! any storage sees it.
 //!
 //! A vshard router (`dialogs/router.lua`) passes the arguments a client gave
-//! `new_dialog` or `get_dialog` (`args`, one array) together with the procedure's
+//! `new_dialog`, `get_dialog`, `list_dialogs` or `mark_read` (`args`, one
+//! array) together with the procedure's
 //! name and the cluster's bucket count. They are validated by the procedure's own
 //! parser, so a bad call is refused here with exactly the code and message the
 //! procedure would give, and no storage is asked. A good call replies with the
 //! bucket its dialog lives in (for a `new_dialog` with a nil `dialog_id`, the
-//! dialog of the user pair). Not granted to clients: only the router's Lua calls it.
+//! dialog of the user pair); for `list_dialogs`, the user's bucket (an inbox
+//! lives in its owner's); for `mark_read`, an array of two: the dialog's bucket
+//! (where the unread count is taken) and the user's (where the cursor moves).
+//! Not granted to clients: only the router's Lua calls it.
 
 use crate::bucket::bucket_id;
 use crate::error::{Error, Result};
 use crate::get_dialog::GetDialog;
+use crate::inbox::list::ListDialogs;
+use crate::inbox::mark::MarkRead;
 use crate::msgpack::{Reader, Value, Write};
 use crate::new_dialog::NewDialog;
 use crate::Reply;
@@ -22,21 +28,41 @@ const PROC: &str = "dialogs_route";
 fn misuse(what: &str) -> Error {
     Error::Internal {
         proc: PROC,
-        what: format!("expected (bucket_count, 'new_dialog' | 'get_dialog', {{args}}): {what}"),
+        what: format!(
+            "expected (bucket_count, 'new_dialog' | 'get_dialog' | 'list_dialogs' | \
+             'mark_read', {{args}}): {what}"
+        ),
     }
 }
 
-/// The bucket of a validated call of `proc` with the msgpack argument array `args`.
-pub fn bucket_of(proc: &[u8], args: &[u8], bucket_count: u32) -> Result<u32> {
-    let dialog = match proc {
-        b"new_dialog" => NewDialog::parse(args)?.dialog(),
-        b"get_dialog" => GetDialog::parse(args)?.page.dialog_id,
-        _ => return Err(misuse("unknown procedure")),
-    };
-    Ok(bucket_id(dialog, bucket_count))
+/// Where a validated call goes: one bucket, or (`mark_read`) the dialog's and
+/// then the user's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    One(u32),
+    Two(u32, u32),
 }
 
-/// The procedure body: read the three arguments, validate, reply with the bucket.
+/// The bucket(s) of a validated call of `proc` with the msgpack argument array `args`.
+pub fn route_of(proc: &[u8], args: &[u8], bucket_count: u32) -> Result<Route> {
+    let one = |id| Ok(Route::One(bucket_id(id, bucket_count)));
+    match proc {
+        b"new_dialog" => one(NewDialog::parse(args)?.dialog()),
+        b"get_dialog" => one(GetDialog::parse(args)?.page.dialog_id),
+        b"list_dialogs" => one(ListDialogs::parse(args)?.user_id),
+        b"mark_read" => {
+            let m = MarkRead::parse(args)?;
+            Ok(Route::Two(
+                bucket_id(m.dialog_id, bucket_count),
+                bucket_id(m.user_id, bucket_count),
+            ))
+        }
+        _ => Err(misuse("unknown procedure")),
+    }
+}
+
+/// The procedure body: read the three arguments, validate, reply with the
+/// bucket (an array of two for `mark_read`).
 pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
     let mut r = Reader::new(args);
     if r.read() != Ok(Value::Array(3)) {
@@ -53,8 +79,14 @@ pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
         return Err(misuse("proc is not a string"));
     };
     // The third argument, the call's own argument array, is the rest of the input.
-    let bucket = bucket_of(proc, r.rest(), bucket_count)?;
-    let mut out = Vec::with_capacity(5);
-    out.put_uint(u64::from(bucket));
+    let mut out = Vec::with_capacity(11);
+    match route_of(proc, r.rest(), bucket_count)? {
+        Route::One(bucket) => out.put_uint(u64::from(bucket)),
+        Route::Two(dialogs, users) => {
+            out.put_array_header(2);
+            out.put_uint(u64::from(dialogs));
+            out.put_uint(u64::from(users));
+        }
+    }
     reply.mp(&out)
 }

@@ -50,7 +50,7 @@ const BUCKET_SPACE: &str = "_bucket";
 /// The bucket statuses vshard serves reads from (its `bucket_status_is_readable`:
 /// writable ones, and a bucket being sent or made read-only, whose rows are all
 /// still here and take no writes).
-const READABLE: &[&str] = &["active", "pinned", "sending", "readonly"];
+pub(crate) const READABLE: &[&str] = &["active", "pinned", "sending", "readonly"];
 
 /// Splits a storage entry's two arguments, `(bucket_id, {<procedure>'s
 /// arguments})`, into the bucket and the bytes of the procedure's own argument
@@ -91,15 +91,29 @@ pub(crate) fn check_dialog_bucket(
     bucket_count: u32,
     usable: &str,
 ) -> Result<()> {
-    let dialogs_bucket = bucket::bucket_id(dialog, bucket_count);
-    if u64::from(dialogs_bucket) == bucket_id {
+    check_owner_bucket(proc, bucket_id, dialog, "dialog", bucket_count, usable)
+}
+
+/// Whether `owner` (a dialog, or a user whose inbox this is: `what` says
+/// which) lives in `bucket_id` among `bucket_count` buckets, or the refusal of
+/// entry `proc` naming the owner's bucket.
+pub(crate) fn check_owner_bucket(
+    proc: &str,
+    bucket_id: u64,
+    owner: Uuid,
+    what: &str,
+    bucket_count: u32,
+    usable: &str,
+) -> Result<()> {
+    let owners_bucket = bucket::bucket_id(owner, bucket_count);
+    if u64::from(owners_bucket) == bucket_id {
         return Ok(());
     }
     Err(not_here(
         proc,
         bucket_id,
         usable,
-        &format!("the dialog is in bucket {dialogs_bucket}"),
+        &format!("the {what} is in bucket {owners_bucket}"),
     ))
 }
 

@@ -79,7 +79,7 @@ const PROC: &str = "dialogs_storage_new";
 
 /// The bucket statuses vshard writes to (its `bucket_status_is_writable`); a
 /// bucket `readonly`, `sending`, `receiving`, `sent` or `garbage` is not one.
-const WRITABLE: &[&str] = &["active", "pinned"];
+pub(crate) const WRITABLE: &[&str] = &["active", "pinned"];
 
 /// The procedure body: read the two arguments, validate `new_dialog`'s, check
 /// the dialog's bucket, write with `_bucket` checked inside the transaction,

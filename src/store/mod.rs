@@ -9,7 +9,9 @@
 //! - [`write`]: inserts of messages, with their `request_id` records, and the
 //!   request protocol of retried calls;
 //! - [`page`]: the page walk over a dialog ([`PageQuery`]);
-//! - [`txn`]: transactions, and the savepoint a call's panic rolls back to.
+//! - [`txn`]: transactions, and the savepoint a call's panic rolls back to;
+//! - [`inbox`]: the inbox's three spaces (entries, totals, outbox), their
+//!   reads and writes, and the walks over messages the inbox counts with.
 //!
 //! Every method goes straight to the C API: no Lua, no serde, no intermediate
 //! tuples on the hot path. Stored tuples come back either owned ([`Tuple`],
@@ -23,15 +25,17 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::msgpack::Write;
 
+pub mod inbox;
 pub mod page;
 pub mod schema;
 pub mod tuple;
 pub mod txn;
 pub mod write;
 
+pub use inbox::{InboxSpaces, StoredMessage};
 pub use page::PageQuery;
 pub use tuple::TupleRef;
-pub use txn::{atomically, TxnMark};
+pub use txn::{atomically, within, TxnMark};
 pub use write::{Guard, Message, StoredContent, StoredRequest};
 
 /// The message space, as `init.lua` creates it.
@@ -45,6 +49,9 @@ const PRIMARY: u32 = 0;
 /// Field numbers (0-based) of the message tuple.
 const FIELD_ID: u32 = 0;
 const FIELD_DIALOG: u32 = 1;
+const FIELD_FROM: u32 = 2;
+const FIELD_TO: u32 = 3;
+const FIELD_TEXT: u32 = 4;
 /// `bucket_id`, vshard's bucket of the message's dialog: the store's own field,
 /// never sent to clients.
 const FIELD_BUCKET: u32 = 6;
@@ -75,6 +82,8 @@ pub struct Store {
     pub created_at: TimeField,
     /// How many vshard buckets dialogs are spread over.
     pub bucket_count: u32,
+    /// The inbox's spaces; None before schema version 4.
+    pub inbox: Option<InboxSpaces>,
 }
 
 /// An index key of uuid parts: a msgpack array of them.

@@ -7,12 +7,14 @@ use std::ffi::c_char;
 
 use tarantool::ffi::tarantool as ffi;
 
+use super::inbox::InboxSpaces;
 use super::{Store, TimeField, BY_DIALOG, REQUESTS, SPACE};
 use crate::error::{Error, Result};
 use crate::msgpack::{Reader, Value, Write};
 
-/// Where init.lua keeps the bucket count (fixed for the life of the data).
-const SYSTEM_SCHEMA: &str = "_schema";
+/// Where init.lua keeps the bucket count (fixed for the life of the data) and
+/// the inbox's build state.
+pub(super) const SYSTEM_SCHEMA: &str = "_schema";
 const BUCKET_COUNT_KEY: &str = "dialogs_bucket_count";
 /// Tarantool error codes after which the cached ids are stale.
 const ER_NO_SUCH_INDEX_ID: u32 = 35;
@@ -24,11 +26,18 @@ thread_local! {
     static CACHED: Cell<Option<Store>> = const { Cell::new(None) };
 }
 
+/// Forgets the resolved store: the next [`Store::get`] resolves it again, and
+/// the inbox's build flag is read again (tests that turn the upkeep off).
+pub fn forget() {
+    CACHED.with(|c| c.set(None));
+    super::inbox::forget_built();
+}
+
 pub(super) fn check(rc: i32) -> Result<()> {
     if rc < 0 {
         let e = Error::last_box_error();
         if matches!(e.code(), ER_NO_SUCH_SPACE | ER_NO_SUCH_INDEX_ID) {
-            CACHED.with(|c| c.set(None));
+            forget();
         }
         return Err(e);
     }
@@ -42,7 +51,7 @@ fn missing(what: &str) -> Error {
     }
 }
 
-fn space_id(name: &str) -> Result<u32> {
+pub(super) fn space_id(name: &str) -> Result<u32> {
     let len = u32::try_from(name.len()).map_err(|_| missing(name))?;
     // SAFETY: a valid pointer and length.
     let id = unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), len) };
@@ -52,7 +61,7 @@ fn space_id(name: &str) -> Result<u32> {
     Ok(id)
 }
 
-fn index_id(space: u32, name: &str) -> Result<u32> {
+pub(super) fn index_id(space: u32, name: &str) -> Result<u32> {
     let len = u32::try_from(name.len()).map_err(|_| missing(name))?;
     // SAFETY: a valid pointer and length.
     let id = unsafe { ffi::box_index_id_by_name(space, name.as_ptr().cast::<c_char>(), len) };
@@ -99,9 +108,18 @@ fn created_at_type() -> Result<TimeField> {
 }
 
 impl Store {
-    /// The store, resolved on first use.
+    /// The store, resolved on first use. The inbox's spaces (schema version 4)
+    /// are looked up again on each call until they exist: a replica upgraded
+    /// before its master serves messages meanwhile, and takes the inbox once
+    /// the master's migration reaches it.
     pub fn get() -> Result<Store> {
-        if let Some(s) = CACHED.with(Cell::get) {
+        if let Some(mut s) = CACHED.with(Cell::get) {
+            if s.inbox.is_none() {
+                s.inbox = InboxSpaces::resolve();
+                if s.inbox.is_some() {
+                    CACHED.with(|c| c.set(Some(s)));
+                }
+            }
             return Ok(s);
         }
         let space = space_id(SPACE)?;
@@ -111,6 +129,7 @@ impl Store {
             requests: space_id(REQUESTS)?,
             created_at: created_at_type()?,
             bucket_count: stored_bucket_count()?,
+            inbox: InboxSpaces::resolve(),
         };
         CACHED.with(|c| c.set(Some(store)));
         Ok(store)

@@ -25,6 +25,10 @@ pub enum Iter {
     Req = 1,
     /// Keys below, descending.
     Lt = 3,
+    /// Keys at or below, descending.
+    Le = 4,
+    /// Keys at or above, ascending (every key, from an empty one).
+    Ge = 5,
     /// Keys above, ascending.
     Gt = 6,
 }
@@ -113,8 +117,44 @@ impl<'a> TupleRef<'a> {
         Ok(())
     }
 
+    /// A string field, copied; None if the field is absent or not a string.
+    pub(super) fn str_field(&self, fieldno: u32) -> Option<String> {
+        // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
+        // inside the tuple, which holds `bsize` bytes in all. The header is read
+        // byte by byte, each step checked against what is left of the tuple from
+        // the field's start, before the payload is borrowed; it is copied before
+        // anything can yield.
+        unsafe {
+            let start = ffi::box_tuple_field(self.as_ptr(), fieldno).cast::<u8>();
+            if start.is_null() {
+                return None;
+            }
+            let size = ffi::box_tuple_bsize(self.as_ptr());
+            let marker = *start;
+            let (header, len) = match marker {
+                0xa0..=0xbf => (1usize, usize::from(marker & 0x1f)),
+                0xd9 => (2, usize::from(*start.add(1))),
+                0xda => (
+                    3,
+                    usize::from(u16::from_be_bytes([*start.add(1), *start.add(2)])),
+                ),
+                0xdb => {
+                    let b = std::slice::from_raw_parts(start.add(1), 4);
+                    let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    (5, usize::try_from(n).ok()?)
+                }
+                _ => return None,
+            };
+            if header.checked_add(len)? > size {
+                return None;
+            }
+            let bytes = std::slice::from_raw_parts(start.add(header), len);
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        }
+    }
+
     /// Copies the tuple's msgpack to the end of `out`.
-    fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
+    pub(super) fn append_to(&self, out: &mut Vec<u8>) -> Result<()> {
         // SAFETY: a live tuple; the copy goes into spare capacity reserved for it,
         // and the length is only extended by what box_tuple_to_buf wrote.
         unsafe {

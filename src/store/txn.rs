@@ -22,6 +22,23 @@ pub fn atomically<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// Runs `f` inside the caller's transaction if one is open (its writes then
+/// commit or roll back with the caller's; an error of `f` undoes what `f` wrote,
+/// back to a savepoint, and nothing of the caller's), else in a transaction of
+/// its own, as [`atomically`]: either way every statement of `f` is in one
+/// transaction, and a refused call leaves nothing behind.
+pub fn within<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !transaction::is_in_transaction() {
+        return atomically(f);
+    }
+    let mark = TxnMark::take()?;
+    let result = f();
+    if result.is_err() {
+        mark.undo();
+    }
+    result
+}
+
 /// A savepoint inside a transaction (Tarantool's `box_txn_savepoint_t`).
 #[repr(C)]
 pub struct BoxTxnSavepoint {

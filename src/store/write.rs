@@ -11,12 +11,13 @@ use tarantool::tuple::Tuple;
 use uuid::Uuid;
 
 use super::schema::check;
-use super::txn::atomically;
+use super::txn::{atomically, within};
 use super::{
     corrupt, key, Store, TimeField, TupleRef, MESSAGE_FIELDS, REQUESTS, REQUEST_FIELDS, SPACE,
 };
 use crate::bucket::bucket_id;
 use crate::error::{Error, Result};
+use crate::inbox::entry::Delivery;
 use crate::msgpack::{Reader, Value, Write};
 
 /// A message to store.
@@ -62,7 +63,7 @@ impl Store {
         Ok(buf)
     }
 
-    fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
+    pub(super) fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
         let range = tuple.as_ptr_range();
         // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
         check(unsafe {
@@ -70,7 +71,7 @@ impl Store {
         })
     }
 
-    fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
+    pub(super) fn replace_raw(space: u32, tuple: &[u8]) -> Result<()> {
         let range = tuple.as_ptr_range();
         // SAFETY: `tuple` is one msgpack array; Tarantool copies it.
         check(unsafe {
@@ -78,22 +79,42 @@ impl Store {
         })
     }
 
-    /// Stores one message: with no guard, as one statement (in a caller's
-    /// transaction, if one is open); with a guard, in a transaction of its own
-    /// that runs the guard first.
+    /// The inbox's part of storing `m` ([`Store::inbox_upkeep`]): both users'
+    /// entries and totals, or the outbox row on a vshard storage; nothing before
+    /// the inbox is built.
+    fn upkeep(&self, m: &Message<'_>) -> Result<()> {
+        self.inbox_upkeep(&Delivery {
+            id: m.id,
+            dialog_id: m.dialog_id,
+            from: m.user_from,
+            to: m.user_to,
+            text: m.text,
+        })
+    }
+
+    /// Stores one message and its inbox upkeep, in one transaction (one WAL
+    /// write): with no guard, in a caller's transaction if one is open, else in
+    /// its own; with a guard, in a transaction of its own that runs the guard
+    /// first.
     pub fn insert(&self, m: &Message<'_>, guard: Guard<'_>) -> Result<()> {
         let buf = self.encode(m)?;
+        let write = || {
+            Self::insert_raw(self.space, &buf)?;
+            self.upkeep(m)
+        };
         match guard {
-            None => Self::insert_raw(self.space, &buf),
+            None => within(write),
             Some(guard) => atomically(|| {
                 guard()?;
-                Self::insert_raw(self.space, &buf)
+                write()
             }),
         }
     }
 
-    /// Stores one message and records `request_id` for it, atomically (after
-    /// the guard, if any, in the same transaction).
+    /// Stores one message and records `request_id` for it, with its inbox
+    /// upkeep, atomically (after the guard, if any, in the same transaction). A
+    /// retry that finds the record writes nothing ([`Store::confirm_request`]
+    /// rewrites the record only), so the inbox counts the message once.
     pub fn insert_with_request(
         &self,
         m: &Message<'_>,
@@ -110,7 +131,8 @@ impl Store {
         atomically(|| {
             run(guard)?;
             Self::insert_raw(self.requests, &req)?;
-            Self::insert_raw(self.space, &buf)
+            Self::insert_raw(self.space, &buf)?;
+            self.upkeep(m)
         })
     }
 

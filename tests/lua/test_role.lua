@@ -50,9 +50,13 @@ local function users(app)
     return {dialogs = app, replicator = {password = 'x', roles = {'replication'}}}
 end
 
+-- What the refusals say the application user may do.
+local MAY = 'may only execute new_dialog, get_dialog, list_dialogs and mark_read'
+
 local function good_app_user()
     return {password = SECRET, privileges = {
-        {permissions = {'execute'}, functions = {'new_dialog', 'get_dialog'}},
+        {permissions = {'execute'},
+         functions = {'new_dialog', 'get_dialog', 'list_dialogs', 'mark_read'}},
     }}
 end
 
@@ -136,12 +140,13 @@ return {
     {'the shipped credentials fit', function()
         role.check_cluster_config({user = 'dialogs'}, getter({
             ['credentials.users'] = users(good_app_user()), ['iproto.listen'] = LOOPBACK}))
-        -- two entries, one procedure each; no password on loopback (nobody can log
+        -- two entries, two procedures each; no password on loopback (nobody can log
         -- in as the user then, but nothing is exposed)
         role.check_cluster_config({user = 'dialogs'}, getter({
             ['credentials.users'] = users({privileges = {
-                {permissions = {'execute'}, functions = {'get_dialog'}},
-                {permissions = {'execute'}, functions = {'new_dialog'}, universe = false},
+                {permissions = {'execute'}, functions = {'get_dialog', 'list_dialogs'}},
+                {permissions = {'execute'}, functions = {'new_dialog', 'mark_read'},
+                 universe = false},
             }}),
             ['iproto.listen'] = {{uri = 'unix/:/tmp/dialogs.sock'}}}))
     end},
@@ -152,7 +157,7 @@ return {
         assert(not ok)
         check.equal(tostring(err), 'dialogs: roles_cfg.dialogs.user: user "chat" is not '
             .. 'declared under credentials.users (declare it there with execute on '
-            .. 'new_dialog and get_dialog)', 'refusal')
+            .. 'new_dialog, get_dialog, list_dialogs and mark_read)', 'refusal')
     end},
 
     {'privileges beyond executing the procedures are refused', function()
@@ -164,24 +169,24 @@ return {
         cluster_refuses(with_privileges({{permissions = {'execute', 'read'},
             functions = {'new_dialog', 'get_dialog'}}}), nil,
             'dialogs: credentials.users.dialogs.privileges[1].permissions: the application '
-            .. 'user may only execute new_dialog and get_dialog, not read')
+            .. 'user ' .. MAY .. ', not read')
         cluster_refuses(with_privileges({{permissions = {'execute'},
             functions = {'new_dialog', 'get_dialog', 'dostring'}}}), nil,
             'dialogs: credentials.users.dialogs.privileges[1].functions: the application '
-            .. 'user may only execute new_dialog and get_dialog, not dostring')
+            .. 'user ' .. MAY .. ', not dostring')
         cluster_refuses(with_privileges({{permissions = {'execute'},
             functions = {'new_dialog', 'get_dialog'}}, {permissions = {'execute'},
             universe = true}}), nil,
             'dialogs: credentials.users.dialogs.privileges[2].universe: the application '
-            .. 'user may only execute new_dialog and get_dialog; this grants more')
+            .. 'user ' .. MAY .. '; this grants more')
         cluster_refuses(with_privileges({{permissions = {'execute'},
             functions = {'new_dialog', 'get_dialog'}, lua_eval = true}}), nil,
             'dialogs: credentials.users.dialogs.privileges[1].lua_eval: the application '
-            .. 'user may only execute new_dialog and get_dialog; this grants more')
+            .. 'user ' .. MAY .. '; this grants more')
         local u = good_app_user()
         u.roles = {'super'}
         cluster_refuses(u, nil, 'dialogs: credentials.users.dialogs.roles: the application '
-            .. 'user takes no roles: it may only execute new_dialog and get_dialog')
+            .. 'user takes no roles: it ' .. MAY)
     end},
 
     {'a procedure the user may not execute is refused', function()

@@ -14,7 +14,11 @@ local function with_lib(fn)
     local base = fio.tempdir()
     local lib = fio.pathjoin(base, 'target', 'dialogs')
     fio.mktree(lib)
-    for _, p in ipairs({'new_dialog', 'get_dialog', 'dialogs_route'}) do
+    local names = {'dialogs_route'}
+    for _, p in ipairs(config.PROCEDURES) do
+        table.insert(names, p)
+    end
+    for _, p in ipairs(names) do
         local f = fio.open(fio.pathjoin(lib, p .. '.so'), {'O_CREAT', 'O_WRONLY'},
             tonumber('644', 8))
         f:close()
