@@ -282,8 +282,9 @@ end
 -- The memory of the inbox: n messages, each opening a dialog between two new
 -- users, stored through the native new_dialog; returns the growth of the
 -- inbox's entries and of the totals rows (tuples, space and index bsize), of the
--- message space, and of the memtx arena. Each message adds two entries and two
--- totals rows, each entry holding the message's text as its last text.
+-- message space, and of the memtx arena. Each message adds two entries, each
+-- holding the message's text as its last text, and a totals row per user the
+-- store keeps one for.
 rawset(_G, 'bench_inbox_memory', function(n, text)
     long_slice()
     if box.space.dialogs_inbox == nil then

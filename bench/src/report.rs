@@ -147,7 +147,7 @@ impl TtMemory {
 }
 
 /// Growth of the inbox for new dialogs of one message each (bench_inbox_memory
-/// in bench/lua/bench.lua): each message adds two entries and two totals rows.
+/// in bench/lua/bench.lua): each message adds two entries and a totals row or two.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InboxMemory {
     pub messages: f64,
@@ -522,13 +522,14 @@ impl Report {
                 "\n### Memory of the inbox\n\n\
                  {:.0} new dialogs of one {TEXT_CHARS}-character message each, between new \
                  users, stored through `new_dialog`: {:.0} inbox entries (the message's \
-                 text as their last text) and {:.0} totals rows. Bytes, memtx \
+                 text as their last text) and {:.0} totals rows (a user with nothing \
+                 unread may have none). Bytes, memtx \
                  (`space:bsize()` + every index's `bsize()`):\n\n\
                  | what | bytes |\n|---|---:|\n\
                  | an inbox entry (tuple + `pk`, `activity`, `bucket_id`) | {:.0} |\n\
                  | a totals row (tuple + `pk`, `bucket_id`) | {:.0} |\n\
                  | a new dialog's message (for comparison) | {:.0} |\n\
-                 | memtx arena growth per new dialog (its message, two entries, two totals rows; slab rounding included) | {:.0} |\n",
+                 | memtx arena growth per new dialog (its message, its entries and totals rows; slab rounding included) | {:.0} |\n",
                 m.messages,
                 m.entries,
                 m.totals,
