@@ -24,6 +24,8 @@ local started = nil
 -- The client functions (dialogs.routing), published as globals by serve().
 M.new_dialog = routing.new_dialog
 M.get_dialog = routing.get_dialog
+M.list_dialogs = routing.list_dialogs
+M.mark_read = routing.mark_read
 M.UNAVAILABLE, M.MOVING, M.SHARDING = routing.UNAVAILABLE, routing.MOVING, routing.SHARDING
 
 -- The check function (not granted to anyone: the router's functions run as their
@@ -123,8 +125,9 @@ local function serve(bucket_count, call_timeout)
     state.route = vshard.router.route
     state.routeall = vshard.router.routeall
     state.cluster_count = nil
-    rawset(_G, 'new_dialog', M.new_dialog)
-    rawset(_G, 'get_dialog', M.get_dialog)
+    for _, name in ipairs(config.PROCEDURES) do
+        rawset(_G, name, routing.CLIENT_FUNCTIONS[name])
+    end
     require('dialogs.background').start('router_bootstrap', bootstrap_loop)
 end
 
@@ -154,6 +157,14 @@ function M.reconfigure(topology)
         s.bucket_count))
     s.sharding.replicasets = replicasets
     log.info('dialogs: router reconfigured: cluster %s', sharding.describe(replicasets))
+end
+
+-- The inbox's recount over the whole cluster (dialogs.recount_sharded), from an
+-- admin console of a serving router: waits for the outboxes to drain (up to
+-- opts.timeout seconds), compares every entry and total with the messages, and
+-- with opts.repair fixes what drifted. Returns the report.
+function M.recount(opts)
+    return require('dialogs.recount_sharded').run(require('vshard').router.static, opts)
 end
 
 ------------------------------------------------------------------------------
@@ -210,8 +221,9 @@ end
 -- roles: stops the bootstrap fiber and withdraws the client functions.
 function M.stop()
     require('dialogs.background').stop('router_bootstrap')
-    rawset(_G, 'new_dialog', nil)
-    rawset(_G, 'get_dialog', nil)
+    for _, name in ipairs(config.PROCEDURES) do
+        rawset(_G, name, nil)
+    end
 end
 
 return M

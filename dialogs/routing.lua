@@ -99,6 +99,13 @@ local function raise(code, message)
     box.error({code = code, reason = message})
 end
 
+-- Whose replica set a procedure's call goes to, for its messages: a user's
+-- inbox lives in the user's bucket (list_dialogs), everything else in the
+-- dialog's.
+local function whose(proc)
+    return proc == 'list_dialogs' and 'the user\'s' or 'the dialog\'s'
+end
+
 -- Raises the error a routed call of `proc` ended with.
 function M.raise_routed_error(proc, err)
     if type(err) ~= 'table' then
@@ -118,18 +125,19 @@ function M.raise_routed_error(proc, err)
     if err.type == 'ShardingError' then
         local name = tostring(err.name)
         if MOVING[name] then
-            raise(M.MOVING, string.format('%s: the dialog is moving to another replica '
-                .. 'set; retry: %s: %s', proc, name, message))
+            raise(M.MOVING, string.format('%s: %s is moving to another replica '
+                .. 'set; retry: %s: %s', proc, proc == 'list_dialogs' and 'the user\'s inbox'
+                or 'the dialog', name, message))
         elseif UNAVAILABLE[name] then
-            raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is '
-                .. 'unavailable; retry: %s: %s', proc, name, message))
+            raise(M.UNAVAILABLE, string.format('%s: %s replica set is '
+                .. 'unavailable; retry: %s: %s', proc, whose(proc), name, message))
         end
         raise(M.SHARDING, string.format('%s: sharding error: %s: %s', proc, name, message))
     end
     if UNAVAILABLE_BOX[err.code] or UNAVAILABLE_TYPES[err.type]
             or (err.code == box.error.PROC_LUA and message == 'Timeout exceeded') then
-        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
-            .. 'retry: %s', proc, message))
+        raise(M.UNAVAILABLE, string.format('%s: %s replica set is unavailable; '
+            .. 'retry: %s', proc, whose(proc), message))
     end
     raise(M.SHARDING, string.format('%s: sharding error: %s', proc, message))
 end
@@ -145,9 +153,9 @@ local function check_master(proc, call, bucket_id)
     local master = replicaset ~= nil and replicaset.master or nil
     local conn = master ~= nil and master.conn or nil
     if conn ~= nil and conn.state == 'error_reconnect' then
-        raise(M.UNAVAILABLE, string.format('%s: the dialog\'s replica set is unavailable; '
+        raise(M.UNAVAILABLE, string.format('%s: %s replica set is unavailable; '
             .. 'retry: UNREACHABLE_MASTER: the master %s is not connected: %s', proc,
-            tostring(master.name or master.uri), tostring(conn.error)))
+            whose(proc), tostring(master.name or master.uri), tostring(conn.error)))
     end
 end
 
@@ -223,10 +231,12 @@ end
 
 -- The storage functions of the ordinary way take the bucket and the client's
 -- arguments, and refuse a bucket that is not the dialog's (dialogs.storage).
-local function routed(proc, call, args, bucket_id, timeout)
+-- `name`: the storage function, when it is not the procedure's own (a step of
+-- mark_read).
+local function routed(proc, call, args, bucket_id, timeout, name)
     bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     check_master(proc, call, bucket_id)
-    local result, err = call(bucket_id, storage.FUNCTIONS[proc], {bucket_id, args},
+    local result, err = call(bucket_id, name or storage.FUNCTIONS[proc], {bucket_id, args},
         {timeout = timeout or state.call_timeout})
     if err ~= nil then
         M.raise_routed_error(proc, err)
@@ -315,22 +325,24 @@ local function routed_raw(proc, call, raw, bucket_id, timeout)
     M.raise_routed_error(proc, err)
 end
 
--- get_dialog through the storage's native read entry (storage.READ_FUNCTION),
--- called directly on the bucket's replica set (any member): its one value, the
--- page, undecoded where `raw` (the client's argument bytes as one msgpack object),
--- else decoded. Where a C function's results travel wrapped in one array
--- (state.wrap_id, as on the storages), that value comes as [page]. Returns the
--- page, or nil when the entry did not answer (it refused the bucket, or vshard or
--- the connection failed): the caller then takes the ordinary way, which retries
--- and refreshes where the bucket is.
-local function read_direct(bucket_id, args, raw)
+-- A read through one of the storages' native read entries (`entry`:
+-- storage.READ_FUNCTION for get_dialog, storage.INBOX_FUNCTIONS.list), called
+-- directly on the bucket's replica set with `method` ('callbro': any member;
+-- 'callrw': the master): its one value, undecoded where `raw` (the client's
+-- argument bytes as one msgpack object), else decoded. Where a C function's
+-- results travel wrapped in one array (state.wrap_id, as on the storages),
+-- that value comes as [value]. Returns the value, or nil when the entry did not
+-- answer (it refused the bucket, or vshard or the connection failed): the
+-- caller then takes the ordinary way, which retries and refreshes where the
+-- bucket is.
+local function read_direct(entry, method, bucket_id, args, raw)
     local replicaset = state.route(bucket_id)
     if replicaset == nil then
         return nil
     end
     local result, err
     if raw then
-        result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
+        result, err = replicaset[method](replicaset, entry, {bucket_id, args},
             {timeout = state.call_timeout, return_raw = true})
         if err ~= nil or not is_object(result) then
             return nil
@@ -341,7 +353,7 @@ local function read_direct(bucket_id, args, raw)
         end
         return value
     end
-    result, err = replicaset:callbro(storage.READ_FUNCTION, {bucket_id, args},
+    result, err = replicaset[method](replicaset, entry, {bucket_id, args},
         {timeout = state.call_timeout})
     if err ~= nil or type(result) ~= 'table' then
         return nil
@@ -361,7 +373,7 @@ local function get_dialog_routed(call_args, raw)
     -- The ordinary way gets what is left of the call's time (DIALOGS_ROUTER_TIMEOUT
     -- covers both).
     local deadline = fiber.clock() + state.call_timeout
-    local page = read_direct(bucket_id, call_args, raw)
+    local page = read_direct(storage.READ_FUNCTION, 'callbro', bucket_id, call_args, raw)
     if page ~= nil then
         return page
     end
@@ -453,6 +465,107 @@ function M.get_dialog(...)
     end
     return get_dialog_routed({...}, false)
 end
+
+-- list_dialogs: one call to the storage of the user's bucket, on its master
+-- (a user's own mark_read, or the delivery of their own message, is visible to
+-- their next list), through the native entry storage.INBOX_FUNCTIONS.list; the
+-- ordinary way when it did not answer. The reply (a map) is passed on as the
+-- storage encoded it where the arguments came undecoded.
+local function list_dialogs_routed(call_args, raw)
+    local bucket_id = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'list_dialogs',
+        call_args})
+    if state.cluster_count ~= state.bucket_count then
+        check_count('list_dialogs', state.call_timeout)
+    end
+    local deadline = fiber.clock() + state.call_timeout
+    local reply = read_direct(storage.INBOX_FUNCTIONS.list, 'callrw', bucket_id, call_args, raw)
+    if reply == nil then
+        reply = routed('list_dialogs', state.callrw, call_args, bucket_id, time_left(deadline))
+    end
+    if state.wrap_id then
+        return {reply}
+    end
+    return reply
+end
+
+function M.list_dialogs(...)
+    if state.raw then
+        return list_dialogs_routed(..., true)
+    end
+    return list_dialogs_routed({...}, false)
+end
+
+-- mark_read's rounds at most (each a count on the dialog's storage and an
+-- attempt on the user's), and its error when the dialog kept changing between
+-- the two (README, "Errors"; retryable).
+M.MARK_READ_ROUNDS = 5
+M.RETRY = 1014
+
+-- One step of mark_read (`step`: 'read_count' or 'mark_read_apply') on the
+-- master of `bucket_id`'s replica set: through the storages' native entry,
+-- else (it refused, or did not answer: both steps may be repeated) the
+-- ordinary way, which also raises the entry's own errors (1013). Its one value.
+local function mark_read_step(step, bucket_id, args, deadline)
+    local replicaset = state.route(bucket_id)
+    if replicaset ~= nil then
+        local result, err = replicaset:callrw(storage.INBOX_FUNCTIONS[step], {bucket_id, args},
+            {timeout = time_left(deadline)})
+        if err == nil and type(result) == 'table' then
+            if state.wrap_id then
+                result = result[1]
+            end
+            return result
+        end
+    end
+    return routed('mark_read', state.callrw, args, bucket_id, time_left(deadline),
+        storage.FUNCTIONS[step])
+end
+
+-- mark_read: (1) the dialog's storage validates up_to_id and counts the user's
+-- unread messages after it, up to L (nil: all), with H, the last of the user's
+-- messages there; (2) the user's storage moves the cursor with that count if
+-- its entry's last message is H, else answers the L to count again with
+-- (docs/sharding.md, "The inbox across replica sets").
+local function mark_read_routed(call_args)
+    local buckets = box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, 'mark_read',
+        call_args})
+    if state.cluster_count ~= state.bucket_count then
+        check_count('mark_read', state.call_timeout)
+    end
+    local args = is_object(call_args) and call_args:decode() or call_args
+    local user, dialog, up_to = args[1], args[2], args[3]
+    local deadline = fiber.clock() + state.call_timeout
+    local limit = box.NULL
+    for _ = 1, M.MARK_READ_ROUNDS do
+        local counted = mark_read_step('read_count', buckets[1], {user, dialog, up_to, limit},
+            deadline)
+        local done = mark_read_step('mark_read_apply', buckets[2],
+            {user, dialog, up_to, counted[1], counted[2]}, deadline)
+        if done[1] ~= nil then
+            if state.wrap_id then
+                return {done[1]}
+            end
+            return done[1]
+        end
+        limit = done[2]
+    end
+    raise(M.RETRY, 'mark_read: the dialog kept changing; retry')
+end
+
+function M.mark_read(...)
+    if state.raw then
+        return mark_read_routed(...)
+    end
+    return mark_read_routed({...})
+end
+
+-- The functions clients call on a router, by name (config.PROCEDURES).
+M.CLIENT_FUNCTIONS = {
+    new_dialog = M.new_dialog,
+    get_dialog = M.get_dialog,
+    list_dialogs = M.list_dialogs,
+    mark_read = M.mark_read,
+}
 
 -- What the call path runs with (vshard's router functions, the bucket counts,
 -- the reply shape), set by dialogs.router before clients are served.

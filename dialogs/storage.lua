@@ -25,10 +25,17 @@ local M = {}
 -- The settings start() ran with (reconfigure() changes their topology).
 local settings = nil
 
--- The name routers call, per procedure.
+-- The name routers call, per procedure (and per step of mark_read, and the
+-- outbox's delivery, which storages call on each other).
 M.FUNCTIONS = {
     new_dialog = 'dialogs_storage.new_dialog',
     get_dialog = 'dialogs_storage.get_dialog',
+    list_dialogs = 'dialogs_storage.list_dialogs',
+    read_count = 'dialogs_storage.read_count',
+    mark_read_apply = 'dialogs_storage.mark_read_apply',
+    inbox_apply = 'dialogs_storage.inbox_apply',
+    -- The sharded recount's repair of a bucket's inbox rows (dialogs.recount_sharded).
+    inbox_repair = 'dialogs_storage.inbox_repair',
 }
 
 -- The native read entry routers call directly for get_dialog (src/storage_read.rs):
@@ -51,11 +58,17 @@ M.INBOX_FUNCTIONS = {
     read_count = 'dialogs_storage_read_count',
     mark_read_apply = 'dialogs_storage_mark_read_apply',
 }
+-- The sharded recount's view of a storage (dialogs.recount_sharded): a Lua
+-- function routers call on each master directly (it reads every bucket this
+-- replica set owns, so no bucket reference is taken), setuid: it reads spaces
+-- the routers' user may not.
+M.SCAN_FUNCTION = 'dialogs_storage.inbox_scan'
 -- The bucket count this storage keeps (dialogs.bucket), which a router compares
 -- with its own before it serves: a Lua function, called by name.
 M.COUNT_FUNCTION = 'dialogs_storage.bucket_count'
 
--- Defines the entries (setuid C functions) and the count function (Lua),
+-- Defines the entries (setuid C functions), the count function and the
+-- recount's scan (Lua),
 -- and lets the user routers log in as execute them, and nobody else: the role
 -- `sharding` where the configuration declares it (Tarantool 3), else `user`
 -- (vshard's user, the replication user). On the writable instance, as admin.
@@ -63,11 +76,12 @@ function M.register_functions(user)
     local functions = {
         {M.READ_FUNCTION, {language = 'C', setuid = true}},
         {M.WRITE_FUNCTION, {language = 'C', setuid = true}},
-        {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},
         {M.INBOX_FUNCTIONS.list, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.inbox_apply, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.read_count, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.mark_read_apply, {language = 'C', setuid = true}},
+        {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},
+        {M.SCAN_FUNCTION, {language = 'LUA', setuid = true}},
     }
     for _, def in ipairs(functions) do
         local name, opts = def[1], def[2]
@@ -136,6 +150,27 @@ function api.get_dialog(bucket_id, args)
     return one_page(pcall(f.call, f, {bucket_id, args}))
 end
 
+-- The inbox's entries, each one value ({...} maps and arrays as the entry
+-- returns them). inbox_apply is also what the outbox of another storage (or of
+-- this one) delivers to.
+for name, key in pairs({list_dialogs = 'list', inbox_apply = 'inbox_apply',
+                        read_count = 'read_count', mark_read_apply = 'mark_read_apply'}) do
+    local entry = M.INBOX_FUNCTIONS[key]
+    api[name] = function(bucket_id, args)
+        local f = box.func[entry]
+        return one_value(pcall(f.call, f, {bucket_id, args}))
+    end
+end
+
+-- The sharded recount's reads and repairs (dialogs.recount_sharded).
+function api.inbox_scan(kind, after, limit)
+    return require('dialogs.recount_sharded').scan(kind, after, limit)
+end
+
+function api.inbox_repair(bucket_id, changes)
+    return one_value(pcall(require('dialogs.recount_sharded').repair, bucket_id, changes))
+end
+
 -- The bucket count this storage keeps, or nil before it has one (a replica
 -- before its first sync).
 function api.bucket_count()
@@ -173,6 +208,7 @@ function M.start(s)
     -- vshard's functions in _func are named vshard.storage.*: it must be global.
     rawset(_G, 'vshard', vshard)
     vshard.storage.cfg(M.vshard_cfg(s), M.box_identity(s).instance_uuid)
+    require('dialogs.outbox').start()
     log.info('dialogs: vshard storage of replica set %s (%d buckets), cluster %s',
         s.sharding.replicaset.name, s.bucket_count, sharding.describe(s.sharding.replicasets))
 end
@@ -253,14 +289,17 @@ function M.apply(cfg)
     background.start(FIBER, background.whenever_writable, 'the storage', set_up_writable, s,
         not box.info.ro)
     require('dialogs.requests').start_expiry(s.request_ttl)
+    require('dialogs.outbox').start()
     log.info('dialogs: storage role applied (%s, %d buckets)',
         box.info.ro and 'read-only' or 'writable', s.bucket_count)
 end
 
--- roles: stops the fibers and withdraws the functions routers call; the data stays.
+-- roles: stops the fibers and withdraws the functions routers call; the data
+-- (the outbox's rows included) stays.
 function M.stop()
     require('dialogs.background').stop(FIBER)
     require('dialogs.requests').stop_expiry()
+    require('dialogs.outbox').stop()
     rawset(_G, 'dialogs_storage', nil)
 end
 

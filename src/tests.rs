@@ -20,6 +20,8 @@ use crate::new_dialog::NewDialog;
 use crate::store::{self, Store, TimeField};
 use crate::Results;
 
+mod inbox;
+
 // --- the runner --------------------------------------------------------------
 
 /// A probe of this server: why a test does not apply here (None: it applies).

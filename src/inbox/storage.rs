@@ -48,10 +48,19 @@ pub fn list(args: &[u8], reply: &mut Reply) -> Result<()> {
     reply.mp(&request.apply(&store)?)
 }
 
-/// One event of `inbox_apply`.
-enum Event<'a> {
+/// One event of `inbox_apply`. The text is a copy: a call made from Lua (the
+/// drainer's, through vshard) has its arguments on the fiber's region, which
+/// the statements of the transaction may reuse.
+enum Event {
     /// deliver_message(user, message).
-    Message { user: Uuid, message: Delivery<'a> },
+    Message {
+        user: Uuid,
+        id: Uuid,
+        dialog_id: Uuid,
+        from: Uuid,
+        to: Uuid,
+        text: String,
+    },
     /// deliver_receipt(user, dialog, read_id).
     Receipt {
         user: Uuid,
@@ -60,7 +69,7 @@ enum Event<'a> {
     },
 }
 
-impl Event<'_> {
+impl Event {
     fn user(&self) -> Uuid {
         match self {
             Event::Message { user, .. } | Event::Receipt { user, .. } => *user,
@@ -79,7 +88,7 @@ fn misuse(proc: &'static str, what: &str) -> Error {
 
 /// Reads `events`: `{'m', user_id, message_id, dialog_id, user_from, user_to,
 /// text}` and `{'r', user_id, dialog_id, read_id}`.
-fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event<'a>>> {
+fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event>> {
     let bad = |what: &str| misuse(proc, &format!("events: {what}"));
     let mut r = Reader::new(buf);
     let Ok(Value::Array(n)) = r.read() else {
@@ -88,13 +97,7 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event<'a>>>
     let uuid = |r: &mut Reader<'a>, what: &str| -> Result<Uuid> {
         r.read()
             .ok()
-            .and_then(|v| match v {
-                Value::Ext(..) => v.as_uuid(),
-                Value::Str(s) => std::str::from_utf8(s)
-                    .ok()
-                    .and_then(|s| Uuid::parse_str(s).ok()),
-                _ => None,
-            })
+            .and_then(wire_uuid)
             .filter(|id| !id.is_nil())
             .ok_or_else(|| bad(&format!("{what} is not a uuid")))
     };
@@ -112,9 +115,9 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event<'a>>>
                 let from = uuid(&mut r, "user_from")?;
                 let to = uuid(&mut r, "user_to")?;
                 let text = match r.read() {
-                    Ok(Value::Str(t)) => {
-                        std::str::from_utf8(t).map_err(|_| bad("text is not UTF-8"))?
-                    }
+                    Ok(Value::Str(t)) => std::str::from_utf8(t)
+                        .map_err(|_| bad("text is not UTF-8"))?
+                        .to_owned(),
                     _ => return Err(bad("text is not a string")),
                 };
                 if user != from && user != to {
@@ -124,13 +127,11 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event<'a>>>
                 }
                 Event::Message {
                     user,
-                    message: Delivery {
-                        id,
-                        dialog_id,
-                        from,
-                        to,
-                        text,
-                    },
+                    id,
+                    dialog_id,
+                    from,
+                    to,
+                    text,
                 }
             }
             (Ok(Value::Str(b"r")), 4) => Event::Receipt {
@@ -173,7 +174,23 @@ pub fn inbox_apply(args: &[u8], reply: &mut Reply) -> Result<()> {
         check_bucket(PROC, bucket_id, WRITABLE, "writable")?;
         for e in &events {
             match e {
-                Event::Message { user, message } => store.deliver_message(*user, message)?,
+                Event::Message {
+                    user,
+                    id,
+                    dialog_id,
+                    from,
+                    to,
+                    text,
+                } => store.deliver_message(
+                    *user,
+                    &Delivery {
+                        id: *id,
+                        dialog_id: *dialog_id,
+                        from: *from,
+                        to: *to,
+                        text,
+                    },
+                )?,
                 Event::Receipt {
                     user,
                     dialog,
@@ -207,12 +224,20 @@ fn parse_mark<'a>(
     Ok((request, args))
 }
 
+/// A uuid as the Lua of routers and drainers passes it: a msgpack uuid or its
+/// string (the nil uuid included: it means "none" here).
+fn wire_uuid(v: Value<'_>) -> Option<Uuid> {
+    match v {
+        Value::Str(s) => Uuid::try_parse_ascii(s).ok(),
+        v => v.as_uuid(),
+    }
+}
+
 /// A nil or a uuid (the nil uuid included) read from `args`.
 fn optional_uuid(proc: &'static str, what: &str, v: Value<'_>) -> Result<Option<Uuid>> {
     match v {
         Value::Nil => Ok(None),
-        v => v
-            .as_uuid()
+        v => wire_uuid(v)
             .map(Some)
             .ok_or_else(|| misuse(proc, &format!("{what} is not a uuid"))),
     }

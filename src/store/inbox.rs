@@ -383,9 +383,9 @@ impl Store {
         after: Uuid,
         up_to: Option<Uuid>,
     ) -> Result<u64> {
-        let Some(mut it) =
-            IndexCursor::open(self.space, self.by_dialog, Iter::Gt, &key(&[dialog, after]))?
-        else {
+        // The iterator reads the key where it lies: it lives as long as the walk.
+        let start = key(&[dialog, after]);
+        let Some(mut it) = IndexCursor::open(self.space, self.by_dialog, Iter::Gt, &start)? else {
             return Ok(0);
         };
         let mut n = 0u64;

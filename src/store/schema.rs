@@ -27,8 +27,8 @@ thread_local! {
 }
 
 /// Forgets the resolved store: the next [`Store::get`] resolves it again, and
-/// the inbox's build flag is read again (tests that turn the upkeep off).
-pub fn forget() {
+/// the inbox's build flag is read again.
+fn forget() {
     CACHED.with(|c| c.set(None));
     super::inbox::forget_built();
 }

@@ -205,19 +205,21 @@ fn tuple_header(tuple: &Tuple) -> &ffi::BoxTuple {
 }
 
 /// Owns a box iterator and frees it on every path out.
-pub(super) struct IndexCursor(NonNull<ffi::BoxIterator>);
+pub(super) struct IndexCursor<'k>(NonNull<ffi::BoxIterator>, PhantomData<&'k [u8]>);
 
-impl Drop for IndexCursor {
+impl Drop for IndexCursor<'_> {
     fn drop(&mut self) {
         // SAFETY: the pointer came from box_index_iterator and is freed once.
         unsafe { ffi::box_iterator_free(self.0.as_ptr()) }
     }
 }
 
-impl IndexCursor {
+impl<'k> IndexCursor<'k> {
     /// A cursor over `index` of `space` from `key` in direction `iter`; None when
     /// there is nothing to walk (Tarantool gave no iterator and set no error).
-    pub(super) fn open(space: u32, index: u32, iter: Iter, key: &[u8]) -> Result<Option<Self>> {
+    /// Tarantool keeps a pointer to `key`, not a copy: the key must outlive the
+    /// cursor (the borrow says so).
+    pub(super) fn open(space: u32, index: u32, iter: Iter, key: &'k [u8]) -> Result<Option<Self>> {
         let range = key.as_ptr_range();
         // SAFETY: a valid key; the iterator is freed by the cursor's Drop.
         let it = unsafe {
@@ -230,7 +232,7 @@ impl IndexCursor {
             )
         };
         match NonNull::new(it) {
-            Some(it) => Ok(Some(IndexCursor(it))),
+            Some(it) => Ok(Some(IndexCursor(it, PhantomData))),
             None => check(-1).map(|()| None),
         }
     }

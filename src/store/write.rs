@@ -41,8 +41,8 @@ fn run(guard: Guard<'_>) -> Result<()> {
 }
 
 impl Store {
-    /// The msgpack of a message tuple.
-    fn encode(&self, m: &Message<'_>) -> Result<Vec<u8>> {
+    /// The msgpack of a message tuple, and where its text lies in it.
+    fn encode(&self, m: &Message<'_>) -> Result<Encoded> {
         let mut buf = Vec::with_capacity(96 + m.text.len());
         buf.put_array_header(MESSAGE_FIELDS);
         buf.put_uuid(&m.id);
@@ -50,6 +50,7 @@ impl Store {
         buf.put_uuid(&m.user_from);
         buf.put_uuid(&m.user_to);
         buf.put_str(m.text);
+        let text = buf.len() - m.text.len()..buf.len();
         match self.created_at {
             TimeField::Micros => buf.put_uint(m.created_at_us),
             TimeField::Datetime => created_at_datetime(m.created_at_us)?
@@ -60,7 +61,7 @@ impl Store {
                 })?,
         }
         buf.put_uint(u64::from(bucket_id(m.dialog_id, self.bucket_count)));
-        Ok(buf)
+        Ok(Encoded { buf, text })
     }
 
     pub(super) fn insert_raw(space: u32, tuple: &[u8]) -> Result<()> {
@@ -81,14 +82,17 @@ impl Store {
 
     /// The inbox's part of storing `m` ([`Store::inbox_upkeep`]): both users'
     /// entries and totals, or the outbox row on a vshard storage; nothing before
-    /// the inbox is built.
-    fn upkeep(&self, m: &Message<'_>) -> Result<()> {
+    /// the inbox is built. The text is taken from the encoded tuple, not from
+    /// `m`: a call made from Lua has its arguments on the fiber's region, which
+    /// a read outside a transaction (the id generator's look-up of the greatest
+    /// id) frees, and the statements before the upkeep reuse.
+    fn upkeep(&self, m: &Message<'_>, encoded: &Encoded) -> Result<()> {
         self.inbox_upkeep(&Delivery {
             id: m.id,
             dialog_id: m.dialog_id,
             from: m.user_from,
             to: m.user_to,
-            text: m.text,
+            text: encoded.text(),
         })
     }
 
@@ -97,10 +101,10 @@ impl Store {
     /// its own; with a guard, in a transaction of its own that runs the guard
     /// first.
     pub fn insert(&self, m: &Message<'_>, guard: Guard<'_>) -> Result<()> {
-        let buf = self.encode(m)?;
+        let encoded = self.encode(m)?;
         let write = || {
-            Self::insert_raw(self.space, &buf)?;
-            self.upkeep(m)
+            Self::insert_raw(self.space, &encoded.buf)?;
+            self.upkeep(m, &encoded)
         };
         match guard {
             None => within(write),
@@ -121,7 +125,7 @@ impl Store {
         request_id: Uuid,
         guard: Guard<'_>,
     ) -> Result<()> {
-        let buf = self.encode(m)?;
+        let encoded = self.encode(m)?;
         let mut req = Vec::with_capacity(48);
         req.put_array_header(REQUEST_FIELDS);
         req.put_uuid(&request_id);
@@ -131,8 +135,8 @@ impl Store {
         atomically(|| {
             run(guard)?;
             Self::insert_raw(self.requests, &req)?;
-            Self::insert_raw(self.space, &buf)?;
-            self.upkeep(m)
+            Self::insert_raw(self.space, &encoded.buf)?;
+            self.upkeep(m, &encoded)
         })
     }
 
@@ -194,6 +198,21 @@ impl Store {
             message_id,
             content: Some(content),
         }))
+    }
+}
+
+/// A message tuple's msgpack, and the range of its text's bytes in it.
+struct Encoded {
+    buf: Vec<u8>,
+    text: std::ops::Range<usize>,
+}
+
+impl Encoded {
+    /// The message's text, in the encoded tuple.
+    fn text(&self) -> &str {
+        let bytes = self.buf.get(self.text.clone()).unwrap_or_default();
+        // SAFETY: `text` is the range `encode` copied a `&str` into, whole.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 }
 

@@ -278,3 +278,81 @@ def retrying(fn, codes=(1009, 1010), timeout: float = 30, interval: float = 0.05
                 raise
             seen.append(code)
             time.sleep(interval)
+
+
+# --- the inbox across replica sets (docs/sharding.md, "The inbox across replica sets") ---
+
+# Seconds the outboxes may take to deliver everything after a load stops.
+DRAIN_TIMEOUT_S = 60
+
+
+def owners(cluster: Cluster) -> Dict[int, str]:
+    """bucket -> the replica set where it is active, from every running master's
+    _bucket (one console call per replica set)."""
+    out: Dict[int, str] = {}
+    for name, members in cluster.replicasets.items():
+        if not members[0].is_running():
+            continue
+        for b in cluster.eval(members[0], "(function() local out = {} for _, t in "
+                              "box.space._bucket:pairs() do if t.status == 'active' then "
+                              "table.insert(out, t.id) end end return out end)()"):
+            out[b] = name
+    return out
+
+
+BUILD_LUA = ("(function() local t = box.space._schema:get{'dialogs_inbox_built'} "
+             "local after = box.NULL "
+             "while not (t and t[2]) do after = box.func.dialogs_inbox_build:call({after, 1000}) "
+             "if after == nil then break end end "
+             "if package.loaded['dialogs.outbox'] then require('dialogs.outbox').wakeup() end "
+             "return true end)()")
+
+
+def build_inbox(srv: Server) -> None:
+    """Makes sure the writable instance `srv` (with an admin socket) has its inbox
+    built, as the schema does at start: for data directories whose schema does
+    not do it itself yet. Idempotent."""
+    admin_eval(srv, BUILD_LUA)
+
+
+def build_inboxes(cluster: Cluster) -> None:
+    """build_inbox on every running storage master (deliveries start only then)."""
+    for members in cluster.replicasets.values():
+        if members[0].is_running():
+            build_inbox(members[0])
+
+
+def outbox_backlog(cluster: Cluster) -> int:
+    """Rows waiting in the outboxes of every running master."""
+    return sum(cluster.eval(members[0], "box.space.dialogs_outbox:len()")
+               for members in cluster.replicasets.values() if members[0].is_running())
+
+
+def recount(cluster: Cluster, repair: bool = False, router: int = 0) -> dict:
+    """The cluster's recount from a router's console (it waits for the outboxes to
+    drain first): {entries, wrong, missing, extra, totals_wrong, backlog, ...}."""
+    flag = "true" if repair else "false"
+    return cluster.eval(cluster.routers[router],
+                        f"require('dialogs.router').recount({{repair = {flag}, "
+                        f"timeout = {DRAIN_TIMEOUT_S}}})", timeout=DRAIN_TIMEOUT_S + 60)
+
+
+def no_drift(report: dict) -> bool:
+    return all(report[k] == 0 for k in ("wrong", "missing", "extra", "totals_wrong",
+                                         "backlog"))
+
+
+def list_dialogs(conn, user, opts: Optional[dict] = None) -> dict:
+    """list_dialogs' reply, the map, whatever the server's reply shape ([map] where C
+    results travel one each, [[map]] where they are wrapped)."""
+    args = [str(user)] + ([opts] if opts is not None else [])
+    data = conn.call("list_dialogs", args).data
+    value = data[0]
+    return value[0] if isinstance(value, list) else value
+
+
+def mark_read(conn, user, dialog, up_to) -> int:
+    """mark_read's reply: the dialog's unread count after it."""
+    data = conn.call("mark_read", [str(user), str(dialog), str(up_to)]).data
+    value = data[0]
+    return value[0] if isinstance(value, list) else value

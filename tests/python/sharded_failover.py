@@ -5,7 +5,11 @@ Two replica sets of two (s1, s2) behind one router whose calls last at most
 ROUTER_TIMEOUT_S. Dialogs of both get messages; s1's master is killed; writes to
 s1's dialogs must be refused with 1009, writes to s2's go on, s1's dialogs are read
 from its replica; then scripts/promote makes the replica s1's master and writes to
-s1's dialogs succeed again. `failover_run` returns what happened, with how long
+s1's dialogs succeed again. The inboxes: s1's master is killed with deliveries
+still in its outbox (its drainer stopped for the last messages), and s2's outbox
+delivers to s1's users while s1 is down: the promoted replica delivers the first,
+s2 retries the others until s1 has a master again (test_sharded_failover.py then
+recounts). `failover_run` returns what happened, with how long
 each step took; `FailoverRun.problems` lists what a user would see go wrong (the
 times are figures to report, never checked: they depend on the machine's load).
 """
@@ -20,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import tarantool
 
 from dialogs_api import ID, derived_dialog_id, get_dialog, new_dialog
-from sharded import Cluster, retrying
+from sharded import (DRAIN_TIMEOUT_S, Cluster, build_inboxes, outbox_backlog, retrying)
+from harness import wait_until
 from test_sharded import bucket_id
 
 UNAVAILABLE = 1009
@@ -74,10 +79,18 @@ class FailoverRun:
 def failover_run(cluster: Cluster) -> FailoverRun:
     """The whole run on a started cluster of LAYOUT with CLUSTER_ENV."""
     run = FailoverRun()
+    build_inboxes(cluster)
     conn = cluster.connect()
     pairs = pairs_by_replicaset(cluster, PAIRS_PER_SET)
     sent = {p: [new_dialog(conn, None, *p, f"before {i}") for i in range(5)]
             for ps in pairs.values() for p in ps}
+    # Every delivery made and replicated (with asynchronous replication a master's
+    # last writes die with it, deliveries to its inboxes included); then s1 stops
+    # delivering, and its last messages wait in its outbox (replicated too).
+    wait_until(lambda: outbox_backlog(cluster) == 0, DRAIN_TIMEOUT_S, "the outboxes to drain")
+    cluster.eval(cluster.master("s1"), "require('dialogs.outbox').stop() or true")
+    for p in pairs["s1"]:
+        sent[p].append(new_dialog(conn, None, *p, "waits in the outbox"))
     cluster.wait_replicated("s1")
     cluster.wait_replicated("s2")
 

@@ -4,7 +4,8 @@ kill -9 of a storage master: writes to its dialogs fail fast with 1009 until its
 replica set fails over (scripts/promote), then succeed; the other replica set does
 not notice; reads of its dialogs go on from its replica. A router restart loses
 nothing: clients reconnect and retry with their request ids, and every acknowledged
-message is stored exactly once. Needs vshard; skipped without it.
+message is stored exactly once. After both, once the outboxes have drained, the
+inboxes' recount finds no drift. Needs vshard; skipped without it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import tarantool
 
 from dialogs_api import ID, MAX_PAGE, derived_dialog_id, new_dialog, walk_dialog
 from harness import wait_until
-from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
+from sharded import (build_inboxes, make_cluster, needs_vshard, no_drift,  # noqa: F401
+                     recount)
 from sharded_failover import CLUSTER_ENV, LAYOUT, ROUTER_TIMEOUT_S, UNAVAILABLE, failover_run
 
 pytestmark = needs_vshard
@@ -32,8 +34,11 @@ LOAD_WAIT_S = 60
 def test_a_killed_storage_master_fails_fast_and_fails_over(make_cluster):
     # How fast is reported (measure_sharded_failover.py), not asserted: that
     # depends on the machine's load.
-    run = failover_run(make_cluster(LAYOUT, env=CLUSTER_ENV))
+    cluster = make_cluster(LAYOUT, env=CLUSTER_ENV)
+    run = failover_run(cluster)
     assert run.problems == []
+    drift = recount(cluster)
+    assert no_drift(drift), drift
     print(f"\nfailover: refusals while down {min(run.refusals_s):.2f}.."
           f"{max(run.refusals_s):.2f} s (router timeout {ROUTER_TIMEOUT_S} s); promote -> "
           f"writes again in {run.promote_to_writes_s:.2f} s")
@@ -41,6 +46,7 @@ def test_a_killed_storage_master_fails_fast_and_fails_over(make_cluster):
 
 def test_a_router_restart_loses_nothing(make_cluster):
     cluster = make_cluster({"s1": 1, "s2": 1})
+    build_inboxes(cluster)
     router = cluster.routers[0]
     acked, failures = [], []
     acked_by = [0] * 8  # messages acknowledged, per writer
@@ -115,3 +121,5 @@ def test_a_router_restart_loses_nothing(make_cluster):
                 for r in page]
         got = [str(r[ID]) for r in rows]
         assert got == ids, pair  # each once, in the order they were acknowledged
+    drift = recount(cluster)
+    assert no_drift(drift), drift

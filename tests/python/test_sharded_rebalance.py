@@ -6,7 +6,9 @@ During and after the move: no acknowledged message is lost or stored twice; ever
 dialog pages completely and in id order; a write that meets a bucket in transit is
 retried by the router or refused with a retryable code (1009, 1010), and nothing is
 stored on the old replica set after its bucket left; a read never returns another
-dialog's rows. The test prints the move's duration, its speed and the clients'
+dialog's rows. The inboxes, whose buckets move too, end exact: once the outboxes
+have drained, every user's list shows each of their dialogs with its last message,
+and the recount finds no drift. The test prints the move's duration, its speed and the clients'
 errors by code (and writes them as JSON to $DIALOGS_MEASURE_OUT when set: the
 sizing in docs/sharding.md uses them). Needs vshard; skipped without it.
 """
@@ -25,7 +27,8 @@ import tarantool
 
 from dialogs_api import DIALOG_ID, ID, TEXT, derived_dialog_id, walk_dialog
 from harness import wait_until
-from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
+from sharded import (build_inboxes, list_dialogs, make_cluster, needs_vshard,  # noqa: F401
+                     no_drift, recount)
 
 pytestmark = needs_vshard
 
@@ -174,6 +177,7 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
         cluster.eval(cluster.master("s1"),
                      " ".join(PRELOAD_LUA.replace("PRELOAD_N", str(PRELOAD)).split()),
                      timeout=600)
+    build_inboxes(cluster)
     load = Load(cluster)
     load.start()
     wait_until(lambda: len(load.acked) >= ACKED_BEFORE_MOVE, LOAD_WAIT_S,
@@ -182,6 +186,7 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
 
     t0 = time.monotonic()
     cluster.add_replicaset("s2", 1)
+    build_inboxes(cluster)
     wait_until(lambda: cluster.bucket_counts() == {"s1": BUCKETS // 2, "s2": BUCKETS // 2},
                MOVE_TIMEOUT_S, "the rebalancer to move half the buckets", interval=0.1)
     move_s = time.monotonic() - t0
@@ -221,6 +226,20 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
         assert on_s1 <= set(cluster.rows_of_bucket(s2, "dialogs", b)), f"bucket {b}"
         leftover += len(on_s1)
 
+    # The inboxes: exact once the outboxes have drained (the recount waits for them).
+    drift = recount(cluster)
+    assert no_drift(drift), drift
+    last_of = {}
+    for d, msg, _ in load.acked:
+        last_of[d] = max(last_of.get(d, msg), msg, key=uuid.UUID)
+    for ps in load.pairs:
+        for a, b in ps:
+            d = derived_dialog_id(a, b)
+            for user in (a, b):
+                shown = {e["dialog_id"]: str(e["last_id"])
+                         for e in list_dialogs(conn, user, {"limit": 100})["dialogs"]}
+                assert shown.get(d) == last_of.get(d), (user, d)
+
     report = {
         "buckets": BUCKETS,
         "preloaded_messages": PRELOAD,
@@ -236,6 +255,7 @@ def test_adding_a_replica_set_under_load_loses_nothing(make_cluster):
                                                                key=lambda kv: str(kv[0]))},
         "reads": load.reads,
         "rows_left_on_old_replica_set_awaiting_gc": leftover,
+        "inbox_entries_recounted": drift["entries"],
     }
     print("\nrebalance:", json.dumps(report))
     out = os.environ.get("DIALOGS_MEASURE_OUT")
