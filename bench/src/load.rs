@@ -62,7 +62,7 @@ pub struct Settle<'a> {
 /// Longest wait for the outboxes to empty before the cell counts an error.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the outboxes are asked while they drain.
-const SETTLE_POLL: Duration = Duration::from_millis(5);
+const SETTLE_POLL: Duration = Duration::from_millis(10);
 
 impl Settle<'_> {
     /// Until every storage's outbox is empty; the time it took.

@@ -597,6 +597,10 @@ struct Run<'a> {
     base: Option<(PathBuf, PathBuf)>,
     /// Whether any `list` cell runs (its users' dialogs are stored then).
     list_wanted: bool,
+    /// Whether any sharded cell reads the long dialog (`page`): it is stored
+    /// through the router only then (on a single store always: the in-process
+    /// measurements read it too).
+    page_wanted: bool,
     ds: Arc<Dataset>,
     timing: Timing,
     cleanup: &'a Cleanup,
@@ -883,7 +887,7 @@ impl Run<'_> {
             self.cleanup,
         )?;
         let loader = tt::client(&cluster.addr(), &cluster.user, &cluster.password, true);
-        tt::fill_by_calls(&loader, &self.ds, FILL_IN_FLIGHT)
+        tt::fill_by_calls(&loader, &self.ds, FILL_IN_FLIGHT, self.page_wanted)
             .await
             .with_context(|| cluster.log_tail())?;
         if list {
@@ -1067,6 +1071,10 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
             started,
         },
         list_wanted: schedule.has(|c| c.workload == Workload::List),
+        page_wanted: schedule
+            .sharded
+            .iter()
+            .any(|c| c.workload == Workload::Page),
         plan,
         repo,
         lib_dir,

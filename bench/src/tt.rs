@@ -405,15 +405,22 @@ pub async fn fill(admin: &Client, function: &str, ds: &Dataset, page: bool) -> R
     Ok(())
 }
 
-/// Preloads the read dialogs and the long page dialog through `client`'s
-/// new_dialog (a router: the data lands in each dialog's bucket), `in_flight`
-/// calls at a time on the one pipelined connection.
-pub async fn fill_by_calls(client: &Client, ds: &Dataset, in_flight: usize) -> Result<()> {
+/// Preloads the read dialogs and the long page dialog (when `page` is set)
+/// through `client`'s new_dialog (a router: the data lands in each dialog's
+/// bucket), `in_flight` calls at a time on the one pipelined connection.
+pub async fn fill_by_calls(
+    client: &Client,
+    ds: &Dataset,
+    in_flight: usize,
+    page: bool,
+) -> Result<()> {
     let mut dialogs: Vec<Uuid> = Vec::new();
     for d in &ds.read_dialogs {
         dialogs.extend(std::iter::repeat_n(*d, READ_DIALOG_LEN));
     }
-    dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    if page {
+        dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    }
     let dialogs = std::sync::Arc::new(dialogs);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
