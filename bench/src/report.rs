@@ -237,6 +237,10 @@ pub struct Report {
     /// What the `sharded` target ran on, or why it did not run.
     #[serde(default)]
     pub sharded: Option<String>,
+    /// The arguments the run was given (`dialogs-bench --rounds 5 ...`); empty in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub command: String,
 }
 
 fn machine() -> String {
@@ -305,6 +309,10 @@ impl Report {
             pg_memory: None,
             inbox_memory: None,
             sharded: None,
+            command: std::iter::once("dialogs-bench".to_owned())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -885,7 +893,9 @@ impl Report {
              average {} (1, 5, 15 min) when the run started: other work on the \
              machine, which shares the same 2 cores ({} at the end, which also \
              counts this run's own 1000 PostgreSQL backends).\n",
-            if p.smoke {
+            if !self.command.is_empty() {
+                self.command.as_str()
+            } else if p.smoke {
                 "make bench-smoke"
             } else {
                 "make bench"
