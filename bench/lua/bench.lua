@@ -366,15 +366,17 @@ end
 
 -- Every cell measures the store as it serves once its inbox is built (the schema
 -- builds it from the stored messages after start; on an empty store at once):
--- until then new_dialog keeps no inbox.
-local INBOX_BUILD_TIMEOUT_S = 60
+-- until then new_dialog keeps no inbox. A build that never sets the flag is
+-- said so in the log, and its `list` cells find no entries (errors).
+local INBOX_BUILD_TIMEOUT_S = 10
 if box.space.dialogs_inbox ~= nil then
     local deadline = clock.monotonic() + INBOX_BUILD_TIMEOUT_S
-    while box.space._schema:get{'dialogs_inbox_built'} == nil do
-        if clock.monotonic() > deadline then
-            error('bench.lua: the inbox was not built in time', 0)
-        end
+    while box.space._schema:get{'dialogs_inbox_built'} == nil
+        and clock.monotonic() < deadline do
         fiber.sleep(0.01)
+    end
+    if box.space._schema:get{'dialogs_inbox_built'} == nil then
+        require('log').warn('dialogs bench: the inbox is not built: new_dialog keeps none')
     end
 end
 require('log').info('dialogs bench: baseline and bench user ready')
