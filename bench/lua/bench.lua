@@ -42,6 +42,11 @@ local function tarantool_supports_datetime()
     return (pcall(require, 'datetime'))
 end
 
+local function inbox_built()
+    return box.space.dialogs_inbox ~= nil
+        and box.space._schema:get{'dialogs_inbox_built'} ~= nil
+end
+
 -- Space ids and the created_at type, so that the `raw` target can build tuples.
 function bench_info()
     return {
@@ -51,10 +56,10 @@ function bench_info()
         bucket_count = box.space._schema:get{'dialogs_bucket_count'}[2],
         lua_space = box.space[baseline.SPACE].id,
         version = box.info.version,
-        -- nil on a build without the inbox.
-        inbox_space = box.space.dialogs_inbox and box.space.dialogs_inbox.id,
-        inbox_activity = box.space.dialogs_inbox
-            and box.space.dialogs_inbox.index.activity.id,
+        -- nil on a build without the inbox, or whose inbox is not built (its
+        -- new_dialog keeps none).
+        inbox_space = inbox_built() and box.space.dialogs_inbox.id or nil,
+        inbox_activity = inbox_built() and box.space.dialogs_inbox.index.activity.id or nil,
     }
 end
 
