@@ -25,6 +25,18 @@ M.GUEST_PROCEDURES = {'new_dialog', 'get_dialog'}
 -- Native entries every instance defines and grants to no one (schema code only).
 M.INTERNAL_PROCEDURES = {'dialogs_inbox_build'}
 
+-- Every name the library must be found under on every instance: the client
+-- procedures and the internal entries.
+function M.library_names()
+    local names = {}
+    for _, list in ipairs({M.PROCEDURES, M.INTERNAL_PROCEDURES}) do
+        for _, name in ipairs(list) do
+            table.insert(names, name)
+        end
+    end
+    return names
+end
+
 -- Names as a sentence lists them: 'a', 'a and b', 'a, b and c'.
 function M.names_text(names)
     if #names <= 1 then
@@ -306,7 +318,7 @@ end
 -- The directory of the built module, checked to hold every procedure.
 function M.read_lib_dir(src, base_dir)
     local dir = fio.abspath(get_or(src, 'lib_dir', fio.pathjoin(base_dir, 'target', 'dialogs')))
-    for _, proc in ipairs(M.PROCEDURES) do
+    for _, proc in ipairs(M.library_names()) do
         local so = fio.pathjoin(dir, proc .. '.so')
         if not fio.path.exists(so) then
             M.error(src.name('lib_dir'), '%s not found (run `make build`)', so)

@@ -85,7 +85,7 @@ local function read_lib_dir(src, base_dir)
     end
     local checkout = fio.pathjoin(base_dir, 'target', 'dialogs')
     local missing
-    for _, proc in ipairs(config.PROCEDURES) do
+    for _, proc in ipairs(config.library_names()) do
         if not fio.path.exists(fio.pathjoin(checkout, proc .. '.so')) then
             missing = proc
         end
@@ -93,7 +93,7 @@ local function read_lib_dir(src, base_dir)
     if missing == nil then
         return checkout
     end
-    for _, proc in ipairs(config.PROCEDURES) do
+    for _, proc in ipairs(config.library_names()) do
         if search_c_module(proc) == nil then
             config.error(src.name('lib_dir'), '%s.so is neither in %s nor on package.cpath '
                 .. '(run `make build`, install the rock, or set %s)', proc, checkout,

@@ -12,8 +12,11 @@ local capabilities = require('dialogs.capabilities')
 
 local M = {}
 
--- The spaces whose writes wait for the quorum when a synchronous quorum is set.
-M.SYNC_SPACES = {'dialogs', 'dialogs_requests'}
+-- The spaces whose writes wait for the quorum when a synchronous quorum is set:
+-- the messages and their request ids, and the inbox (a mark_read, which writes
+-- only there, is acknowledged once a quorum has it, as a message is).
+M.SYNC_SPACES = {'dialogs', 'dialogs_requests', 'dialogs_inbox', 'dialogs_inbox_totals',
+                 'dialogs_outbox'}
 
 -- The box.cfg options of replication, added to `opts` (returned).
 --

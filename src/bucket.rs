@@ -9,6 +9,11 @@
 
 use uuid::Uuid;
 
+/// vshard's bucket space, `{id, status, destination, ...}` with primary key `id`:
+/// where it exists, this instance is a vshard storage (the storage entries read a
+/// bucket's status there; a new message's inbox upkeep is an outbox row).
+pub const BUCKET_SPACE: &str = "_bucket";
+
 /// vshard's own default, and ours: fixed for the life of a cluster.
 pub const DEFAULT_BUCKET_COUNT: u32 = 3000;
 

@@ -174,6 +174,7 @@ pub trait Write {
     fn put_array_header(&mut self, n: u32);
     fn put_map_header(&mut self, n: u32);
     fn put_nil(&mut self);
+    fn put_bool(&mut self, b: bool);
     fn put_str(&mut self, s: &str);
     fn put_uuid(&mut self, id: &uuid::Uuid);
     fn put_uint(&mut self, n: u64);
@@ -203,6 +204,10 @@ impl Write for Vec<u8> {
 
     fn put_nil(&mut self) {
         append(encode::write_nil(self).map_err(ValueWriteError::InvalidMarkerWrite));
+    }
+
+    fn put_bool(&mut self, b: bool) {
+        append(encode::write_bool(self, b).map_err(ValueWriteError::InvalidMarkerWrite));
     }
 
     fn put_str(&mut self, s: &str) {
@@ -298,6 +303,13 @@ mod tests {
         out.put_str(&"x".repeat(40));
         assert_eq!(out.get(..5), Some(&[0xa2, b'h', b'i', 0xd9, 40][..]));
         assert_eq!(out.len(), 3 + 2 + 40);
+        let mut out = Vec::new();
+        out.put_map_header(2);
+        out.put_map_header(70_000);
+        out.put_nil();
+        out.put_bool(true);
+        out.put_bool(false);
+        assert_eq!(out, [0x82, 0xdf, 0, 1, 0x11, 0x70, 0xc0, 0xc3, 0xc2]);
         let mut out = Vec::new();
         out.put_uuid(&uuid::Uuid::from_bytes([7; 16]));
         out.put_ext(EXT_DATETIME, &[1; 8]);

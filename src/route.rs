@@ -90,3 +90,39 @@ pub fn call(args: &[u8], reply: &mut Reply) -> Result<()> {
     }
     reply.mp(&out)
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn args(parts: &[Uuid]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        buf.put_array_header(parts.len() as u32);
+        for p in parts {
+            buf.put_uuid(p);
+        }
+        buf
+    }
+
+    #[test]
+    fn the_inbox_calls_go_to_their_owners_buckets() {
+        let (user, dialog, up_to) = (Uuid::from_u128(7), Uuid::from_u128(9), Uuid::from_u128(11));
+        assert_eq!(
+            route_of(b"list_dialogs", &args(&[user]), 3000).unwrap(),
+            Route::One(bucket_id(user, 3000))
+        );
+        assert_eq!(
+            route_of(b"mark_read", &args(&[user, dialog, up_to]), 3000).unwrap(),
+            Route::Two(bucket_id(dialog, 3000), bucket_id(user, 3000))
+        );
+        // A bad call gets the procedure's own error.
+        let e = route_of(b"mark_read", &args(&[user, dialog]), 3000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mark_read: expected 3 arguments (user_id, dialog_id, up_to_id), got 2"
+        );
+        assert!(route_of(b"list_dialog", &args(&[user]), 3000).is_err());
+    }
+}

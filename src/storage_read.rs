@@ -30,7 +30,7 @@
 use tarantool::error::BoxError;
 use uuid::Uuid;
 
-use crate::bucket;
+use crate::bucket::{self, BUCKET_SPACE};
 use crate::error::{Error, Result};
 use crate::get_dialog::GetDialog;
 use crate::msgpack::{Reader, Value};
@@ -43,9 +43,6 @@ const PROC: &str = "dialogs_storage_get";
 /// src/storage_write.rs, write) now: an internal code, between the router and a
 /// storage; clients never see it (the router falls back to `vshard.storage.call`).
 pub const NOT_HERE: u32 = 1012;
-
-/// vshard's bucket space: `{id, status, destination, ...}`, primary key `id`.
-const BUCKET_SPACE: &str = "_bucket";
 
 /// The bucket statuses vshard serves reads from (its `bucket_status_is_readable`:
 /// writable ones, and a bucket being sent or made read-only, whose rows are all

@@ -19,7 +19,7 @@ use super::{
     corrupt, key, Store, TupleRef, FIELD_DIALOG, FIELD_FROM, FIELD_ID, FIELD_TEXT, FIELD_TO,
     PRIMARY, SPACE,
 };
-use crate::bucket::bucket_id;
+use crate::bucket::{bucket_id, BUCKET_SPACE};
 use crate::error::{Error, Result};
 use crate::inbox::entry::{self, Delivery, Entry, Totals, NONE};
 use crate::msgpack::{Reader, Value, Write};
@@ -32,9 +32,6 @@ const ACTIVITY: &str = "activity";
 pub const TOTALS: &str = "dialogs_inbox_totals";
 /// The outbox: `pk` id, `bucket_id`.
 pub const OUTBOX: &str = "dialogs_outbox";
-/// vshard's bucket space: where it exists, this instance is a storage, and the
-/// inbox upkeep of a new message is an outbox row, not a delivery.
-const BUCKET_SPACE: &str = "_bucket";
 /// `_schema` key set to true once the inbox has been built from the stored
 /// messages; the upkeep is on from then.
 pub const BUILT_KEY: &str = "dialogs_inbox_built";
@@ -50,6 +47,10 @@ thread_local! {
     // Set once `_schema` says the inbox is built; read again on each write
     // until then. A `Copy` cell: no destructor (the module stays unloadable).
     static BUILT: Cell<bool> = const { Cell::new(false) };
+    // Whether `_bucket` exists, and the schema version that answer is for
+    // (u64::MAX: not asked yet). Every space created or dropped moves the
+    // version on, so the answer is looked up again only after a schema change.
+    static STORAGE: Cell<(u64, bool)> = const { Cell::new((u64::MAX, false)) };
 }
 
 /// Forgets the cached build flag (with the store's cache).
@@ -168,7 +169,7 @@ impl Store {
         let mut t = Vec::with_capacity(BUILT_KEY.len() + 4);
         t.put_array_header(2);
         t.put_str(BUILT_KEY);
-        append_bool(&mut t, true);
+        t.put_bool(true);
         Self::replace_raw(inbox.schema, &t)?;
         let mut k = Vec::with_capacity(BUILD_AFTER_KEY.len() + 2);
         k.put_array_header(1);
@@ -186,14 +187,25 @@ impl Store {
         Self::replace_raw(inbox.schema, &t)
     }
 
-    /// Whether this instance is a vshard storage (has `_bucket`): looked up on
-    /// each write, since vshard creates the space after the store's own set-up.
+    /// Whether this instance is a vshard storage (has `_bucket`). vshard creates
+    /// the space after the store's own set-up, so the answer is not fixed when the
+    /// store is resolved: it is kept for the schema version it was found at and
+    /// looked up again once the schema changes (a name look-up reads `_vspace`;
+    /// the version is one load).
     pub fn is_storage() -> bool {
+        // SAFETY: a plain getter of the tx thread's schema version.
+        let version = unsafe { ffi::box_schema_version() };
+        let (known, storage) = STORAGE.with(Cell::get);
+        if known == version {
+            return storage;
+        }
         let name = BUCKET_SPACE;
+        let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
         // SAFETY: a valid pointer and length.
-        let id =
-            unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), name.len() as u32) };
-        id != ffi::BOX_ID_NIL
+        let id = unsafe { ffi::box_space_id_by_name(name.as_ptr().cast::<c_char>(), len) };
+        let storage = id != ffi::BOX_ID_NIL;
+        STORAGE.with(|c| c.set((version, storage)));
+        storage
     }
 
     /// The bucket of a user's inbox (the same hash as a dialog's).
@@ -475,9 +487,4 @@ impl Store {
             )
         })
     }
-}
-
-/// Appends a msgpack boolean.
-fn append_bool(out: &mut Vec<u8>, b: bool) {
-    out.push(if b { 0xc3 } else { 0xc2 });
 }

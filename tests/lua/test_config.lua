@@ -12,7 +12,7 @@ local function with_lib(fn)
     local base = fio.tempdir()
     local lib = fio.pathjoin(base, 'target', 'dialogs')
     fio.mktree(lib)
-    for _, p in ipairs(config.PROCEDURES) do
+    for _, p in ipairs(config.library_names()) do
         local f = fio.open(fio.pathjoin(lib, p .. '.so'), {'O_CREAT', 'O_WRONLY'},
             tonumber('644', 8))
         f:close()

@@ -15,7 +15,7 @@ local function with_lib(fn)
     local lib = fio.pathjoin(base, 'target', 'dialogs')
     fio.mktree(lib)
     local names = {'dialogs_route'}
-    for _, p in ipairs(config.PROCEDURES) do
+    for _, p in ipairs(config.library_names()) do
         table.insert(names, p)
     end
     for _, p in ipairs(names) do

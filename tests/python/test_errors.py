@@ -8,7 +8,8 @@ import tarantool
 
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
                          ID, REQUEST_CONFLICT, TEXT, derived_dialog_id, expect_error,
-                         get_dialog, message_id_of, new_dialog, new_user, server_key)
+                         get_dialog, message_id_of, new_dialog, new_user,
+                         results_one_value_each, server_key)
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -107,6 +108,111 @@ def test_get_dialog_without_arguments_or_id(conn):
     assert get_dialog(conn, "abc") == []
 
 
+# The inbox's refusal of a message that is not the user's in the dialog (README "Errors").
+NOT_IN_DIALOG = 1013
+
+
+def one_value(conn, data):
+    """The one value of list_dialogs' or mark_read's reply, in new_dialog's shape
+    (README "Reply shape"): [value] where results go one value each, else [[value]]."""
+    data = list(data)
+    assert len(data) == 1, data
+    if results_one_value_each(server_key(conn)):
+        return data[0]
+    assert isinstance(data[0], (list, tuple)) and len(data[0]) == 1, data
+    return data[0][0]
+
+# (list_dialogs arguments after a valid user id, code, exact message, pattern)
+BAD_LIST_DIALOGS = [
+    pytest.param([{"limit": 0}], BAD_OPTION, "opts.limit: must be 1 to 100, got 0", None,
+                 id="limit-0"),
+    pytest.param([{"limit": 101}], BAD_OPTION, "opts.limit: must be 1 to 100, got 101", None,
+                 id="limit-101"),
+    pytest.param([{"limit": "10"}], BAD_TYPE, None, r"^opts\.limit: ", id="limit-string"),
+    pytest.param([{"before": "zzz"}], BAD_UUID, 'opts.before: malformed uuid "zzz"', None,
+                 id="before-malformed"),
+    pytest.param([{"before": NIL_UUID}], BAD_UUID, None, r"^opts\.before: ",
+                 id="before-nil-uuid"),
+    pytest.param([{"after": str(uuid.uuid4())}], BAD_OPTION, None, r"^opts\b.*\bafter\b",
+                 id="unknown-option"),
+    pytest.param(["opts"], BAD_TYPE, "opts: expected a map, got string", None,
+                 id="opts-string"),
+    pytest.param([{}, "extra"], BAD_ARITY,
+                 "list_dialogs: expected 1 or 2 arguments (user_id [, opts]), got 3", None,
+                 id="arity-3"),
+]
+
+
+@pytest.mark.parametrize("args, code, message, pattern", BAD_LIST_DIALOGS)
+def test_bad_list_dialogs_is_refused(conn, args, code, message, pattern):
+    me = new_user()
+    expect_error(lambda: conn.call("list_dialogs", [str(me), *args]), code, message, pattern)
+    # The connection goes on serving: the reply is one map (docs/inbox.md, "What a
+    # client sees").
+    reply = one_value(conn, conn.call("list_dialogs", [str(me)]).data)
+    assert reply["dialogs"] == [] and reply["next"] is None, reply
+
+
+def test_list_dialogs_without_a_user(conn):
+    expect_error(lambda: conn.call("list_dialogs", []), BAD_ARITY,
+                 "list_dialogs: expected 1 or 2 arguments (user_id [, opts]), got 0")
+    expect_error(lambda: conn.call("list_dialogs", [None]), BAD_TYPE,
+                 "user_id: expected a uuid (string or msgpack uuid), got nil")
+    expect_error(lambda: conn.call("list_dialogs", [7]), BAD_TYPE, None, r"^user_id: ")
+    expect_error(lambda: conn.call("list_dialogs", ["abc"]), BAD_UUID,
+                 'user_id: malformed uuid "abc"')
+    expect_error(lambda: conn.call("list_dialogs", [NIL_UUID]), BAD_UUID,
+                 "user_id: the nil uuid is not a valid id")
+
+
+# (mark_read arguments: "me", "dialog", "msg" stand for a user, its dialog and a
+# message of it; code, exact message, pattern)
+BAD_MARK_READ = [
+    pytest.param([], BAD_ARITY,
+                 "mark_read: expected 3 arguments (user_id, dialog_id, up_to_id), got 0", None,
+                 id="arity-0"),
+    pytest.param(["me", "dialog"], BAD_ARITY, None, r"^mark_read: ", id="arity-2"),
+    pytest.param(["me", "dialog", "msg", {}], BAD_ARITY, None, r"^mark_read: ", id="arity-4"),
+    pytest.param([None, "dialog", "msg"], BAD_TYPE, None, r"^user_id: ", id="user_id-nil"),
+    pytest.param(["abc", "dialog", "msg"], BAD_UUID, 'user_id: malformed uuid "abc"', None,
+                 id="user_id-malformed"),
+    pytest.param(["me", 5, "msg"], BAD_TYPE, None, r"^dialog_id: ", id="dialog_id-integer"),
+    pytest.param(["me", "{5d7c0a3e-2c11-4f0e-8f55-3a2b8c1d4e02}", "msg"], BAD_UUID, None,
+                 r"^dialog_id: ", id="dialog_id-braced"),
+    pytest.param(["me", "dialog", True], BAD_TYPE,
+                 "up_to_id: expected a uuid (string or msgpack uuid), got boolean", None,
+                 id="up_to_id-boolean"),
+    pytest.param(["me", "dialog", "zzz"], BAD_UUID, 'up_to_id: malformed uuid "zzz"', None,
+                 id="up_to_id-malformed"),
+    pytest.param(["me", "dialog", NIL_UUID], BAD_UUID, "up_to_id: the nil uuid is not a valid id",
+                 None, id="up_to_id-nil-uuid"),
+    pytest.param(["me", "dialog", "unknown"], NOT_IN_DIALOG,
+                 "up_to_id: not a message of this user in this dialog", None,
+                 id="up_to_id-unknown"),
+    pytest.param(["me", "other", "msg"], NOT_IN_DIALOG,
+                 "up_to_id: not a message of this user in this dialog", None,
+                 id="up_to_id-another-dialog"),
+    pytest.param(["stranger", "dialog", "msg"], NOT_IN_DIALOG,
+                 "up_to_id: not a message of this user in this dialog", None,
+                 id="up_to_id-another-user"),
+]
+
+
+@pytest.mark.parametrize("args, code, message, pattern", BAD_MARK_READ)
+def test_bad_mark_read_is_refused(conn, args, code, message, pattern):
+    peer, me = new_user(), new_user()
+    dialog = derived_dialog_id(peer, me)
+    msg = new_dialog(conn, None, peer, me, "unread")
+    names = {"me": str(me), "dialog": str(dialog), "msg": msg, "other": str(new_user()),
+             "stranger": str(new_user()), "unknown": str(uuid.uuid4())}
+    args = [names.get(a, a) if isinstance(a, str) else a for a in args]
+    expect_error(lambda: conn.call("mark_read", args), code, message, pattern)
+    # The connection goes on serving, and the refusal moved nothing: the message
+    # is still after the cursor until now (one unsigned, docs/inbox.md, "What a
+    # client sees").
+    assert one_value(conn, conn.call("mark_read", [str(me), str(dialog), msg]).data) == 0
+
+
 def test_request_id_makes_a_retry_safe(conn):
     dialog, a, b = new_user(), new_user(), new_user()
     rid = str(uuid.uuid4())
@@ -162,6 +268,9 @@ def test_opts_may_be_nil_or_empty(conn):
 
 
 FIRST_USER_SPACE_ID = 512
+# Fields of an inbox entry and of a user's totals (docs/inbox.md, "The model").
+ENTRY_FIELDS = 10
+TOTALS_FIELDS = 4
 
 
 def test_refused_calls_write_nothing_to_the_wal(server):
@@ -189,5 +298,10 @@ def test_refused_calls_write_nothing_to_the_wal(server):
                    if r["body"].get("space_id", 0) >= FIRST_USER_SPACE_ID]
     texts = [r["body"]["tuple"][TEXT] for r in user_writes if len(r["body"]["tuple"]) == 7]
     assert texts == ["the one message"], user_writes
-    # The message and its request_id record, nothing else.
-    assert len(user_writes) == 2, user_writes
+    # The message and its request_id record; and, once the inbox is built (schema
+    # version 5), its upkeep in the same transaction: the two users' entries (10
+    # fields) and the recipient's totals (4 fields). Nothing else.
+    inbox = [r for r in user_writes if len(r["body"]["tuple"]) in (ENTRY_FIELDS, TOTALS_FIELDS)]
+    assert len(user_writes) - len(inbox) == 2, user_writes
+    assert sorted(len(r["body"]["tuple"]) for r in inbox) in (
+        [], [TOTALS_FIELDS, ENTRY_FIELDS, ENTRY_FIELDS]), user_writes

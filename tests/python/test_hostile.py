@@ -6,7 +6,8 @@ the documented one (README "Errors": code and the full message), neither space
 changed (counted by admin, not inferred from a read), and the next valid call on the
 same connection stores exactly one message.
 
-The tables: every arity 0..=6 of both procedures; every msgpack type in every
+The tables: every arity 0..=6 of the message procedures, and of the inbox's
+(list_dialogs, mark_read: a table of their own); every msgpack type in every
 argument position; uuid spellings; text lengths counted in characters, multi-byte
 text and invalid UTF-8; option maps (unknown, mistyped, repeated, non-string keys);
 limits; and cursors, which are positions, not lookups.
@@ -25,7 +26,8 @@ import pytest
 from admin import AdminConsole, admin_kwargs, admin_socket, remove_socket_dir
 from dialogs_api import (BAD_ARITY, BAD_OPTION, BAD_TEXT, BAD_TYPE, BAD_UUID,
                          ER_INVALID_MSGPACK, INVALID_MSGPACK_BODY, REQUEST_CONFLICT,
-                         checks_request_extensions, message_id_of, messages_of, server_key)
+                         checks_request_extensions, message_id_of, messages_of,
+                         results_one_value_each, server_key)
 from harness import Server
 from iproto_raw import RawConnection
 
@@ -631,7 +633,98 @@ def test_every_case_class_is_present():
     assert {c.code for c in malformed} == expected
 
 
-# --- 7. a request_id reused with other content, through the table's connection -----------
+# --- 7. the inbox's procedures: arity and every type in every position --------------------
+# Refusals (and list_dialogs' accepted calls) of list_dialogs and mark_read; a table of
+# its own, run by its own test, so that the counts above stay those of the two message
+# procedures. A refused call writes nothing: neither space above, nor the inbox's.
+
+LIST_SIG = "list_dialogs: expected 1 or 2 arguments (user_id [, opts])"
+MARK_SIG = "mark_read: expected 3 arguments (user_id, dialog_id, up_to_id)"
+NOT_IN_DIALOG = 1013
+NOT_IN_DIALOG_MESSAGE = "up_to_id: not a message of this user in this dialog"
+# An id no message has (message ids are UUIDv7, with their time in front).
+NO_MESSAGE = "00000000-0000-4000-8000-000000000001"
+VALID_MARK = [str(ALICE), str(DIALOG), NO_MESSAGE]
+# A user no case writes for: its inbox stays empty, whatever the other tables store.
+LONER = uuid.UUID("3c6e1a57-0f2b-4d8e-b9a4-7e5d2c1f0a04")
+
+INBOX_CASES = {}
+_list_full = [str(LONER), {"limit": 1}, None, "x", 1, 2]
+_mark_full = VALID_MARK + [None, "x", 1]
+for n in range(7):
+    INBOX_CASES[f"list_dialogs-{n}-args"] = (
+        accepted("list_dialogs", _list_full[:n], 0) if n in (1, 2)
+        else refused("list_dialogs", _list_full[:n], BAD_ARITY, f"{LIST_SIG}, got {n}"))
+    INBOX_CASES[f"mark_read-{n}-args"] = (
+        refused("mark_read", _mark_full[:n], NOT_IN_DIALOG, NOT_IN_DIALOG_MESSAGE) if n == 3
+        else refused("mark_read", _mark_full[:n], BAD_ARITY, f"{MARK_SIG}, got {n}"))
+INBOX_CASES["list_dialogs-msgpack-uuid"] = accepted("list_dialogs", [mp_uuid(LONER)], 0)
+for tid, value, tname in TYPES + [EMPTY_ARRAY]:
+    INBOX_CASES[f"list_dialogs-user_id-{tid}"] = refused(
+        "list_dialogs", [value], BAD_TYPE, f"user_id: {EXPECTED_UUID}, got {tname}")
+    key = f"list_dialogs-opts-{tid}"
+    if value is None or tid in ("empty-map", "empty-array"):
+        INBOX_CASES[key] = accepted("list_dialogs", [str(LONER), value], 0)
+    elif tid == "map":
+        INBOX_CASES[key] = refused("list_dialogs", [str(LONER), value], BAD_OPTION,
+                                   'opts: unknown option "a"')
+    else:
+        INBOX_CASES[key] = refused("list_dialogs", [str(LONER), value], BAD_TYPE,
+                                   f"opts: expected a map, got {tname}")
+    if value is not None and tname != "integer":
+        INBOX_CASES[f"list_dialogs-limit-{tid}"] = refused(
+            "list_dialogs", [str(LONER), {"limit": value}], BAD_TYPE,
+            f"opts.limit: expected an integer, got {tname}")
+    if value is not None:
+        INBOX_CASES[f"list_dialogs-before-{tid}"] = refused(
+            "list_dialogs", [str(LONER), {"before": value}], BAD_TYPE,
+            f"opts.before: {EXPECTED_UUID}, got {tname}")
+    for pos, arg in [(0, "user_id"), (1, "dialog_id"), (2, "up_to_id")]:
+        INBOX_CASES[f"mark_read-{arg}-{tid}"] = refused(
+            "mark_read", with_arg(VALID_MARK, pos, value), BAD_TYPE,
+            f"{arg}: {expected_of(arg)}, got {tname}")
+for pos, arg in [(0, "user_id"), (1, "dialog_id"), (2, "up_to_id")]:
+    INBOX_CASES[f"mark_read-{arg}-msgpack-uuid"] = refused(
+        "mark_read", with_arg(VALID_MARK, pos, mp_uuid(uuid.UUID(VALID_MARK[pos]))),
+        NOT_IN_DIALOG, NOT_IN_DIALOG_MESSAGE)
+    INBOX_CASES[f"mark_read-{arg}-nil-uuid"] = refused(
+        "mark_read", with_arg(VALID_MARK, pos, NIL_UUID), BAD_UUID,
+        f"{arg}: the nil uuid is not a valid id")
+for limit, code, message in [(0, BAD_OPTION, "opts.limit: must be 1 to 100, got 0"),
+                             (1, 0, None), (100, 0, None),
+                             (101, BAD_OPTION, "opts.limit: must be 1 to 100, got 101"),
+                             (-1, BAD_OPTION, "opts.limit: must be 1 to 100, got -1"),
+                             (2**64 - 1, BAD_OPTION,
+                              f"opts.limit: must be 1 to 100, got {2**64 - 1}")]:
+    INBOX_CASES[f"list_dialogs-limit-{limit}"] = Case("list_dialogs", [str(LONER), {"limit": limit}],
+                                                      code, message)
+INBOX_CASES = {k: for_this_server(c) for k, c in INBOX_CASES.items()}
+
+
+def inbox_sizes(admin) -> tuple:
+    return tuple(admin.eval("{box.space.dialogs_inbox:len(), "
+                            "box.space.dialogs_inbox_totals:len(), "
+                            "box.space.dialogs_outbox:len()}"))
+
+
+@pytest.mark.parametrize("case", list(INBOX_CASES.values()), ids=list(INBOX_CASES))
+def test_hostile_inbox_call(hostile, case: Case):
+    srv, admin, raw = hostile
+    before, inbox = space_sizes(admin), inbox_sizes(admin)
+    code, payload = raw.call(case.proc, encode(case.args))
+    if case.code:
+        assert (code, payload) == (case.code, case.message)
+    else:
+        # list_dialogs: one map, in new_dialog's shape (README "Reply shape").
+        assert code == 0, (code, payload)
+        reply = payload[0] if results_one_value_each(server_key(raw)) else payload[0][0]
+        assert reply["dialogs"] == [] and reply["next"] is None, reply
+    assert (space_sizes(admin), inbox_sizes(admin)) == (before, inbox), "a space changed"
+    next_valid_call_works(raw, admin, before)
+    assert srv.is_running()
+
+
+# --- 8. a request_id reused with other content, through the table's connection -----------
 
 def test_request_id_conflict_writes_nothing(hostile):
     srv, admin, raw = hostile
@@ -656,7 +749,7 @@ def test_request_id_conflict_writes_nothing(hostile):
     next_valid_call_works(raw, admin, before)
 
 
-# --- 8. cursors are positions, not lookups -------------------------------------------------
+# --- 9. cursors are positions, not lookups -------------------------------------------------
 
 def get_rows(raw, dialog, opts=None) -> list:
     args = [dialog] + ([opts] if opts is not None else [])

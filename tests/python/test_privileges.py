@@ -47,6 +47,8 @@ def test_grants_are_exactly_the_designed_ones(secured):
     assert got == sorted([
         ("execute", "function", "new_dialog"),
         ("execute", "function", "get_dialog"),
+        ("execute", "function", "list_dialogs"),
+        ("execute", "function", "mark_read"),
         # What every Tarantool user gets on creation:
         ("execute", "role", "public"),
         ("session,usage", "universe", ""),

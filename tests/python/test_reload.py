@@ -40,11 +40,12 @@ UNLOAD_TIMEOUT_S = 10.0
 # How long the load may take to make its calls (a bounded wait for an event).
 LOAD_WAIT_S = 30.0
 PROCS = ("new_dialog", "get_dialog")
+# Every name init.lua defines a C function under (the load calls PROCS only).
+INSTALLED = PROCS + ("list_dialogs", "mark_read", "dialogs_inbox_build")
 
 
 def install(build: Path, into: Path) -> None:
-    subprocess.run([str(INSTALL), str(build), str(into), "new_dialog", "get_dialog"],
-                   check=True, timeout=60)
+    subprocess.run([str(INSTALL), str(build), str(into), *INSTALLED], check=True, timeout=60)
 
 
 def mapped_module_sizes(pid: int) -> dict:

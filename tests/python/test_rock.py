@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 ROCKSPEC = REPO_ROOT / "dialogs-scm-1.rockspec"
-PROCEDURES = ("new_dialog", "get_dialog")
+PROCEDURES = ("new_dialog", "get_dialog", "list_dialogs", "mark_read")
 
 # A 2.x application using the installed modules: what init.lua does, minus the
 # environment parsing, with nothing but the rocks tree on its paths.
@@ -44,7 +44,7 @@ local sources = {}
 for _, m in ipairs({'dialogs.access', 'dialogs.schema', 'dialogs.config'}) do
     sources[m] = package.searchpath(m, package.path)
 end
-for _, p in ipairs({'new_dialog', 'get_dialog'}) do
+for _, p in ipairs({'new_dialog', 'get_dialog', 'list_dialogs', 'mark_read'}) do
     sources[p] = package.searchpath(p, package.cpath)
 end
 require('log').info('rock app: %s', require('json').encode(sources))
@@ -64,7 +64,7 @@ credentials:
       password: '{{{{ context.app_password }}}}'
       privileges:
         - permissions: [execute]
-          functions: [new_dialog, get_dialog]
+          functions: [new_dialog, get_dialog, list_dialogs, mark_read]
 iproto:
   listen:
     - uri: 127.0.0.1:{port}
