@@ -22,9 +22,9 @@
 -- from here would be skipped as already delivered).
 --
 -- Idle cost: the fiber sleeps on a condition that a trigger on the outbox space
--- signals on every insert (a write, or a bucket arriving with its rows), and
--- wakes on its own only once a second to notice a change of the instance's
--- read-only state.
+-- signals on every insert (a write, or a bucket arriving with its rows), as
+-- does one on _bucket when a bucket becomes active here, and wakes on its own
+-- only once a second to notice a change of the instance's read-only state.
 
 local clock = require('clock')
 local fiber = require('fiber')
@@ -78,7 +78,6 @@ local function shared()
         s = {
             cond = fiber.cond(),
             dirty = true,
-            trigger = nil,
             delivered = 0,
             events = 0,
             failures = 0,
@@ -86,37 +85,53 @@ local function shared()
             last_error = nil,
             last_error_time = nil,
             draining = false,
+            -- Triggers set, by space name: {fn, space_id}.
+            triggers = {},
         }
         rawset(_G, GLOBAL, s)
     end
     return s
 end
 
--- The trigger on the outbox space: a row was inserted (by any transaction, or
--- by vshard receiving a bucket), the drainer looks. Never yields.
-local function on_outbox_replace(old, new)
-    if new ~= nil and old == nil then
-        local s = shared()
-        s.dirty = true
-        s.cond:signal()
-    end
-end
-
-local function unwatch()
+-- Wakes the drainer: something may be deliverable now. Never yields.
+local function signal()
     local s = shared()
-    local space = box.space[SPACE]
-    if s.trigger ~= nil and space ~= nil and space.id == s.trigger_space then
-        pcall(space.on_replace, space, nil, s.trigger)
-    end
-    s.trigger, s.trigger_space = nil, nil
+    s.dirty = true
+    s.cond:signal()
 end
 
--- Sets the trigger on the outbox space once it exists (replacing one set by an
--- earlier load of this module; none while POLL_S is set); true when the space
--- exists.
+-- The triggers, by space: a row inserted into the outbox (by any transaction,
+-- or by vshard receiving a bucket), and a bucket that became active here (one
+-- received with rows, whose rows were skipped while it was receiving).
+local TRIGGERS = {
+    [SPACE] = function(old, new)
+        if new ~= nil and old == nil then
+            signal()
+        end
+    end,
+    _bucket = function(_, new)
+        if new ~= nil and bucket.OWNED[new[2]] then
+            signal()
+        end
+    end,
+}
+
+-- Removes the triggers this module set (by any earlier load of it).
+local function unwatch()
+    local set = shared().triggers or {}
+    for name, t in pairs(set) do
+        local space = box.space[name]
+        if space ~= nil and space.id == t.space_id then
+            pcall(space.on_replace, space, nil, t.fn)
+        end
+        set[name] = nil
+    end
+end
+
+-- Sets the triggers on the spaces that exist (replacing those of an earlier
+-- load of this module; none while POLL_S is set); true when the outbox exists.
 local function watch()
-    local space = box.space[SPACE]
-    if space == nil then
+    if box.space[SPACE] == nil then
         return false
     end
     if M.POLL_S ~= nil then
@@ -124,9 +139,15 @@ local function watch()
         return true
     end
     local s = shared()
-    if s.trigger ~= on_outbox_replace or s.trigger_space ~= space.id then
-        space:on_replace(on_outbox_replace, s.trigger_space == space.id and s.trigger or nil)
-        s.trigger, s.trigger_space = on_outbox_replace, space.id
+    s.triggers = s.triggers or {}
+    for name, fn in pairs(TRIGGERS) do
+        local space = box.space[name]
+        local t = s.triggers[name]
+        if space ~= nil and (t == nil or t.fn ~= fn or t.space_id ~= space.id) then
+            local old = t ~= nil and t.space_id == space.id and t.fn or nil
+            space:on_replace(fn, old)
+            s.triggers[name] = {fn = fn, space_id = space.id}
+        end
     end
     return true
 end
@@ -231,7 +252,7 @@ local function failed(what, err)
     s.last_error_time = clock.time()
     local now = fiber.clock()
     if s.logged_at == nil or now - s.logged_at >= M.LOG_EVERY_S then
-        log.warn('dialogs: outbox: %s (%d failures since the last such line); retrying',
+        log.warn('dialogs: outbox: %s; retrying (failed calls since the last warning: %d)',
             s.last_error, s.failures - (s.logged_failures or 0))
         s.logged_at, s.logged_failures = now, s.failures
     end
@@ -316,6 +337,21 @@ local function barrier(space, id)
     return ok and res ~= nil, (not ok) and res or nil
 end
 
+-- Why a call to `bucket` would only wait for its timeout: the master of its
+-- replica set is not connected (its connection lost and being retried), as the
+-- routers' check; nil otherwise. A round then does not wait CALL_TIMEOUT_S for
+-- each bucket of a replica set that is down.
+local function master_down(r, b)
+    local ok, replicaset = pcall(r.route, r, b)
+    local master = ok and replicaset ~= nil and replicaset.master or nil
+    local conn = master ~= nil and master.conn or nil
+    if conn ~= nil and conn.state == 'error_reconnect' then
+        return string.format('UNREACHABLE_MASTER: the master %s is not connected: %s',
+            tostring(master.name or master.uri), tostring(conn.error))
+    end
+    return nil
+end
+
 -- Sends `groups` ({bucket, events, ok}) with at most MAX_IN_FLIGHT calls at
 -- once; sets each group's `ok`. A destination bucket held by this storage is
 -- applied here, under a write reference, with no network trip.
@@ -342,8 +378,11 @@ local function send(groups)
                     e = value
                 end
             else
-                e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
-                    {timeout = M.CALL_TIMEOUT_S}))
+                e = master_down(r, g.bucket)
+                if e == nil then
+                    e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
+                        {timeout = M.CALL_TIMEOUT_S}))
+                end
             end
             if e == nil then
                 g.ok = true
@@ -542,9 +581,7 @@ end
 
 -- Wakes the drainer (tests, and a console after a change).
 function M.wakeup()
-    local s = shared()
-    s.dirty = true
-    s.cond:signal()
+    signal()
 end
 
 return M

@@ -356,3 +356,18 @@ def mark_read(conn, user, dialog, up_to) -> int:
     data = conn.call("mark_read", [str(user), str(dialog), str(up_to)]).data
     value = data[0]
     return value[0] if isinstance(value, list) else value
+
+
+def no_rw_refs_lua(buckets) -> str:
+    """Lua (a statement list) that waits, up to 10 s, until no fiber holds a write
+    reference on any of `buckets` (the outbox's drainer holds one on a row's bucket
+    while it delivers the row). Code placed right after it, with no yield between,
+    runs before anything can take one again: e.g. a status set by hand in _bucket,
+    which vshard refuses while a bucket has write references."""
+    ids = ", ".join(str(b) for b in buckets)
+    return ("local fiber = require('fiber') local refs = vshard.storage.internal.bucket_refs "
+            "local deadline = fiber.clock() + 10 "
+            "while fiber.clock() < deadline do local busy = false "
+            f"for _, b in ipairs({{{ids}}}) do "
+            "busy = busy or (refs[b] ~= nil and refs[b].rw > 0) end "
+            "if not busy then break end fiber.sleep(0.01) end ")

@@ -21,7 +21,7 @@ import pytest
 import tarantool
 
 from dialogs_api import derived_dialog_id, get_dialog, new_dialog, new_user
-from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
+from sharded import make_cluster, needs_vshard, no_rw_refs_lua  # noqa: F401 (a fixture)
 from test_sharded import bucket_id
 
 pytestmark = needs_vshard
@@ -139,6 +139,7 @@ def test_request_ids_expire_only_in_buckets_the_storage_owns(make_cluster):
         "(function() local e = vshard.storage.internal.errinj local gen = {} "
         "e.ERRINJ_RECOVERY_PAUSE = true e.ERRINJ_BUCKET_GC_PAUSE = true "
         "e.ERRINJ_SKIP_BUCKET_STATUS_VALIDATE = true "
+        + no_rw_refs_lua([bucket for bucket, _ in moving]) +
         f"{marks} "
         "local ok, n = pcall(require('dialogs.requests').prune, 1, "
         "require('clock').time() * 1000 + 86400000) "

@@ -10,9 +10,10 @@ the users' buckets move are delivered once. Needs vshard; skipped without it.
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from dialogs_api import derived_dialog_id, new_dialog, new_user
+from dialogs_api import derived_dialog_id, expect_error, new_dialog, new_user
 from harness import ADMIN_SOCKET_NAME, wait_until
 from sharded import (DRAIN_TIMEOUT_S, build_inbox, build_inboxes, list_dialogs, make_cluster,  # noqa: F401
                      mark_read, needs_vshard, no_drift, outbox_backlog, owners, recount)
@@ -21,6 +22,7 @@ from test_sharded import bucket_id, outcome
 pytestmark = needs_vshard
 
 NOT_IN_DIALOG = 1013
+RETRY = 1014
 
 
 def user_on(where: dict, rs: str) -> uuid.UUID:
@@ -37,6 +39,11 @@ def pair_with_dialog_on(where: dict, a_rs: str, b_rs: str, dialog_rs: str):
         a, b = user_on(where, a_rs), user_on(where, b_rs)
         if where[bucket_id(derived_dialog_id(a, b))] == dialog_rs:
             return a, b
+
+
+def v7_millis(message_id: str) -> int:
+    """The Unix milliseconds a message id (a UUIDv7) carries."""
+    return uuid.UUID(message_id).int >> 80
 
 
 def normalised(value, names: dict):
@@ -137,6 +144,10 @@ def test_the_inbox_through_a_router_is_the_single_stores(make_cluster, make_serv
             msg = value[0] if isinstance(value, list) else value
             names[side][msg] = name
             ids[side][name] = msg
+        # The next message gets a later millisecond: two replica sets' ids of one
+        # millisecond may order either way, the lists' order with them.
+        wait_until(lambda: time.time() * 1000 > v7_millis(ids["router"][name]) + 1, 5,
+                   "the next millisecond")
     d_self = derived_dialog_id(a, a)
     last = {(a, d_ab): "m8", (b, d_ab): "m8", (a, d_ac): "m6", (c, d_ac): "m6",
             (a, d_self): "m5"}
@@ -243,6 +254,8 @@ def test_deliveries_waiting_while_buckets_move_arrive_once(make_cluster):
     s1 = cluster.master("s1")
     first = new_dialog(conn, None, a, b, "before")
     wait_until(lambda: delivered(conn, a, d, first), DRAIN_TIMEOUT_S, "the first delivery")
+    # (Its row is deleted just after the delivery.)
+    wait_until(lambda: outbox_backlog(cluster) == 0, DRAIN_TIMEOUT_S, "the first row's deletion")
 
     # s1 delivers nothing for a while: its outbox keeps the rows.
     cluster.eval(s1, "require('dialogs.outbox').stop() or true")
@@ -289,3 +302,23 @@ def test_the_outbox_reports_its_state(make_cluster):
     info = cluster.eval(cluster.master("s1"), "require('dialogs.outbox').info()")
     assert info["backlog"] == 1 and info["draining"] is False
     assert 0 <= info["oldest_age_s"] < 3600
+
+
+def test_mark_read_gives_up_with_1014_when_the_entry_keeps_changing(make_cluster):
+    cluster = make_cluster({"s1": 1})
+    build_inboxes(cluster)
+    conn = cluster.connect()
+    a, b = new_user(), new_user()
+    d = derived_dialog_id(a, b)
+    m = new_dialog(conn, None, a, b, "hi")
+    wait_until(lambda: delivered(conn, b, d, m), DRAIN_TIMEOUT_S, "the delivery")
+    # An entry whose last message is newer than any the count can reach: every
+    # round's count is refused, as if a delivery kept coming in between.
+    s1 = cluster.master("s1")
+    cluster.eval(s1, f"box.space.dialogs_inbox:update({{require('uuid').fromstr('{b}'), "
+                     f"require('uuid').fromstr('{d}')}}, {{{{'=', 4, require('uuid')"
+                     ".fromstr('ffffffff-ffff-7fff-bfff-ffffffffffff')}}) and true")
+    before = list_dialogs(conn, b)
+    expect_error(lambda: mark_read(conn, b, d, m), RETRY,
+                 "mark_read: the dialog kept changing; retry")
+    assert list_dialogs(conn, b) == before

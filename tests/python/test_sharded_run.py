@@ -17,7 +17,7 @@ import tarantool
 
 from dialogs_api import derived_dialog_id
 from harness import REPO_ROOT, free_port, wait_until
-from sharded import needs_vshard
+from sharded import build_inbox, list_dialogs, needs_vshard
 
 pytestmark = needs_vshard
 
@@ -64,6 +64,14 @@ def free_base_port() -> int:
     raise AssertionError("no free block of ports")
 
 
+class Console:
+    """An instance's admin console at `path`, as harness.admin_eval takes one."""
+
+    def __init__(self, path):
+        self.name = path.parent.name
+        self.env = {"DIALOGS_ADMIN_SOCKET": str(path)}
+
+
 def stop_run_sharded(proc: subprocess.Popen) -> None:
     """Ctrl-C: SIGINT to the foreground process group; SIGKILL (and an error) if it
     does not end within a minute."""
@@ -100,6 +108,14 @@ def test_run_sharded_serves_the_reports_client_and_stops_on_ctrl_c(tmp_path):
         messages = wait_until(lambda: conn.call("get_dialog", (dialog,)).data[0], 10,
                               "the message to be readable")
         assert [(str(m[0]), m[4]) for m in messages] == [(msg, "hi Bob")]
+        # The inbox's calls are served and granted too, and the storages' outboxes
+        # (started by the storage role on the configuration's road) deliver.
+        for name in ("s1-master", "s2-master"):
+            build_inbox(Console(tmp_path / "data" / name / "tarantool.control"))
+        page = wait_until(lambda: list_dialogs(conn, bob)["dialogs"], 30,
+                          "the message in Bob's list")
+        assert [(str(e["last_id"]), e["last_text"], e["unread"]) for e in page] \
+            == [(msg, "hi Bob", 1)]
         conn.close()
     finally:
         stop_run_sharded(proc)

@@ -17,7 +17,7 @@ import json
 import uuid
 
 from dialogs_api import ID, TEXT, derived_dialog_id, get_dialog, new_dialog, new_user
-from sharded import make_cluster, needs_vshard  # noqa: F401 (a fixture)
+from sharded import make_cluster, needs_vshard, no_rw_refs_lua  # noqa: F401 (a fixture)
 from test_sharded import bucket_id
 
 pytestmark = needs_vshard
@@ -65,6 +65,7 @@ def entry_outcome(cluster, srv, bucket: int, args: list, status: str = None):
             "local gen = {generation = (old[4] and old[4].generation or 0) + 1} "
             "e.ERRINJ_RECOVERY_PAUSE = true e.ERRINJ_BUCKET_GC_PAUSE = true "
             "e.ERRINJ_SKIP_BUCKET_STATUS_VALIDATE = true "
+            + no_rw_refs_lua([bucket]) +
             f"box.space._bucket:replace{{{bucket}, '{status}', "
             "'elsewhere', gen} "
             + call +
