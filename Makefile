@@ -206,7 +206,7 @@ deps-postgres:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 
-# The full matrix: about 6 minutes on 2 cores (118 cells of 2.5 s, data loading,
+# The full matrix: about 8 minutes on 2 cores (136 cells of 2.5 s, 172 with vshard, data loading,
 # the in-process and memory measurements); writes bench/results/tarantool-<version>.{md,json,svg}
 # for the server it ran against (`make bench TARANTOOL=/path/to/tarantool`).
 bench: build deps-postgres

@@ -3,6 +3,7 @@
 
     python3 bench/sizing.py [--bench bench/results/sharded/tarantool-<version>.json]
                             [--rebalance bench/results/rebalance.json]
+                            [--inbox bench/results/inbox/tarantool-<version>.json]
 
 Reads what `make bench` measured (server CPU per call of the native and the
 sharded path, router and storage parts, and memory per message) and what the
@@ -11,6 +12,10 @@ as markdown: every number says which measurement or which stated assumption it
 comes from. Re-run it after a new `make bench` or rebalancing run. Without
 --bench it reads the newest run (by the date recorded in it) of
 bench/results/sharded/tarantool-*.json, the files a `sharded` run writes there.
+The inboxes (docs/benchmarks.md, "The inbox") add their memory per entry and per
+totals row and the outbox's CPU per message, from the newest
+bench/results/inbox/tarantool-*.json (or --inbox; none there: the table has no
+inbox rows).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ TARGET_C = 50
 # Buckets per replica set at least, so that one bucket is at most ~1% of a set
 # (vshard balances whole buckets).
 BUCKETS_PER_REPLICASET = 100
+# Dialogs each user's inbox holds an entry for (every conversation ever had;
+# entries are not expired), and users with an inbox per daily user.
+DIALOGS_PER_USER = 200
+USERS_PER_DAILY_USER = 3
 
 GIB = 1024 ** 3
 
@@ -67,14 +76,62 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def newest_run(folder: str) -> Path | None:
+    """bench/results/<folder>/tarantool-<version>.json of the newest run, if any."""
+    runs = sorted(ROOT.glob(f"bench/results/{folder}/tarantool-*.json"),
+                  key=lambda p: json.loads(p.read_text()).get("date", ""))
+    return runs[-1] if runs else None
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def rounds(report: dict, target: str, workload: str, concurrency: int) -> list[dict]:
+    """Every round of one cell, in the order they ran."""
+    return [c for c in report["cells"]
+            if c["target"] == target and c["workload"] == workload and c["mode"] == "conns"
+            and c["durability"] == "write" and c["concurrency"] == concurrency]
+
+
+def inbox_figures(report: dict) -> dict | None:
+    """What an inbox run measured: memory per entry and per totals row, and the
+    outbox's server CPU per message (sharded write with it less without it,
+    round by round, median; storages and router apart)."""
+    mem = report.get("inbox_memory")
+    if not mem:
+        return None
+    out = {
+        "per_entry": (mem["entry_space_bsize"] + mem["entry_index_bsize"]) / mem["entries"],
+        "per_totals": (mem["totals_space_bsize"] + mem["totals_index_bsize"]) / mem["totals"],
+        "outbox": None,
+    }
+    with_outbox = [c for c in report["cells"] if c["target"] == "sharded"
+                   and c["workload"] == "write" and c["mode"] == "conns"]
+    if with_outbox:
+        c = min((x["concurrency"] for x in with_outbox), key=lambda c: abs(c - TARGET_C))
+        now, before = rounds(report, "sharded", "write", c), rounds(report, "sharded-base", "write", c)
+        pairs = list(zip(now, before))
+        if pairs:
+            def storages(r: dict) -> float:
+                return r["server_cpu_us"] - r["router_cpu_us"]
+            out["outbox"] = {
+                "storage_us": median([storages(a) - storages(b) for a, b in pairs]),
+                "rounds": len(pairs),
+                "concurrency": c,
+            }
+    return out
+
+
 def newest_sharded_run() -> Path:
     """bench/results/sharded/tarantool-<version>.json of the newest run."""
-    runs = sorted(ROOT.glob("bench/results/sharded/tarantool-*.json"),
-                  key=lambda p: json.loads(p.read_text()).get("date", ""))
-    if not runs:
+    run = newest_run("sharded")
+    if run is None:
         raise SystemExit("no bench/results/sharded/tarantool-*.json: run the benchmark's "
                          "sharded target with --out bench/results/sharded (docs/sharding.md, \"Cost\")")
-    return runs[-1]
+    return run
 
 
 def fmt(n: float) -> str:
@@ -103,9 +160,16 @@ def main() -> None:
                     help="a sharded run's report (default: the newest of "
                          "bench/results/sharded/tarantool-*.json)")
     ap.add_argument("--rebalance", type=Path, default=ROOT / "bench/results/rebalance.json")
+    ap.add_argument("--inbox", type=Path, default=None,
+                    help="an inbox run's report (default: the newest of "
+                         "bench/results/inbox/tarantool-*.json, if any)")
     args = ap.parse_args()
     if args.bench is None:
         args.bench = newest_sharded_run()
+    if args.inbox is None:
+        args.inbox = newest_run("inbox")
+    inbox_report = json.loads(args.inbox.read_text()) if args.inbox else None
+    inbox = inbox_figures(inbox_report) if inbox_report else None
     args.bench = args.bench.resolve()
     bench = json.loads(args.bench.read_text())
     reb = json.loads(args.rebalance.read_text())
@@ -120,11 +184,18 @@ def main() -> None:
                          "pass --bench a full run's report")
     bytes_per_msg = mem["arena_used"] / mem["tuples"]
     move_speed = reb["moved_messages_per_second"]
+    if inbox and inbox["outbox"]:
+        # Every message also goes through the outbox: its delivery's CPU is the
+        # storages' (the drainer routes from inside the storage, to the receiving
+        # entry's storage), never the routers' that clients call.
+        storage_write += inbox["outbox"]["storage_us"]
     src = {
         "cpu": f"{shown(args.bench)} (`sharded` cells at C={write['concurrency']}, "
                f"{bench['date']}, {bench['machine']}, Tarantool {bench['tarantool_version']})",
         "mem": f"{shown(args.bench)} (memory: {mem['tuples']:.0f} messages of 100 "
                "characters, memtx arena growth)",
+        "inbox": (f"{shown(args.inbox)} ({inbox_report['date']}, Tarantool "
+                  f"{inbox_report['tarantool_version']})") if inbox else "",
         "move": f"{shown(args.rebalance)} ({reb['buckets_moved']} buckets, "
                 f"{reb['messages_on_new_replica_set']} messages moved in {reb['move_seconds']} s "
                 f"with rebalancer_max_sending={reb['rebalancer_max_sending']}, under load)",
@@ -136,7 +207,10 @@ def main() -> None:
         writes_peak = per_day / 86400 * PEAK_FACTOR
         reads_peak = writes_peak * READS_PER_WRITE
         stored = per_day * RETENTION_DAYS
-        data_bytes = stored * bytes_per_msg
+        entries = users * USERS_PER_DAILY_USER * DIALOGS_PER_USER if inbox else 0
+        inbox_bytes = (entries * inbox["per_entry"]
+                       + users * USERS_PER_DAILY_USER * inbox["per_totals"]) if inbox else 0
+        data_bytes = stored * bytes_per_msg + inbox_bytes
         per_instance = MEMTX_GIB_PER_INSTANCE * GIB * MEMTX_FILL
         rs_by_memory = math.ceil(data_bytes / per_instance)
         # Masters take every write; reads spread over all members.
@@ -155,6 +229,7 @@ def main() -> None:
             "bucket_count": bucket_count, "per_bucket": stored / bucket_count,
             "users": users, "writes_peak": writes_peak, "reads_peak": reads_peak,
             "stored": stored, "data_bytes": data_bytes, "rs_by_memory": rs_by_memory,
+            "entries": entries, "inbox_bytes": inbox_bytes,
             "rs_by_cpu": rs_by_cpu, "replicasets": replicasets, "routers": routers,
             "router_cores": router_cores, "storage_cores": storage_cores,
             "to_move": to_move, "move_s": to_move / move_speed,
@@ -178,13 +253,31 @@ def main() -> None:
         f"assumption: {RETENTION_DAYS} days")
     row("memory per message, indexes and slab overhead included",
         lambda r: f"{bytes_per_msg:.0f} B", src["mem"])
+    if inbox:
+        row("inbox entries", lambda r: fmt(r["entries"]),
+            f"assumption: {USERS_PER_DAILY_USER} users with an inbox per daily user, "
+            f"{DIALOGS_PER_USER} dialogs each (entries are kept)")
+        row("memory per inbox entry (100-character last text), indexes included",
+            lambda r: f"{inbox['per_entry']:.0f} B",
+            f"{src['inbox']}: memtx `bsize()` of `dialogs_inbox` and its 3 indexes")
+        row("memory per totals row (the badge), indexes included",
+            lambda r: f"{inbox['per_totals']:.0f} B",
+            f"{src['inbox']}: `dialogs_inbox_totals` and its 2 indexes")
+        row("inboxes in memory, per copy", lambda r: f"{r['inbox_bytes'] / 1024 ** 4:,.1f} TiB",
+            "entries × memory per entry + users × memory per totals row")
     row("data in memory, per copy", lambda r: f"{r['data_bytes'] / 1024 ** 4:,.0f} TiB",
-        "messages kept × memory per message")
+        "messages kept × memory per message" + (" + the inboxes" if inbox else ""))
     row("storage replica sets (by memory)", lambda r: f"{r['rs_by_memory']:,}",
         f"assumption: {MEMTX_GIB_PER_INSTANCE} GiB memtx per instance, "
         f"{MEMTX_FILL:.0%} full")
+    outbox_note = ""
+    if inbox and inbox["outbox"]:
+        o = inbox["outbox"]
+        outbox_note = (f" (write: {o['storage_us']:.1f} µs of it the outbox's delivery, "
+                       f"median of {o['rounds']} rounds with and without it at "
+                       f"C={o['concurrency']}, {src['inbox']})")
     row("storage replica sets (by master CPU)", lambda r: f"{r['rs_by_cpu']:,}",
-        f"storage CPU/call: write {storage_write:.1f} µs, page {storage_page:.1f} µs, "
+        f"storage CPU/call: write {storage_write:.1f} µs, page {storage_page:.1f} µs{outbox_note}, "
         f"{src['cpu']}; a master at most {CORE_BUDGET:.0%} of its tx core")
     row("**storage replica sets**", lambda r: f"**{r['replicasets']:,}**",
         "the larger of the two")
@@ -214,7 +307,8 @@ def main() -> None:
         "(the receiving master's own limit is not known)")
     print("\n".join(out))
     print()
-    print(f"Inputs: {src['cpu']}; {src['mem']}; {src['move']}.")
+    inputs = [src["cpu"], src["mem"], src["move"]] + ([src["inbox"]] if inbox else [])
+    print(f"Inputs: {'; '.join(inputs)}.")
 
 
 if __name__ == "__main__":

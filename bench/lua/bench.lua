@@ -3,9 +3,11 @@
 --   * the Lua baseline (baseline.lua): space lua_dialogs, lua_new_dialog, lua_get_dialog;
 --   * bench_noop, an empty function: the round-trip floor;
 --   * helpers the load generator calls to prepare data and to measure inside the
---     server (bench_info, bench_fill, bench_micro, bench_memory);
+--     server (bench_info, bench_fill, bench_fill_pairs, bench_micro, bench_memory,
+--     bench_inbox_memory);
 --   * a separate user, DIALOGS_BENCH_USER / DIALOGS_BENCH_PASSWORD, allowed to call
---     those and to read and write the `dialogs` space directly (the `raw` target).
+--     those and to read and write the `dialogs` space directly and to read
+--     `dialogs_inbox` (the `raw` target).
 -- The product's user and grants are left exactly as init.lua made them: the
 -- `native` target connects as that user, with execute on the two procedures only.
 --
@@ -40,6 +42,11 @@ local function tarantool_supports_datetime()
     return (pcall(require, 'datetime'))
 end
 
+local function inbox_built()
+    return box.space.dialogs_inbox ~= nil
+        and box.space._schema:get{'dialogs_inbox_built'} ~= nil
+end
+
 -- Space ids and the created_at type, so that the `raw` target can build tuples.
 function bench_info()
     return {
@@ -49,6 +56,10 @@ function bench_info()
         bucket_count = box.space._schema:get{'dialogs_bucket_count'}[2],
         lua_space = box.space[baseline.SPACE].id,
         version = box.info.version,
+        -- nil on a build without the inbox, or whose inbox is not built (its
+        -- new_dialog keeps none).
+        inbox_space = inbox_built() and box.space.dialogs_inbox.id or nil,
+        inbox_activity = inbox_built() and box.space.dialogs_inbox.index.activity.id or nil,
     }
 end
 
@@ -87,6 +98,51 @@ function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
     end
     return total
 end
+
+-- Calls procedure `fname` (dialog, user_from, user_to, text) once for each
+-- {dialog, user_from, user_to} of `msgs` (uuid strings), from FILL_FIBERS fibers.
+-- Returns the new message ids (strings) in the order of `msgs`; raises the first
+-- error if any call failed. Set through _G, as the helpers below, so that it
+-- needs no entry in the repository's lint configuration.
+local function fill_pairs(fname, msgs, text)
+    local f = box.func[fname]
+    if f == nil then
+        error('bench_fill_pairs: no function ' .. tostring(fname))
+    end
+    local ids = {}
+    local next_call, failed, first_error = 1, 0, nil
+    local done = fiber.channel(FILL_FIBERS)
+    for _ = 1, FILL_FIBERS do
+        fiber.create(function()
+            while next_call <= #msgs do
+                local i = next_call
+                next_call = i + 1
+                local m = msgs[i]
+                local ok, r = pcall(f.call, f, {m[1], m[2], m[3], text})
+                -- A C procedure's value may come back in a tuple (2.x).
+                while ok and type(r) ~= 'string' and r ~= nil and r[1] ~= nil do
+                    r = r[1]
+                end
+                if ok then
+                    ids[i] = tostring(r)
+                else
+                    failed = failed + 1
+                    first_error = first_error or tostring(r)
+                end
+            end
+            done:put(true)
+        end)
+    end
+    for _ = 1, FILL_FIBERS do
+        done:get()
+    end
+    if failed > 0 then
+        error(string.format('bench_fill_pairs(%s): %d of %d calls failed, first: %s',
+            fname, failed, #msgs, first_error))
+    end
+    return ids
+end
+rawset(_G, 'bench_fill_pairs', fill_pairs)
 
 -- Where the server enforces a fiber slice (3.x), the helpers' fiber gets a long
 -- one: on a machine busy with other work, a batch or the garbage collection
@@ -228,7 +284,54 @@ function bench_memory(n, dialogs, user_from, user_to, text)
     return growth
 end
 
-local HELPERS = {'bench_info', 'bench_fill', 'bench_micro', 'bench_memory'}
+-- The memory of the inbox: n messages, each opening a dialog between two new
+-- users, stored through the native new_dialog; returns the growth of the
+-- inbox's entries and of the totals rows (tuples, space and index bsize), of the
+-- message space, and of the memtx arena. Each message adds two entries, each
+-- holding the message's text as its last text, and a totals row per user the
+-- store keeps one for.
+rawset(_G, 'bench_inbox_memory', function(n, text)
+    long_slice()
+    if box.space.dialogs_inbox == nil then
+        error('bench_inbox_memory: this build has no inbox')
+    end
+    local uuid = require('uuid')
+    local function snapshot()
+        local inbox = memory_snapshot('dialogs_inbox')
+        local totals = memory_snapshot('dialogs_inbox_totals')
+        local messages = memory_snapshot('dialogs')
+        return {
+            messages = messages.tuples,
+            message_bytes = messages.space_bsize + messages.index_bsize,
+            entries = inbox.tuples,
+            entry_space_bsize = inbox.space_bsize,
+            entry_index_bsize = inbox.index_bsize,
+            totals = totals.tuples,
+            totals_space_bsize = totals.space_bsize,
+            totals_index_bsize = totals.index_bsize,
+            items_used = inbox.items_used,
+            arena_used = inbox.arena_used,
+        }
+    end
+    local msgs = {}
+    for i = 1, n do
+        local from, to = uuid.str(), uuid.str()
+        -- nil dialog: the product derives the pair's dialog.
+        msgs[i] = {box.NULL, from, to}
+    end
+    collectgarbage('collect')
+    local before = snapshot()
+    fill_pairs('new_dialog', msgs, text)
+    local after = snapshot()
+    local growth = {}
+    for k, v in pairs(after) do
+        growth[k] = v - before[k]
+    end
+    return growth
+end)
+
+local HELPERS = {'bench_info', 'bench_fill', 'bench_fill_pairs', 'bench_micro', 'bench_memory',
+    'bench_inbox_memory'}
 
 if not box.info.ro then
     box.session.su('admin', function()
@@ -260,6 +363,25 @@ if not box.info.ro then
         end
         -- The `raw` target: plain INSERT and SELECT on the product's space.
         box.schema.user.grant(user, 'read,write', 'space', 'dialogs', {if_not_exists = true})
+        if box.space.dialogs_inbox ~= nil then
+            box.schema.user.grant(user, 'read', 'space', 'dialogs_inbox', {if_not_exists = true})
+        end
     end)
+end
+
+-- Every cell measures the store as it serves once its inbox is built (the schema
+-- builds it from the stored messages after start; on an empty store at once):
+-- until then new_dialog keeps no inbox. A build that never sets the flag is
+-- said so in the log, and its `list` cells find no entries (errors).
+local INBOX_BUILD_TIMEOUT_S = 10
+if box.space.dialogs_inbox ~= nil then
+    local deadline = clock.monotonic() + INBOX_BUILD_TIMEOUT_S
+    while box.space._schema:get{'dialogs_inbox_built'} == nil
+        and clock.monotonic() < deadline do
+        fiber.sleep(0.01)
+    end
+    if box.space._schema:get{'dialogs_inbox_built'} == nil then
+        require('log').warn('dialogs bench: the inbox is not built: new_dialog keeps none')
+    end
 end
 require('log').info('dialogs bench: baseline and bench user ready')

@@ -17,8 +17,14 @@ fn color(t: Target) -> RGBColor {
         Target::Pg => RGBColor(0x94, 0x67, 0xbd),
         Target::Noop => RGBColor(0x7f, 0x7f, 0x7f),
         Target::Sharded => RGBColor(0xff, 0x7f, 0x0e),
+        Target::Base => RGBColor(0x8c, 0x56, 0x4b),
+        Target::ShardedBase => RGBColor(0xe3, 0x77, 0xc2),
     }
 }
+
+/// Height of one workload's row of panels, and of the title above them.
+const PANEL_HEIGHT_PX: u32 = 360;
+const TITLE_HEIGHT_PX: u32 = 60;
 
 pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
     let conns = &report.plan.conns;
@@ -27,7 +33,8 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<()> {
         *conns.iter().max().unwrap_or(&1) as f64,
     );
     let (xlo, xhi) = (cmin * 0.8, (cmax * 1.25).max(cmin * 1.5));
-    let root = SVGBackend::new(path, (1500, 1500)).into_drawing_area();
+    let height = PANEL_HEIGHT_PX * Workload::ALL.len() as u32 + TITLE_HEIGHT_PX;
+    let root = SVGBackend::new(path, (1500, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let root = root
         .titled(

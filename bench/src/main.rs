@@ -15,17 +15,18 @@ mod tt;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusty_tarantool::tarantool::Client as TtClient;
 
 use cpu::CpuSource;
-use data::Dataset;
-use load::{Conn, ServerCpu, Timing};
+use data::{Dataset, MarkOp, Msg};
+use load::{Conn, ServerCpu, Settle, Timing};
 use model::{Cell, CellResult, Durability, Mode, Target, Workload};
-use report::{Micro, Report, TtMemory};
+use report::{InboxMemory, Micro, Report, TtMemory};
 use servers::{Cleanup, Postgres, ShardedCluster, ShardedConfig, Tarantool, TarantoolConfig};
 
 /// Memtx arena for the benchmark's Tarantool: the write cells store millions of
@@ -39,6 +40,13 @@ const CONNECT_BATCH: usize = 50;
 const SHARDED_STORAGES: usize = 2;
 /// Calls in flight while filling the sharded cluster through its router.
 const FILL_IN_FLIGHT: usize = 64;
+/// A `mark` cell's seeding step stores this many times as many messages as the
+/// fastest rate its target has run at (`write` or `mark`, any C) would use in
+/// the cell's warm-up and measured window: each request uses one up.
+const MARK_SEED_MARGIN: f64 = 2.0;
+/// The least rate assumed, requests per second (also before a target has run
+/// any cell).
+const MARK_RATE_GUESS: f64 = 20_000.0;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark: native procedures vs Lua vs raw IPROTO vs PostgreSQL")]
@@ -98,6 +106,15 @@ struct Args {
     /// vshard on the Lua path; without vshard the target is skipped).
     #[arg(long)]
     vshard_dir: Option<PathBuf>,
+    /// An earlier build of the product to compare against in the same run: the
+    /// directory of its init.lua (a checkout, outside this repository). Adds the
+    /// targets `base` (its single store) and `sharded-base` (its sharded
+    /// cluster), measured cell by cell beside `native` and `sharded`.
+    #[arg(long)]
+    base_repo: Option<PathBuf>,
+    /// That build's module directory (default: <base-repo>/target/dialogs).
+    #[arg(long)]
+    base_lib_dir: Option<PathBuf>,
 }
 
 /// Sizes of one run.
@@ -115,6 +132,15 @@ pub struct Plan {
     pub micro_calls: usize,
     pub memory_messages: usize,
     pub client_threads: usize,
+    /// Users `list` asks for (each in data::LIST_DIALOGS_PER_USER dialogs).
+    #[serde(default)]
+    pub list_users: usize,
+    /// Dialogs `mark` seeds and reads, round-robin.
+    #[serde(default)]
+    pub mark_dialogs: usize,
+    /// New dialogs of the inbox's memory measurement (two entries each).
+    #[serde(default)]
+    pub inbox_memory_dialogs: usize,
 }
 
 impl Plan {
@@ -145,7 +171,15 @@ impl Plan {
             )
         };
         let conns = a.conns.clone().unwrap_or(conns);
+        let (list_users, mark_dialogs, inbox_memory_dialogs) = if a.smoke {
+            (50, 80_000, 5_000)
+        } else {
+            (1_000, 300_000, 100_000)
+        };
         Plan {
+            list_users,
+            mark_dialogs,
+            inbox_memory_dialogs,
             smoke: a.smoke,
             seconds: a.seconds.unwrap_or(seconds),
             warmup: a.warmup.unwrap_or(warmup),
@@ -189,8 +223,9 @@ impl Plan {
 
 /// The cells of the main run (wal_mode=write, synchronous_commit=off). `noop`
 /// does the same empty call whatever the workload, so it runs once per C and
-/// mode (filed under `read`).
-fn main_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
+/// mode (filed under `read`); a target runs only the workloads it serves, and
+/// `base` only when an earlier build is given.
+fn main_cells(plan: &Plan, pg: bool, base: bool) -> Vec<Cell> {
     let mut cells = Vec::new();
     for (mode, cs) in [
         (Mode::Conns, &plan.conns),
@@ -200,7 +235,9 @@ fn main_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
             for &c in cs.iter() {
                 for target in Target::LOAD {
                     if (target == Target::Pg && !pg)
+                        || (target == Target::Base && !base)
                         || (target == Target::Noop && workload != Workload::Read)
+                        || !target.serves(workload)
                     {
                         continue;
                     }
@@ -218,8 +255,9 @@ fn main_cells(plan: &Plan, pg: bool) -> Vec<Cell> {
     cells
 }
 
-/// The `sharded` target: every workload and C of the main run, through a router.
-fn sharded_cells(plan: &Plan) -> Vec<Cell> {
+/// The `sharded` target (and `sharded-base` with an earlier build): every
+/// workload and C of the main run it serves, through a router.
+fn sharded_cells(plan: &Plan, base: bool) -> Vec<Cell> {
     let mut cells = Vec::new();
     for (mode, cs) in [
         (Mode::Conns, &plan.conns),
@@ -227,13 +265,18 @@ fn sharded_cells(plan: &Plan) -> Vec<Cell> {
     ] {
         for workload in Workload::ALL {
             for &concurrency in cs.iter() {
-                cells.push(Cell {
-                    target: Target::Sharded,
-                    workload,
-                    mode,
-                    durability: Durability::Write,
-                    concurrency,
-                });
+                for target in [Target::Sharded, Target::ShardedBase] {
+                    if (target == Target::ShardedBase && !base) || !target.serves(workload) {
+                        continue;
+                    }
+                    cells.push(Cell {
+                        target,
+                        workload,
+                        mode,
+                        durability: Durability::Write,
+                        concurrency,
+                    });
+                }
             }
         }
     }
@@ -368,11 +411,14 @@ impl Progress {
 }
 
 /// Everything the run needs to hand a cell its connections.
+#[derive(Default)]
 struct Pools {
     native: Vec<Conn>,
     bench: Vec<Conn>,
     pg: Vec<Conn>,
     sharded: Vec<Conn>,
+    base: Vec<Conn>,
+    sharded_base: Vec<Conn>,
 }
 
 impl Pools {
@@ -382,8 +428,68 @@ impl Pools {
             Target::Sharded => &self.sharded,
             Target::Lua | Target::Raw | Target::Noop => &self.bench,
             Target::Pg => &self.pg,
+            Target::Base => &self.base,
+            Target::ShardedBase => &self.sharded_base,
         }
     }
+}
+
+/// The server behind a target: the CPU its cells sample, how a `mark` cell
+/// stores the messages it reads, and, for a sharded cluster, its storages'
+/// outboxes, which each cell waits to see empty (load::Settle).
+struct Endpoint {
+    cpu: CpuSource,
+    router_cpu: Option<CpuSource>,
+    /// The single store's benchmark user (bench/lua/bench.lua's helpers).
+    admin: Option<TtClient>,
+    /// Otherwise the cluster's router, to store through new_dialog.
+    router: Option<TtClient>,
+    /// The benchmark's user on each storage (bench/lua/storage.lua).
+    storages: Vec<TtClient>,
+}
+
+impl Endpoint {
+    fn of_cpu(cpu: CpuSource) -> Endpoint {
+        Endpoint {
+            cpu,
+            router_cpu: None,
+            admin: None,
+            router: None,
+            storages: Vec::new(),
+        }
+    }
+}
+
+/// The endpoint a target's cells use: `lua`, `raw` and `noop` are served by
+/// `native`'s server.
+fn endpoint_key(t: Target) -> Target {
+    match t {
+        Target::Lua | Target::Raw | Target::Noop => Target::Native,
+        other => other,
+    }
+}
+
+/// The workloads of the inbox's calls, which a build before the inbox cannot serve.
+fn is_inbox_workload(w: Workload) -> bool {
+    matches!(w, Workload::List | Workload::Mark)
+}
+
+/// The earlier build to compare against (--base-repo): its init.lua directory and
+/// its module directory (--base-lib-dir, or the usual one of its build).
+fn base_paths(args: &Args) -> Result<Option<(PathBuf, PathBuf)>> {
+    let Some(repo) = &args.base_repo else {
+        if args.base_lib_dir.is_some() {
+            bail!("--base-lib-dir needs --base-repo (the init.lua of that build)");
+        }
+        return Ok(None);
+    };
+    let repo = repo.canonicalize().context("--base-repo")?;
+    let lib = args
+        .base_lib_dir
+        .clone()
+        .unwrap_or_else(|| repo.join("target/dialogs"));
+    let lib = lib.canonicalize().context("--base-lib-dir")?;
+    Ok(Some((repo, lib)))
 }
 
 /// The cells a run measures, each list repeated round after round, and why the
@@ -412,7 +518,8 @@ impl Schedule {
                     .as_ref()
                     .is_none_or(|w| w.iter().any(|w| w == c.workload.name()))
         };
-        let one_round: Vec<Cell> = main_cells(plan, use_pg)
+        let base = args.base_repo.is_some();
+        let one_round: Vec<Cell> = main_cells(plan, use_pg, base)
             .into_iter()
             .filter(wanted)
             .collect();
@@ -420,7 +527,10 @@ impl Schedule {
             .flat_map(|_| one_round.iter().copied())
             .collect();
         // The sharded cells round after round too (their own cluster, after the main ones).
-        let sharded_round: Vec<Cell> = sharded_cells(plan).into_iter().filter(wanted).collect();
+        let sharded_round: Vec<Cell> = sharded_cells(plan, base)
+            .into_iter()
+            .filter(wanted)
+            .collect();
         let sharded: Vec<Cell> = (0..args.rounds.max(1))
             .flat_map(|_| sharded_round.iter().copied())
             .collect();
@@ -459,6 +569,10 @@ impl Schedule {
     fn len(&self) -> usize {
         self.main.len() + self.sharded.len() + self.durable.len()
     }
+
+    fn has(&self, f: impl Fn(&Cell) -> bool) -> bool {
+        self.main.iter().chain(&self.sharded).any(f)
+    }
 }
 
 /// PostgreSQL with the data loaded, and the connection that loaded it (the
@@ -479,11 +593,24 @@ struct Run<'a> {
     plan: Plan,
     repo: PathBuf,
     lib_dir: PathBuf,
+    /// The earlier build's init.lua directory and module directory.
+    base: Option<(PathBuf, PathBuf)>,
+    /// Whether any `list` cell runs (its users' dialogs are stored then).
+    list_wanted: bool,
+    /// Whether any sharded cell reads the long dialog (`page`): it is stored
+    /// through the router only then (on a single store always: the in-process
+    /// measurements read it too).
+    page_wanted: bool,
     ds: Arc<Dataset>,
     timing: Timing,
     cleanup: &'a Cleanup,
     progress: Progress,
     report: Report,
+    /// The fastest rate each target ran a `write` or `mark` cell at: what the
+    /// next `mark` cell's seeding step is sized by.
+    peak_rate: HashMap<Target, f64>,
+    /// Where in data::Dataset::mark_pool the next seeding step starts.
+    mark_cursor: usize,
 }
 
 impl Run<'_> {
@@ -506,6 +633,7 @@ impl Run<'_> {
         let tt = Tarantool::start(
             &TarantoolConfig {
                 repo: &self.repo,
+                product: &self.repo,
                 lib_dir: &self.lib_dir,
                 durability: Durability::Write,
                 memtx_bytes: MEMTX_BYTES,
@@ -519,7 +647,51 @@ impl Run<'_> {
             .await
             .with_context(|| tt.log_tail())?;
         tt::fill(&admin, "lua_new_dialog", &self.ds, true).await?;
+        if self.list_wanted && info.inbox.is_some() {
+            tt::fill_pairs(&admin, &self.ds.list_fill, &self.ds.text)
+                .await
+                .with_context(|| tt.log_tail())?;
+        }
         Ok(MainTarantool { tt, admin, info })
+    }
+
+    /// Starts the earlier build's single store (wal_mode=write) with the data
+    /// its workloads read; returns it, its endpoint and its connections.
+    async fn start_base(
+        &mut self,
+        product: &Path,
+        lib_dir: &Path,
+    ) -> Result<(Tarantool, Endpoint, Vec<Conn>)> {
+        eprintln!(
+            "starting the earlier build's Tarantool ({}) and loading data",
+            product.display()
+        );
+        let tt = Tarantool::start(
+            &TarantoolConfig {
+                repo: &self.repo,
+                product,
+                lib_dir,
+                durability: Durability::Write,
+                memtx_bytes: MEMTX_BYTES,
+            },
+            self.cleanup,
+        )?;
+        let admin = tt::client(&tt.addr(), &tt.bench_user, &tt.bench_password, true);
+        tt::fill(&admin, "new_dialog", &self.ds, true)
+            .await
+            .with_context(|| tt.log_tail())?;
+        let pool = tt_pool(
+            &tt.addr(),
+            &tt.user,
+            &tt.password,
+            self.plan.max_c().max(1),
+            native_probe(&self.ds),
+        )
+        .await
+        .with_context(|| tt.log_tail())?;
+        let mut ep = Endpoint::of_cpu(CpuSource::Process(tt.pid()));
+        ep.admin = Some(admin);
+        Ok((tt, ep, pool))
     }
 
     /// The connections of the main cells: as many as the largest C, to the main
@@ -550,49 +722,116 @@ impl Run<'_> {
                 Some((p, _)) => pg_pool(p, max_c, Durability::Write).await?,
                 None => Vec::new(),
             },
-            sharded: Vec::new(),
+            ..Pools::default()
         })
     }
 
-    /// Measures `cells` one after another, each against `cpu`'s server CPU (a
-    /// PostgreSQL cell against `pg_cpu` when given), into the report.
+    /// Measures `cells` one after another, each against its target's endpoint
+    /// (its server's CPU; a `mark` cell after its seeding step), into the report.
     async fn run_cells(
         &mut self,
         cells: &[Cell],
         pools: &Pools,
         info: &Arc<tt::ServerInfo>,
-        cpu: &CpuSource,
-        pg_cpu: Option<&CpuSource>,
-        router_cpu: Option<&CpuSource>,
+        endpoints: &HashMap<Target, Endpoint>,
     ) {
         for cell in cells {
-            let cpu = match (cell.target, pg_cpu) {
-                (Target::Pg, Some(c)) => c,
-                _ => cpu,
-            };
             let label = self.progress.label(cell);
-            let r = load::run_cell(
+            let Some(ep) = endpoints.get(&endpoint_key(cell.target)) else {
+                continue;
+            };
+            let seeded = if cell.workload == Workload::Mark {
+                self.seed_marks(cell, ep).await
+            } else {
+                Ok(())
+            };
+            let settle = (!ep.storages.is_empty()).then(|| Settle {
+                storages: &ep.storages,
+            });
+            let mut r = load::run_cell(
                 *cell,
                 pools.for_target(cell.target),
                 &self.ds,
                 info,
                 ServerCpu {
-                    total: cpu,
-                    router: router_cpu,
+                    total: &ep.cpu,
+                    router: ep.router_cpu.as_ref(),
                 },
+                settle.as_ref(),
                 self.timing,
                 &label,
             )
             .await;
+            if let Err(e) = seeded {
+                r.errors += 1;
+                r.first_error = Some(format!("seeding the cell: {e:#}"));
+            }
+            if matches!(cell.workload, Workload::Write | Workload::Mark) {
+                // Requests issued over warm-up and window, per second of load.
+                let rate = if cell.workload == Workload::Mark {
+                    self.ds.marks.taken() as f64 / (self.plan.warmup + self.plan.seconds)
+                } else {
+                    r.ops_per_sec
+                };
+                let peak = self.peak_rate.entry(cell.target).or_insert(0.0);
+                *peak = peak.max(rate);
+            }
             self.progress.finish(&r);
             self.report.cells.push(r);
         }
     }
 
+    /// A `mark` cell's seeding step: one new message in each of the next dialogs
+    /// of the pool (as many as the cell can use, `MARK_SEED_MARGIN`), stored on
+    /// the cell's server; the cell then reads each up to that message.
+    async fn seed_marks(&mut self, cell: &Cell, ep: &Endpoint) -> Result<()> {
+        self.ds.marks.set(Vec::new());
+        let pool = &self.ds.mark_pool;
+        if pool.is_empty() {
+            bail!("no dialogs to mark");
+        }
+        let rate = self
+            .peak_rate
+            .get(&cell.target)
+            .copied()
+            .unwrap_or(0.0)
+            .max(MARK_RATE_GUESS);
+        let n = ((rate * (self.plan.warmup + self.plan.seconds) * MARK_SEED_MARGIN) as usize
+            + cell.concurrency)
+            .min(pool.len());
+        let msgs: Vec<Msg> = (0..n)
+            .map(|k| pool[(self.mark_cursor + k) % pool.len()])
+            .collect();
+        self.mark_cursor = (self.mark_cursor + n) % pool.len();
+        let ids = match (&ep.admin, &ep.router) {
+            (Some(admin), _) => tt::fill_pairs(admin, &msgs, &self.ds.text).await?,
+            (None, Some(router)) => {
+                tt::fill_pairs_by_calls(router, &msgs, &self.ds.text, FILL_IN_FLIGHT).await?
+            }
+            (None, None) => bail!("{}: no server to store messages on", cell.target),
+        };
+        self.ds.marks.set(
+            msgs.iter()
+                .zip(ids)
+                .map(|(m, up_to)| MarkOp {
+                    user: m.to,
+                    dialog: m.dialog,
+                    up_to,
+                })
+                .collect(),
+        );
+        Ok(())
+    }
+
     /// The in-process measurements on the main Tarantool: the micro-benchmark
     /// (each procedure called from Lua, no network), then the memory a million
     /// messages take there and in PostgreSQL.
-    async fn in_process(&mut self, admin: &TtClient, pg: Option<&LoadedPg>) -> Result<()> {
+    async fn in_process(
+        &mut self,
+        admin: &TtClient,
+        pg: Option<&LoadedPg>,
+        has_inbox: bool,
+    ) -> Result<()> {
         eprintln!(
             "in-process micro-benchmark ({} calls each)",
             self.plan.micro_calls
@@ -606,6 +845,14 @@ impl Run<'_> {
         );
         let mem = tt::memory(admin, &self.ds, self.plan.memory_messages).await?;
         self.report.tt_memory = Some(TtMemory::from_value(&mem)?);
+        if has_inbox {
+            eprintln!(
+                "memory of the inbox: {} new dialogs, two entries each",
+                self.plan.inbox_memory_dialogs
+            );
+            let m = tt::inbox_memory(admin, &self.ds, self.plan.inbox_memory_dialogs).await?;
+            self.report.inbox_memory = Some(InboxMemory::from_value(&m)?);
+        }
         if let Some((_, setup)) = pg {
             self.report.pg_memory =
                 Some(pg::memory(setup, &self.ds, self.plan.memory_messages).await?);
@@ -613,23 +860,26 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The sharded store: its own cluster (router + storages), the same data
-    /// loaded through the router, then its cells; the cluster is stopped after.
-    async fn sharded(
+    /// A sharded cluster of the build in `product` (router + storages), the
+    /// same data loaded through its router (and the `list` users' dialogs with
+    /// `list`); its endpoint and its connections.
+    async fn start_cluster(
         &mut self,
-        cells: &[Cell],
-        vshard_dir: Option<&std::path::Path>,
-        pools: &mut Pools,
-        info: &Arc<tt::ServerInfo>,
-    ) -> Result<()> {
+        product: &Path,
+        lib_dir: &Path,
+        vshard_dir: Option<&Path>,
+        list: bool,
+    ) -> Result<(ShardedCluster, Endpoint, Vec<Conn>)> {
         eprintln!(
-            "starting a sharded cluster ({SHARDED_STORAGES} storages + 1 router) and \
-             loading data through the router"
+            "starting a sharded cluster of {} ({SHARDED_STORAGES} storages + 1 router) and \
+             loading data through the router",
+            product.display()
         );
         let cluster = ShardedCluster::start(
             &ShardedConfig {
                 repo: &self.repo,
-                lib_dir: &self.lib_dir,
+                product,
+                lib_dir,
                 vshard_dir,
                 storages: SHARDED_STORAGES,
                 memtx_bytes: MEMTX_BYTES / SHARDED_STORAGES as u64,
@@ -637,12 +887,16 @@ impl Run<'_> {
             self.cleanup,
         )?;
         let loader = tt::client(&cluster.addr(), &cluster.user, &cluster.password, true);
-        tt::fill_by_calls(&loader, &self.ds, FILL_IN_FLIGHT)
+        tt::fill_by_calls(&loader, &self.ds, FILL_IN_FLIGHT, self.page_wanted)
             .await
             .with_context(|| cluster.log_tail())?;
-        drop(loader);
+        if list {
+            tt::fill_pairs_by_calls(&loader, &self.ds.list_fill, &self.ds.text, FILL_IN_FLIGHT)
+                .await
+                .with_context(|| cluster.log_tail())?;
+        }
         let max_c = self.plan.conns.iter().copied().max().unwrap_or(1);
-        pools.sharded = tt_pool(
+        let pool = tt_pool(
             &cluster.addr(),
             &cluster.user,
             &cluster.password,
@@ -651,16 +905,85 @@ impl Run<'_> {
         )
         .await
         .with_context(|| cluster.log_tail())?;
+        let storages = cluster
+            .storage_addrs
+            .iter()
+            .map(|a| tt::client(a, &cluster.bench_user, &cluster.bench_password, true))
+            .collect();
+        let ep = Endpoint {
+            cpu: CpuSource::Processes(cluster.pids()),
+            router_cpu: Some(CpuSource::Process(cluster.router_pid())),
+            admin: None,
+            router: Some(loader),
+            storages,
+        };
+        Ok((cluster, ep, pool))
+    }
+
+    /// The sharded store: its own cluster (and the earlier build's, for
+    /// `sharded-base`), then their cells; the clusters are stopped after.
+    async fn sharded(
+        &mut self,
+        cells: &[Cell],
+        vshard_dir: Option<&Path>,
+        pools: &mut Pools,
+        info: &Arc<tt::ServerInfo>,
+    ) -> Result<()> {
+        let mut endpoints = HashMap::new();
+        let (repo, lib_dir) = (self.repo.clone(), self.lib_dir.clone());
+        let (cluster, ep, pool) = self
+            .start_cluster(&repo, &lib_dir, vshard_dir, self.list_wanted)
+            .await?;
+        pools.sharded = pool;
+        let mut ep = ep;
+        if info.inbox.is_none() {
+            // Its storages never drain their outboxes: nothing to wait for.
+            ep.storages.clear();
+        }
+        // A build whose router does not route the inbox's calls yet: its list
+        // and mark cells are left out, and the report says so.
+        let mut cells = cells.to_vec();
+        let mut skipped = String::new();
+        if cells.iter().any(|c| is_inbox_workload(c.workload)) {
+            if let Some(router) = &ep.router {
+                let probe = rmpv::Value::Array(vec![rmpv::Value::from(
+                    self.ds.list_user_strs.first().map_or("", String::as_str),
+                )]);
+                if let Err(e) = tt::call_value(router, "list_dialogs", probe).await {
+                    let before = cells.len();
+                    cells.retain(|c| !is_inbox_workload(c.workload));
+                    self.progress.total -= before - cells.len();
+                    skipped = format!(
+                        "; `list` and `mark` skipped: the router does not serve list_dialogs ({e:#})"
+                    );
+                    eprintln!("sharded list, mark: skipped: {e:#}");
+                }
+            }
+        }
+        endpoints.insert(Target::Sharded, ep);
+        let mut base_cluster = None;
+        if let Some((repo, lib_dir)) = self.base.clone() {
+            if cells.iter().any(|c| c.target == Target::ShardedBase) {
+                let (c, ep, pool) = self
+                    .start_cluster(&repo, &lib_dir, vshard_dir, false)
+                    .await?;
+                pools.sharded_base = pool;
+                endpoints.insert(Target::ShardedBase, ep);
+                base_cluster = Some(c);
+            }
+        }
         self.report.sharded = Some(format!(
             "{SHARDED_STORAGES} storage replica sets of one master each and one router, \
              all the product's init.lua on this machine; server CPU is all of them, \
-             `of which router` the router's part"
+             `of which router` the router's part; each cell waits for its storages' \
+             outboxes to empty before its CPU sample opens and before it closes, so the \
+             sample holds the delivery of what its requests wrote{skipped}"
         ));
-        let cpu = CpuSource::Processes(cluster.pids());
-        let router_cpu = CpuSource::Process(cluster.router_pid());
-        self.run_cells(cells, pools, info, &cpu, None, Some(&router_cpu))
-            .await;
+        self.run_cells(&cells, pools, info, &endpoints).await;
         pools.sharded.clear();
+        pools.sharded_base.clear();
+        drop(endpoints);
+        drop(base_cluster);
         drop(cluster);
         Ok(())
     }
@@ -679,6 +1002,7 @@ impl Run<'_> {
         let tt = Tarantool::start(
             &TarantoolConfig {
                 repo: &self.repo,
+                product: &self.repo,
                 lib_dir: &self.lib_dir,
                 durability: Durability::Fsync,
                 memtx_bytes: MEMTX_BYTES,
@@ -702,8 +1026,11 @@ impl Run<'_> {
                 pg::set_durability(c, Durability::Fsync).await?;
             }
         }
-        self.run_cells(cells, pools, info, &tt_cpu, pg_cpu, None)
-            .await;
+        let mut endpoints = HashMap::from([(Target::Native, Endpoint::of_cpu(tt_cpu))]);
+        if let Some(c) = pg_cpu {
+            endpoints.insert(Target::Pg, Endpoint::of_cpu(c.clone()));
+        }
+        self.run_cells(cells, pools, info, &endpoints).await;
         pools.native.clear();
         drop(admin);
         drop(tt);
@@ -718,9 +1045,15 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     let plan = Plan::from_args(&args);
     let repo = args.repo.canonicalize().context("--repo")?;
     let lib_dir = repo.join(&args.lib_dir);
-    let ds = Arc::new(Dataset::new(plan.read_dialogs, plan.page_dialog_len));
+    let base = base_paths(&args)?;
+    let ds = Arc::new(Dataset::new(
+        plan.read_dialogs,
+        plan.page_dialog_len,
+        plan.list_users,
+        plan.mark_dialogs,
+    ));
     let started = Instant::now();
-    let schedule = Schedule::new(&args, &plan);
+    let mut schedule = Schedule::new(&args, &plan);
     eprintln!(
         "dialogs-bench: {} cells of {:.1}s (+{:.1}s warm-up), C={:?}, pipelined={:?}",
         schedule.len(),
@@ -742,11 +1075,19 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
             done: 0,
             started,
         },
+        list_wanted: schedule.has(|c| c.workload == Workload::List),
+        page_wanted: schedule
+            .sharded
+            .iter()
+            .any(|c| c.workload == Workload::Page),
         plan,
         repo,
         lib_dir,
+        base,
         cleanup: &cleanup,
         report,
+        peak_rate: HashMap::new(),
+        mark_cursor: 0,
     };
 
     let pg = if args.no_pg {
@@ -756,24 +1097,43 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     };
     let pg_cpu = pg.as_ref().map(|(p, _)| CpuSource::Tree(p.postmaster));
     let main = run.start_tarantool().await?;
+    if main.info.inbox.is_none() && schedule.has(|c| is_inbox_workload(c.workload)) {
+        eprintln!("list, mark: skipped: this build has no inbox, or never builds it");
+        schedule.main.retain(|c| !is_inbox_workload(c.workload));
+        schedule.sharded.retain(|c| !is_inbox_workload(c.workload));
+        run.progress.total = schedule.len();
+    }
     let mut pools = run.main_pools(&main, pg.as_ref()).await?;
+    let mut endpoints = HashMap::new();
+    let mut main_ep = Endpoint::of_cpu(CpuSource::Process(main.tt.pid()));
+    main_ep.admin = Some(main.admin.clone());
+    endpoints.insert(Target::Native, main_ep);
+    if let Some(c) = &pg_cpu {
+        endpoints.insert(Target::Pg, Endpoint::of_cpu(c.clone()));
+    }
+    let mut base_tt = None;
+    if let Some((product, lib_dir)) = run.base.clone() {
+        if schedule.main.iter().any(|c| c.target == Target::Base) {
+            let (tt, ep, pool) = run.start_base(&product, &lib_dir).await?;
+            pools.base = pool;
+            endpoints.insert(Target::Base, ep);
+            base_tt = Some(tt);
+        }
+    }
     eprintln!("data loaded in {:.1}s", started.elapsed().as_secs_f64());
 
     // The progress line's estimate counts from the first cell, not the loading.
     run.progress.started = Instant::now();
-    let tt_cpu = CpuSource::Process(main.tt.pid());
-    run.run_cells(
-        &schedule.main,
-        &pools,
-        &main.info,
-        &tt_cpu,
-        pg_cpu.as_ref(),
-        None,
-    )
-    .await;
+    run.run_cells(&schedule.main, &pools, &main.info, &endpoints)
+        .await;
+    pools.base.clear();
+    endpoints.remove(&Target::Base);
+    drop(base_tt);
     if !args.cells_only {
-        run.in_process(&main.admin, pg.as_ref()).await?;
+        run.in_process(&main.admin, pg.as_ref(), main.info.inbox.is_some())
+            .await?;
     }
+    drop(endpoints);
     pools.native.clear();
     pools.bench.clear();
     let MainTarantool { tt, admin, info } = main;
@@ -781,13 +1141,9 @@ async fn run(args: Args, cleanup: Cleanup) -> Result<Report> {
     drop(tt);
 
     if !schedule.sharded.is_empty() {
-        run.sharded(
-            &schedule.sharded,
-            schedule.vshard_dir.as_deref(),
-            &mut pools,
-            &info,
-        )
-        .await?;
+        let vshard_dir = schedule.vshard_dir.clone();
+        run.sharded(&schedule.sharded, vshard_dir.as_deref(), &mut pools, &info)
+            .await?;
     }
     if !schedule.durable.is_empty() {
         run.durable(&schedule.durable, &mut pools, &info, pg_cpu.as_ref())

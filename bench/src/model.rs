@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What serves the requests.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// The native procedures `new_dialog` / `get_dialog`.
     Native,
@@ -20,25 +20,48 @@ pub enum Target {
     /// The native procedures through a vshard router to two storages (docs/sharding.md,
     /// "How a call travels"): client -> router -> storage.
     Sharded,
+    /// `native`'s requests to a second single store running an earlier build of
+    /// the product (`--base-repo`, `--base-lib-dir`): the "before" of an A/B
+    /// comparison, measured in the same run, cell by cell beside `native`.
+    Base,
+    /// `sharded`'s requests to a second sharded cluster of that earlier build.
+    ShardedBase,
 }
 
 impl Target {
-    pub const LOAD: [Target; 5] = [
+    /// The targets of the main run (one single store, PostgreSQL, and the
+    /// earlier build's single store when one is given).
+    pub const LOAD: [Target; 6] = [
         Target::Native,
+        Target::Base,
         Target::Lua,
         Target::Raw,
         Target::Pg,
         Target::Noop,
     ];
     /// Every target, in the order tables list them.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 8] = [
         Target::Native,
+        Target::Base,
         Target::Sharded,
+        Target::ShardedBase,
         Target::Lua,
         Target::Raw,
         Target::Pg,
         Target::Noop,
     ];
+
+    /// Whether this target has a request for `w`: the inbox's calls exist only in
+    /// the product's current build (native, sharded); `list` also has its plain
+    /// SELECT floor (`raw`); `mark` is a transaction of several steps with no
+    /// single-request equivalent, and neither call has a Lua or PostgreSQL twin.
+    pub fn serves(self, w: Workload) -> bool {
+        match w {
+            Workload::List => matches!(self, Target::Native | Target::Sharded | Target::Raw),
+            Workload::Mark => matches!(self, Target::Native | Target::Sharded),
+            _ => true,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +71,8 @@ impl Target {
             Target::Noop => "noop",
             Target::Pg => "pg",
             Target::Sharded => "sharded",
+            Target::Base => "base",
+            Target::ShardedBase => "sharded-base",
         }
     }
 }
@@ -59,7 +84,7 @@ impl fmt::Display for Target {
 }
 
 /// What each request does.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
     /// One new message between a random pair of users.
@@ -70,14 +95,21 @@ pub enum Workload {
     Page,
     /// 90% `read`, 10% `write`.
     Mixed,
+    /// `list_dialogs` of 20 entries for a user with more dialogs than that.
+    List,
+    /// `mark_read` of a dialog that received a new message, up to that message,
+    /// on entries a seeding step made unread just before the cell.
+    Mark,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Write,
         Workload::Read,
         Workload::Page,
         Workload::Mixed,
+        Workload::List,
+        Workload::Mark,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +118,8 @@ impl Workload {
             Workload::Read => "read",
             Workload::Page => "page",
             Workload::Mixed => "mixed",
+            Workload::List => "list",
+            Workload::Mark => "mark",
         }
     }
 }
@@ -176,4 +210,8 @@ pub struct CellResult {
     /// Of `server_cpu_us`, the router's share (the `sharded` target only).
     #[serde(default)]
     pub router_cpu_us: Option<f64>,
+    /// A sharded cell: how long its storages took, once its last request was
+    /// answered, to deliver every outbox row left (load::Settle), milliseconds.
+    #[serde(default)]
+    pub drain_ms: Option<f64>,
 }

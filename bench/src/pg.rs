@@ -150,6 +150,8 @@ pub async fn execute(conn: &PgConn, op: &Op, ds: &Dataset) -> Result<(), String>
                     .map_err(|e| e.to_string())?;
                 want(rows.len(), PAGE_LEN)
             }
+            // The inbox's calls have no PostgreSQL twin (model::Target::serves).
+            Op::List(_) | Op::Mark(_) => Err("not a PostgreSQL workload".to_owned()),
         }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, work).await {

@@ -146,6 +146,76 @@ impl TtMemory {
     }
 }
 
+/// Growth of the inbox for new dialogs of one message each (bench_inbox_memory
+/// in bench/lua/bench.lua): each message adds two entries and a totals row or two.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxMemory {
+    pub messages: f64,
+    /// The messages' own space and index bsize.
+    pub message_bytes: f64,
+    pub entries: f64,
+    pub entry_space_bsize: f64,
+    pub entry_index_bsize: f64,
+    pub totals: f64,
+    pub totals_space_bsize: f64,
+    pub totals_index_bsize: f64,
+    pub items_used: f64,
+    pub arena_used: f64,
+}
+
+impl InboxMemory {
+    pub fn from_value(v: &rmpv::Value) -> Result<InboxMemory> {
+        Ok(InboxMemory {
+            messages: get_f64(v, "messages")?,
+            message_bytes: get_f64(v, "message_bytes")?,
+            entries: get_f64(v, "entries")?,
+            entry_space_bsize: get_f64(v, "entry_space_bsize")?,
+            entry_index_bsize: get_f64(v, "entry_index_bsize")?,
+            totals: get_f64(v, "totals")?,
+            totals_space_bsize: get_f64(v, "totals_space_bsize")?,
+            totals_index_bsize: get_f64(v, "totals_index_bsize")?,
+            items_used: get_f64(v, "items_used")?,
+            arena_used: get_f64(v, "arena_used")?,
+        })
+    }
+
+    /// Bytes per inbox entry: its tuple and its share of the three indexes.
+    pub fn per_entry(&self) -> f64 {
+        (self.entry_space_bsize + self.entry_index_bsize) / self.entries.max(1.0)
+    }
+
+    /// Bytes per totals row, the same way.
+    pub fn per_totals_row(&self) -> f64 {
+        (self.totals_space_bsize + self.totals_index_bsize) / self.totals.max(1.0)
+    }
+}
+
+/// One row of the inbox's cost table: its name, the cell divided by the other,
+/// the figure taken of each, and the goal ("≤ x", or "(recorded)").
+type InboxRow = (
+    &'static str,
+    (Target, Workload),
+    (Target, Workload),
+    fn(&CellResult) -> f64,
+    &'static str,
+);
+
+/// The median and the range of `v` (None when empty).
+fn median_range(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((median, s[0], s[n - 1]))
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct Report {
     pub plan: Plan,
@@ -161,9 +231,16 @@ pub struct Report {
     pub micro: Option<Micro>,
     pub tt_memory: Option<TtMemory>,
     pub pg_memory: Option<PgMemory>,
+    /// The inbox's memory (a build with the inbox, not a --cells-only run).
+    #[serde(default)]
+    pub inbox_memory: Option<InboxMemory>,
     /// What the `sharded` target ran on, or why it did not run.
     #[serde(default)]
     pub sharded: Option<String>,
+    /// The arguments the run was given (`dialogs-bench --rounds 5 ...`); empty in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub command: String,
 }
 
 fn machine() -> String {
@@ -230,7 +307,12 @@ impl Report {
             micro: None,
             tt_memory: None,
             pg_memory: None,
+            inbox_memory: None,
             sharded: None,
+            command: std::iter::once("dialogs-bench".to_owned())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -259,6 +341,213 @@ impl Report {
             .collect();
         rounds.sort_by(|a, b| a.server_cpu_us.total_cmp(&b.server_cpu_us));
         rounds.get(rounds.len() / 2).copied()
+    }
+
+    /// Every round's result of one cell (`conns` mode, wal_mode=write) at C, in
+    /// the order they ran: round k of one cell ran beside round k of the others.
+    fn rounds(&self, t: Target, w: Workload, c: usize) -> Vec<&CellResult> {
+        self.cells
+            .iter()
+            .filter(|r| {
+                r.cell.target == t
+                    && r.cell.workload == w
+                    && r.cell.mode == Mode::Conns
+                    && r.cell.durability == Durability::Write
+                    && r.cell.concurrency == c
+            })
+            .collect()
+    }
+
+    /// `f(a) ÷ f(b)` round by round at C (rounds where both ran and b is above 0).
+    fn round_ratios(
+        &self,
+        a: (Target, Workload),
+        b: (Target, Workload),
+        c: usize,
+        f: fn(&CellResult) -> f64,
+    ) -> Vec<f64> {
+        self.rounds(a.0, a.1, c)
+            .iter()
+            .zip(self.rounds(b.0, b.1, c))
+            .filter(|(_, y)| f(y) > 0.0)
+            .map(|(x, y)| f(x) / f(y))
+            .collect()
+    }
+
+    /// The inbox's costs against the issue's goals (issue 19, point 5), each a
+    /// ratio taken round by round between cells that ran side by side, then
+    /// the median and range over the rounds; and the server CPU of each cell.
+    fn inbox_section(&self, out: &mut String) {
+        let c = self.target_c();
+        let ran = |t, w| !self.rounds(t, w, c).is_empty();
+        if !(ran(Target::Native, Workload::List)
+            || ran(Target::Native, Workload::Mark)
+            || ran(Target::Base, Workload::Write)
+            || ran(Target::Sharded, Workload::List)
+            || ran(Target::ShardedBase, Workload::Write))
+        {
+            return;
+        }
+        let cpu = |r: &CellResult| r.server_cpu_us;
+        let storages = |r: &CellResult| r.server_cpu_us - r.router_cpu_us.unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "## The inbox: its cost per call\n\n\
+             Server CPU per call at C={c} connections; each ratio is taken round by \
+             round between cells that ran one after the other in that round, then the \
+             median and the range over the rounds. `base` and `sharded-base` are the \
+             earlier build given with `--base-repo` (no inbox), on a server of their \
+             own, run in the same rounds. A `mark` cell reads, up to its newest \
+             message, dialogs that a seeding step gave a new message just before the \
+             cell (outside its CPU sample): every call moves a cursor, with no message \
+             stored in the window. A sharded cell's sample includes the delivery of \
+             its own outbox rows: it opens and closes on empty outboxes.\n\n\
+             | cost | goal | median | range | rounds |\n|---|---|---:|---|---:|"
+        );
+        let rows: [InboxRow; 9] = [
+            (
+                "`new_dialog` with inbox upkeep ÷ without (`native` ÷ `base`, `write`)",
+                (Target::Native, Workload::Write),
+                (Target::Base, Workload::Write),
+                cpu,
+                "≤ 1.3",
+            ),
+            (
+                "`list_dialogs` of 20 ÷ `get_dialog` of 20 messages (`list` ÷ `read`, native)",
+                (Target::Native, Workload::List),
+                (Target::Native, Workload::Read),
+                cpu,
+                "≤ 1",
+            ),
+            (
+                "`mark_read` ÷ `new_dialog` (`mark` ÷ `write`, native)",
+                (Target::Native, Workload::Mark),
+                (Target::Native, Workload::Write),
+                cpu,
+                "≤ 1",
+            ),
+            (
+                "`list_dialogs` of 20 ÷ its plain SELECT (`native` ÷ `raw`, `list`)",
+                (Target::Native, Workload::List),
+                (Target::Raw, Workload::List),
+                cpu,
+                "(recorded)",
+            ),
+            (
+                "`get_dialog` of 20 now ÷ before (`native` ÷ `base`, `read`)",
+                (Target::Native, Workload::Read),
+                (Target::Base, Workload::Read),
+                cpu,
+                "(recorded)",
+            ),
+            (
+                "sharded `new_dialog` with the outbox ÷ without (`sharded` ÷ `sharded-base`, `write`, router + storages)",
+                (Target::Sharded, Workload::Write),
+                (Target::ShardedBase, Workload::Write),
+                cpu,
+                "(recorded)",
+            ),
+            (
+                "the same, storages only",
+                (Target::Sharded, Workload::Write),
+                (Target::ShardedBase, Workload::Write),
+                storages,
+                "(recorded)",
+            ),
+            (
+                "sharded `list_dialogs` of 20 ÷ `get_dialog` of 20 (`list` ÷ `read`)",
+                (Target::Sharded, Workload::List),
+                (Target::Sharded, Workload::Read),
+                cpu,
+                "(recorded)",
+            ),
+            (
+                "sharded `mark_read` ÷ `new_dialog` (`mark` ÷ `write`)",
+                (Target::Sharded, Workload::Mark),
+                (Target::Sharded, Workload::Write),
+                cpu,
+                "(recorded)",
+            ),
+        ];
+        for (name, a, b, f, goal) in rows {
+            let rs = self.round_ratios(a, b, c, f);
+            let Some((median, lo, hi)) = median_range(&rs) else {
+                continue;
+            };
+            let goal = match goal.strip_prefix("≤ ").and_then(|g| g.parse::<f64>().ok()) {
+                Some(g) if median <= g => format!("{goal}: met"),
+                Some(_) => format!("{goal}: **not met**"),
+                None => goal.to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {goal} | {median:.2} | {lo:.2}–{hi:.2} | {} |",
+                rs.len()
+            );
+        }
+        // The outbox's cost per message: the difference, round by round.
+        let diffs: Vec<f64> = self
+            .rounds(Target::Sharded, Workload::Write, c)
+            .iter()
+            .zip(self.rounds(Target::ShardedBase, Workload::Write, c))
+            .map(|(x, y)| x.server_cpu_us - y.server_cpu_us)
+            .collect();
+        if let Some((median, lo, hi)) = median_range(&diffs) {
+            let _ = writeln!(
+                out,
+                "| the outbox's server CPU per message, µs (`sharded` − `sharded-base`, `write`) | (recorded) | {median:.1} | {lo:.1}–{hi:.1} | {} |",
+                diffs.len()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nServer CPU per call, µs, at C={c}: median over the rounds (range).\n\n\
+             | target | workload | server | range | of which router | outbox drained after the window, ms | rounds |\n\
+             |---|---|---:|---|---:|---:|---:|"
+        );
+        for t in Target::ALL {
+            for w in Workload::ALL {
+                let rounds = self.rounds(t, w, c);
+                let cpu_v: Vec<f64> = rounds.iter().map(|r| r.server_cpu_us).collect();
+                let Some((median, lo, hi)) = median_range(&cpu_v) else {
+                    continue;
+                };
+                let router: Vec<f64> = rounds.iter().filter_map(|r| r.router_cpu_us).collect();
+                let drain: Vec<f64> = rounds.iter().filter_map(|r| r.drain_ms).collect();
+                let _ = writeln!(
+                    out,
+                    "| {t} | {w} | {median:.1} | {lo:.1}–{hi:.1} | {} | {} | {} |",
+                    median_range(&router).map_or(String::new(), |m| format!("{:.1}", m.0)),
+                    median_range(&drain).map_or(String::new(), |m| format!("{:.0}", m.0)),
+                    rounds.len()
+                );
+            }
+        }
+        if let Some(m) = &self.inbox_memory {
+            let n = m.messages.max(1.0);
+            let _ = writeln!(
+                out,
+                "\n### Memory of the inbox\n\n\
+                 {:.0} new dialogs of one {TEXT_CHARS}-character message each, between new \
+                 users, stored through `new_dialog`: {:.0} inbox entries (the message's \
+                 text as their last text) and {:.0} totals rows (a user with nothing \
+                 unread may have none). Bytes, memtx \
+                 (`space:bsize()` + every index's `bsize()`):\n\n\
+                 | what | bytes |\n|---|---:|\n\
+                 | an inbox entry (tuple + `pk`, `activity`, `bucket_id`) | {:.0} |\n\
+                 | a totals row (tuple + `pk`, `bucket_id`) | {:.0} |\n\
+                 | a new dialog's message (for comparison) | {:.0} |\n\
+                 | memtx arena growth per new dialog (its message, its entries and totals rows; slab rounding included) | {:.0} |\n",
+                m.messages,
+                m.entries,
+                m.totals,
+                m.per_entry(),
+                m.per_totals_row(),
+                m.message_bytes / n,
+                m.arena_used / n
+            );
+        }
+        out.push('\n');
     }
 
     /// The C at which single-number targets are read: 50, or the nearest run.
@@ -533,8 +822,8 @@ impl Report {
     fn cell_table(&self, out: &mut String, workload: Workload, durability: Durability) {
         let _ = writeln!(
             out,
-            "| target | mode | C | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call | of which router | client CPU µs/call |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| target | mode | C | ops/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call | of which router | client CPU µs/call | outbox drained after, ms |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let mut rows: Vec<&CellResult> = self
             .cells
@@ -560,7 +849,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {} | {:.1} |",
+                "| {name} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} | {} | {:.1} | {} |",
                 r.cell.mode.name(),
                 r.cell.concurrency,
                 r.ops_per_sec,
@@ -572,7 +861,8 @@ impl Report {
                 r.router_cpu_us
                     .map(|v| format!("{v:.1}"))
                     .unwrap_or_default(),
-                r.client_cpu_us
+                r.client_cpu_us,
+                r.drain_ms.map(|v| format!("{v:.0}")).unwrap_or_default()
             );
         }
         let errs: Vec<String> = self
@@ -603,7 +893,9 @@ impl Report {
              average {} (1, 5, 15 min) when the run started: other work on the \
              machine, which shares the same 2 cores ({} at the end, which also \
              counts this run's own 1000 PostgreSQL backends).\n",
-            if p.smoke {
+            if !self.command.is_empty() {
+                self.command.as_str()
+            } else if p.smoke {
                 "make bench-smoke"
             } else {
                 "make bench"
@@ -635,6 +927,8 @@ impl Report {
         }
         let _ = writeln!(o, "## The issue's targets\n");
         self.targets_table(&mut o);
+        o.push('\n');
+        self.inbox_section(&mut o);
         let _ = writeln!(
             o,
             "\n## Throughput and latency (wal_mode=write, synchronous_commit=off)\n"
@@ -647,6 +941,12 @@ impl Report {
                 Workload::Read => "a whole 20-message dialog, one of the preloaded ones at random",
                 Workload::Page => "the newest 50 messages of a dialog of",
                 Workload::Mixed => "90% `read`, 10% `write`",
+                Workload::List => {
+                    "`list_dialogs` of 20 entries, for a user (one of the preloaded ones at random) in 25 dialogs"
+                }
+                Workload::Mark => {
+                    "`mark_read` up to the newest message of a dialog that a seeding step gave a new one"
+                }
             };
             if w == Workload::Page {
                 let _ = writeln!(o, "### `{w}`: {what} {} messages\n", p.page_dialog_len);

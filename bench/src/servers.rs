@@ -123,7 +123,10 @@ pub struct Tarantool {
 
 /// What the benchmark's Tarantool needs to start.
 pub struct TarantoolConfig<'a> {
+    /// This repository: bench/lua/ (the benchmark's own additions).
     pub repo: &'a Path,
+    /// The product's build under test: its init.lua's directory and its module.
+    pub product: &'a Path,
     pub lib_dir: &'a Path,
     pub durability: Durability,
     pub memtx_bytes: u64,
@@ -162,7 +165,7 @@ impl Tarantool {
             .env("DIALOGS_PASSWORD", &password)
             .env("DIALOGS_MEMTX_MEMORY", cfg.memtx_bytes.to_string())
             .env("DIALOGS_WAL_MODE", wal_mode)
-            .env("DIALOGS_BENCH_INIT", cfg.repo.join("init.lua"))
+            .env("DIALOGS_BENCH_INIT", cfg.product.join("init.lua"))
             .env("DIALOGS_BENCH_USER", "dialogs_bench")
             .env("DIALOGS_BENCH_PASSWORD", &bench_password)
             .stdin(Stdio::null())
@@ -254,7 +257,10 @@ pub fn vshard_missing(vshard_dir: Option<&Path>) -> Option<String> {
 
 /// What a sharded cluster of the product needs to start.
 pub struct ShardedConfig<'a> {
+    /// This repository: bench/lua/storage.lua wraps each storage's init.lua.
     pub repo: &'a Path,
+    /// The product's build under test: its init.lua's directory and its module.
+    pub product: &'a Path,
     pub lib_dir: &'a Path,
     /// A checkout of vshard (VSHARD_DIR), or None when it is on the Lua path.
     pub vshard_dir: Option<&'a Path>,
@@ -263,8 +269,9 @@ pub struct ShardedConfig<'a> {
     pub memtx_bytes: u64,
 }
 
-/// Log lines of init.lua: a storage serves; the router knows every bucket.
-const STORAGE_READY: &str = "dialogs: storage of replica set";
+/// Log lines: a storage serves and has the benchmark's helper
+/// (bench/lua/storage.lua); the router (init.lua) knows every bucket.
+const STORAGE_READY: &str = "dialogs bench: storage helpers ready";
 const ROUTER_READY: &str = "dialogs: the cluster's buckets are in place";
 
 /// A sharded store (docs/sharding.md, "Cost: `make bench`, target `sharded`"): storage replica
@@ -276,6 +283,11 @@ pub struct ShardedCluster {
     pub router_port: u16,
     pub user: String,
     pub password: String,
+    /// The storages' addresses, and the benchmark's user on them (its helper
+    /// only: `bench_outbox_len`).
+    pub storage_addrs: Vec<String>,
+    pub bench_user: String,
+    pub bench_password: String,
     cleanup: Cleanup,
 }
 
@@ -297,6 +309,9 @@ impl ShardedCluster {
             router_port: free_port()?,
             user: "dialogs".into(),
             password: random_secret(),
+            storage_addrs: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            bench_user: "dialogs_bench".into(),
+            bench_password: random_secret(),
             cleanup: cleanup.clone(),
         };
         let replication_password = random_secret();
@@ -305,8 +320,15 @@ impl ShardedCluster {
             fs::create_dir_all(&data)?;
             let out = fs::File::create(c.dir.join(format!("{name}.log")))?;
             let mut cmd = Command::new(tarantool_binary());
-            cmd.arg(cfg.repo.join("init.lua"))
-                .current_dir(&data)
+            if router {
+                cmd.arg(cfg.product.join("init.lua"));
+            } else {
+                cmd.arg(cfg.repo.join("bench/lua/storage.lua"))
+                    .env("DIALOGS_BENCH_INIT", cfg.product.join("init.lua"))
+                    .env("DIALOGS_BENCH_USER", &c.bench_user)
+                    .env("DIALOGS_BENCH_PASSWORD", &c.bench_password);
+            }
+            cmd.current_dir(&data)
                 .env("DIALOGS_LISTEN", format!("127.0.0.1:{port}"))
                 .env("DIALOGS_DATA_DIR", &data)
                 .env("DIALOGS_LIB_DIR", cfg.lib_dir)

@@ -10,7 +10,7 @@ use rusty_tarantool::tarantool::{Client, ClientConfig};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
-use crate::data::{Dataset, Op, PAGE_LEN, READ_DIALOG_LEN, READ_LIMIT};
+use crate::data::{Dataset, MarkOp, Msg, Op, LIST_LEN, PAGE_LEN, READ_DIALOG_LEN, READ_LIMIT};
 use crate::model::Target;
 
 /// How long one request may take before it counts as an error.
@@ -32,6 +32,9 @@ pub struct ServerInfo {
     /// The bucket count the data is spread over (for the `raw` target's tuples).
     pub bucket_count: u32,
     pub version: String,
+    /// `dialogs_inbox` and its `activity` index, where the server has the inbox
+    /// (for the `raw` target's `list`: the same entries by a plain SELECT).
+    pub inbox: Option<(i32, i32)>,
 }
 
 /// A client for a request-at-a-time connection or a pipelined one (the crate
@@ -90,6 +93,10 @@ pub enum Expect {
     SelectTuples(usize),
     /// An INSERT returning the stored tuple.
     Inserted,
+    /// A CALL returning list_dialogs' map, with this many entries in `dialogs`.
+    Listed(usize),
+    /// A CALL returning this unsigned number (mark_read's unread count after).
+    Count(u64),
     /// Anything that is not an error.
     Any,
 }
@@ -143,6 +150,51 @@ pub fn request(
             select(info, &ds.page_dialog, true, PAGE_LEN as i32),
             Expect::SelectTuples(PAGE_LEN),
         ),
+        (Target::Raw, Op::List(i)) => {
+            // The newest entries by the index list_dialogs walks; a server
+            // without the inbox answers with an error, which the cell counts.
+            let (space, index) = info.inbox.unwrap_or((0, 0));
+            let mut key = array(1);
+            put_uuid(&mut key, &ds.list_users[*i]);
+            let p = CommandPacket {
+                code: Code::SELECT,
+                internal_fields: vec![
+                    (Key::SPACE, rmpv::Value::from(space)),
+                    (Key::INDEX, rmpv::Value::from(index)),
+                    (Key::ITERATOR, rmpv::Value::from(ITERATOR_REQ)),
+                    (Key::LIMIT, rmpv::Value::from(LIST_LEN as i32)),
+                    (Key::OFFSET, rmpv::Value::from(0)),
+                ],
+                command_field: vec![(Key::KEY, key)],
+            };
+            (p, Expect::SelectTuples(LIST_LEN))
+        }
+        (_, Op::List(i)) => {
+            let mut a = array(2);
+            put_str(&mut a, &ds.list_user_strs[*i]);
+            let _ = encode::write_map_len(&mut a, 1);
+            put_str(&mut a, "limit");
+            let _ = encode::write_uint(&mut a, LIST_LEN as u64);
+            (call("list_dialogs", a), Expect::Listed(LIST_LEN))
+        }
+        (_, Op::Mark(op)) => {
+            // load::run_cell never sends a Mark(None): it counts it as an error.
+            let MarkOp {
+                user,
+                dialog,
+                up_to,
+            } = op.unwrap_or(MarkOp {
+                user: Uuid::nil(),
+                dialog: Uuid::nil(),
+                up_to: Uuid::nil(),
+            });
+            let mut a = array(3);
+            put_uuid_str(&mut a, &user);
+            put_uuid_str(&mut a, &dialog);
+            put_uuid_str(&mut a, &up_to);
+            // Read up to the dialog's newest message: nothing is left unread.
+            (call("mark_read", a), Expect::Count(0))
+        }
         (_, Op::Write { dialog, from, to }) => {
             let mut a = array(4);
             put_uuid_str(&mut a, dialog);
@@ -169,11 +221,18 @@ pub fn request(
     }
 }
 
+/// IPROTO iterators: equal keys, ascending and descending.
+const ITERATOR_EQ: i32 = 0;
+const ITERATOR_REQ: i32 = 1;
+
 fn select(info: &ServerInfo, dialog: &Uuid, newest_first: bool, limit: i32) -> CommandPacket {
     let mut key = array(1);
     put_uuid(&mut key, dialog);
-    // Iterators: EQ = 0, REQ = 1 (equal keys, descending).
-    let iterator = if newest_first { 1 } else { 0 };
+    let iterator = if newest_first {
+        ITERATOR_REQ
+    } else {
+        ITERATOR_EQ
+    };
     CommandPacket {
         code: Code::SELECT,
         internal_fields: vec![
@@ -228,6 +287,31 @@ pub fn check(expect: Expect, data: &[u8]) -> Result<(), String> {
             }
             want("tuples", inner, n)
         }
+        Expect::Listed(n) => {
+            let v = single_value(data)?;
+            let dialogs = v
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("dialogs")))
+                .and_then(|(_, d)| d.as_array())
+                .ok_or_else(|| format!("expected a map with `dialogs`, got {v}"))?;
+            want("entries", dialogs.len(), n)
+        }
+        Expect::Count(n) => match single_value(data)?.as_u64() {
+            Some(got) if got == n => Ok(()),
+            _ => Err(format!("expected {n}, got {}", single_value(data)?)),
+        },
+    }
+}
+
+/// The one value of a CALL's reply, unwrapped from the one-element arrays a C
+/// procedure's result may come in (2.x: a tuple around it).
+fn single_value(data: &[u8]) -> Result<rmpv::Value, String> {
+    let mut v = rmpv::decode::read_value(&mut &data[..]).map_err(|e| format!("bad reply: {e}"))?;
+    loop {
+        match v {
+            rmpv::Value::Array(mut a) if a.len() == 1 => v = a.swap_remove(0),
+            other => return Ok(other),
+        }
     }
 }
 
@@ -280,6 +364,10 @@ pub async fn server_info(admin: &Client) -> Result<ServerInfo> {
         dialog_id_k: get_f64(&v, "dialog_id_k")? as i32,
         bucket_count: get_f64(&v, "bucket_count")? as u32,
         version: get(&v, "version")?.as_str().unwrap_or("?").to_owned(),
+        inbox: match (get_f64(&v, "inbox_space"), get_f64(&v, "inbox_activity")) {
+            (Ok(s), Ok(i)) => Some((s as i32, i as i32)),
+            _ => None,
+        },
     })
 }
 
@@ -317,15 +405,22 @@ pub async fn fill(admin: &Client, function: &str, ds: &Dataset, page: bool) -> R
     Ok(())
 }
 
-/// Preloads the read dialogs and the long page dialog through `client`'s
-/// new_dialog (a router: the data lands in each dialog's bucket), `in_flight`
-/// calls at a time on the one pipelined connection.
-pub async fn fill_by_calls(client: &Client, ds: &Dataset, in_flight: usize) -> Result<()> {
+/// Preloads the read dialogs and the long page dialog (when `page` is set)
+/// through `client`'s new_dialog (a router: the data lands in each dialog's
+/// bucket), `in_flight` calls at a time on the one pipelined connection.
+pub async fn fill_by_calls(
+    client: &Client,
+    ds: &Dataset,
+    in_flight: usize,
+    page: bool,
+) -> Result<()> {
     let mut dialogs: Vec<Uuid> = Vec::new();
     for d in &ds.read_dialogs {
         dialogs.extend(std::iter::repeat_n(*d, READ_DIALOG_LEN));
     }
-    dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    if page {
+        dialogs.extend(std::iter::repeat_n(ds.page_dialog, ds.page_dialog_len));
+    }
     let dialogs = std::sync::Arc::new(dialogs);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -354,6 +449,105 @@ pub async fn fill_by_calls(client: &Client, ds: &Dataset, in_flight: usize) -> R
     Ok(())
 }
 
+fn msg_args(m: &Msg) -> rmpv::Value {
+    rmpv::Value::Array(vec![s(&m.dialog), s(&m.from), s(&m.to)])
+}
+
+/// Largest number of messages one `bench_fill_pairs` call stores: its arguments
+/// and reply stay a few megabytes.
+const FILL_PAIRS_CHUNK: usize = 50_000;
+
+/// Stores `msgs` through the server's own new_dialog (`bench_fill_pairs`, many
+/// fibers, no network per call); returns the new ids in the order of `msgs`.
+pub async fn fill_pairs(admin: &Client, msgs: &[Msg], text: &str) -> Result<Vec<Uuid>> {
+    let mut ids = Vec::with_capacity(msgs.len());
+    for chunk in msgs.chunks(FILL_PAIRS_CHUNK) {
+        let args = rmpv::Value::Array(vec![
+            rmpv::Value::from("new_dialog"),
+            rmpv::Value::Array(chunk.iter().map(msg_args).collect()),
+            rmpv::Value::from(text),
+        ]);
+        let v = call_value(admin, "bench_fill_pairs", args).await?;
+        let got = v
+            .as_array()
+            .ok_or_else(|| anyhow!("bench_fill_pairs: not an array: {v}"))?;
+        if got.len() != chunk.len() {
+            bail!(
+                "bench_fill_pairs: {} ids for {} messages",
+                got.len(),
+                chunk.len()
+            );
+        }
+        for id in got {
+            ids.push(parse_id(id)?);
+        }
+    }
+    Ok(ids)
+}
+
+fn parse_id(v: &rmpv::Value) -> Result<Uuid> {
+    v.as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| anyhow!("not a message id: {v}"))
+}
+
+/// Stores `msgs` through `client`'s new_dialog (a router: each lands in its
+/// dialog's bucket), `in_flight` calls at a time on the one pipelined
+/// connection; returns the new ids in the order of `msgs`.
+pub async fn fill_pairs_by_calls(
+    client: &Client,
+    msgs: &[Msg],
+    text: &str,
+    in_flight: usize,
+) -> Result<Vec<Uuid>> {
+    let msgs = std::sync::Arc::new(msgs.to_vec());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight.max(1) {
+        let (client, msgs, next, text) =
+            (client.clone(), msgs.clone(), next.clone(), text.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(m) = msgs.get(i) else {
+                    return Ok::<_, String>(got);
+                };
+                let mut a = array(4);
+                put_uuid_str(&mut a, &m.dialog);
+                put_uuid_str(&mut a, &m.from);
+                put_uuid_str(&mut a, &m.to);
+                put_str(&mut a, &text);
+                let resp = client
+                    .send_command(call("new_dialog", a))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let v = single_value(&resp.data)?;
+                let id = parse_id(&v).map_err(|e| e.to_string())?;
+                got.push((i, id));
+            }
+        }));
+    }
+    let mut ids = vec![Uuid::nil(); msgs.len()];
+    for t in tasks {
+        for (i, id) in t
+            .await?
+            .map_err(|e| anyhow!("storing through new_dialog: {e}"))?
+        {
+            ids[i] = id;
+        }
+    }
+    Ok(ids)
+}
+
+/// Rows still in the outbox of the storage `client` is connected to
+/// (`bench_outbox_len` of bench/lua/storage.lua; 0 where there is none).
+pub async fn outbox_len(client: &Client) -> Result<u64> {
+    let v = call_value(client, "bench_outbox_len", rmpv::Value::Array(vec![])).await?;
+    v.as_u64()
+        .ok_or_else(|| anyhow!("bench_outbox_len: not a count: {v}"))
+}
+
 /// ns per call inside the server (see `bench_micro` in bench/lua/bench.lua).
 pub async fn micro(admin: &Client, ds: &Dataset, calls: usize) -> Result<rmpv::Value> {
     let args = rmpv::Value::Array(vec![
@@ -380,6 +574,16 @@ pub async fn memory(admin: &Client, ds: &Dataset, messages: usize) -> Result<rmp
     call_value(admin, "bench_memory", args).await
 }
 
+/// Growth of the inbox's spaces for `dialogs` new dialogs of one message each
+/// (`bench_inbox_memory` in bench/lua/bench.lua).
+pub async fn inbox_memory(admin: &Client, ds: &Dataset, dialogs: usize) -> Result<rmpv::Value> {
+    let args = rmpv::Value::Array(vec![
+        rmpv::Value::from(dialogs as u64),
+        rmpv::Value::from(ds.text.as_str()),
+    ]);
+    call_value(admin, "bench_inbox_memory", args).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +603,38 @@ mod tests {
         assert!(check(Expect::CallTuples(2), &tuples).is_ok());
         assert!(check(Expect::CallTuples(3), &tuples).is_err());
         assert!(check(Expect::SelectTuples(1), &array(1)).is_ok());
+    }
+
+    #[test]
+    fn check_reads_inbox_replies() {
+        // [{dialogs = [e, e], unread_messages = 0}] and [[{...}]] (2.x).
+        let listed = |wrapped: bool, n: usize| {
+            let map = rmpv::Value::Map(vec![
+                (
+                    rmpv::Value::from("dialogs"),
+                    rmpv::Value::Array(vec![rmpv::Value::Nil; n]),
+                ),
+                (rmpv::Value::from("unread_messages"), rmpv::Value::from(0)),
+            ]);
+            let inner = if wrapped {
+                rmpv::Value::Array(vec![map])
+            } else {
+                map
+            };
+            let mut buf = Vec::new();
+            let _ = rmpv::encode::write_value(&mut buf, &rmpv::Value::Array(vec![inner]));
+            buf
+        };
+        assert!(check(Expect::Listed(2), &listed(false, 2)).is_ok());
+        assert!(check(Expect::Listed(2), &listed(true, 2)).is_ok());
+        assert!(check(Expect::Listed(20), &listed(false, 2)).is_err());
+        let count = |n: u64| {
+            let mut buf = Vec::new();
+            let v = rmpv::Value::Array(vec![rmpv::Value::Array(vec![rmpv::Value::from(n)])]);
+            let _ = rmpv::encode::write_value(&mut buf, &v);
+            buf
+        };
+        assert!(check(Expect::Count(0), &count(0)).is_ok());
+        assert!(check(Expect::Count(0), &count(3)).is_err());
     }
 }
