@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dialogs_api import ID, TEXT, get_dialog, new_dialog, new_user
 from harness import admin_eval
+from test_restart import SCHEMA_VERSION
 
 # More than one batch of the migration (dialogs/schema.lua M.BATCH = 1000).
 MESSAGES = 2500
@@ -96,7 +97,7 @@ def test_a_previous_releases_data_gets_its_buckets_in_place(make_server, tmp_pat
                    "{i.unique, i.parts[1].type, i.parts[1].fieldno} end)()")
         assert index == [False, "unsigned", 7 if space == "dialogs" else 3]
         assert ev(f"box.space.{space}:format()[#box.space.{space}:format()].name") == "bucket_id"
-    assert ev("box.space._schema:get{'dialogs_schema_version'}[2]") == 3
+    assert ev("box.space._schema:get{'dialogs_schema_version'}[2]") == SCHEMA_VERSION
     assert ev("box.space._schema:get{'dialogs_bucket_count'}[2]") == 3000
 
     # The old messages read as before (six fields), and new ones follow them.
