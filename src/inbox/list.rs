@@ -142,15 +142,17 @@ const UUID_MP_LEN: usize = 18;
 /// The first two bytes of every msgpack uuid.
 const UUID_MP_HEAD: [u8; 2] = [0xd8, EXT_UUID as u8];
 
-/// One listed entry, borrowed from its stored tuple: its uuids as their
-/// msgpack bytes, which the reply repeats as they are (nothing decoded and
-/// encoded again), its text as the stored string.
+/// One listed entry, borrowed from its stored tuple: its uuids and its text
+/// as their msgpack bytes, which the reply repeats as they are (nothing
+/// decoded and encoded again; the text, like `get_dialog`'s, is sent as it
+/// was stored, and the store only ever stores valid UTF-8).
 struct Listed<'a> {
     dialog_id: &'a MpUuid,
     peer_id: &'a MpUuid,
     last_id: &'a MpUuid,
     last_from: &'a MpUuid,
-    last_text: &'a str,
+    /// The msgpack string, header and bytes.
+    last_text: &'a [u8],
     unread: u64,
     read_id: &'a MpUuid,
     peer_read_id: &'a MpUuid,
@@ -178,10 +180,10 @@ impl<'a> Listed<'a> {
         let last_id = mp_uuid(rest)?;
         let last_from = mp_uuid(rest)?;
         let mut r = Reader::new(rest);
-        let Ok(Value::Str(text)) = r.read() else {
+        let Ok(Value::Str(_)) = r.read() else {
             return None;
         };
-        let last_text = std::str::from_utf8(text).ok()?;
+        let (last_text, _) = rest.split_at_checked(rest.len().checked_sub(r.rest().len())?)?;
         let Ok(Value::Uint(unread)) = r.read() else {
             return None;
         };
@@ -212,7 +214,7 @@ impl<'a> Listed<'a> {
         out.extend_from_slice(&KEY_LAST_FROM);
         out.extend_from_slice(self.last_from);
         out.extend_from_slice(&KEY_LAST_TEXT);
-        out.put_str(self.last_text);
+        out.extend_from_slice(self.last_text);
         out.extend_from_slice(&KEY_UNREAD);
         out.put_uint(self.unread);
         for (name, cursor) in [
