@@ -40,6 +40,7 @@ pub const BUILD_AFTER_KEY: &str = "dialogs_inbox_build_after";
 /// Field numbers (0-based) of an entry tuple the walks read.
 const ENTRY_USER: u32 = 0;
 const ENTRY_LAST: u32 = 3;
+const ENTRY_BUCKET: u32 = 9;
 /// Number of fields of an outbox tuple.
 const OUTBOX_FIELDS: u32 = 5;
 
@@ -440,6 +441,10 @@ impl Store {
     /// Passes to `emit` the listed entries of `user`, most recent activity
     /// first, those with a last message older than `before` (all without),
     /// at most `limit`; placeholders are never listed. Returns how many.
+    /// Each entry is passed as the msgpack of its fields before `bucket_id`
+    /// (user_id to peer_read_id, in the order of [`Entry::encode`]), read in
+    /// place in the stored tuple: nothing is copied or looked up per entry
+    /// beyond the walk itself.
     pub fn walk_entries(
         &self,
         user: Uuid,
@@ -456,19 +461,20 @@ impl Store {
             return Ok(0);
         };
         let mut count = 0u32;
-        let mut buf = Vec::new();
         while count < limit {
             let Some(t) = it.advance()? else { break };
-            if t.uuid(ENTRY_USER) != Some(user) {
+            // REQ stays within the user's entries; LT runs on past them.
+            if matches!(iter, Iter::Lt) && t.uuid(ENTRY_USER) != Some(user) {
                 break;
             }
             // Placeholders (a nil last id) sort below every listed entry.
             if t.uuid(ENTRY_LAST).is_none_or(|id| id.is_nil()) {
                 break;
             }
-            buf.clear();
-            t.append_to(&mut buf)?;
-            emit(&buf)?;
+            emit(
+                t.fields_before(ENTRY_BUCKET)
+                    .ok_or_else(|| corrupt(INBOX))?,
+            )?;
             count += 1;
         }
         Ok(count)

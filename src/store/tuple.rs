@@ -117,6 +117,25 @@ impl<'a> TupleRef<'a> {
         Ok(())
     }
 
+    /// The msgpack of fields `0..end`, read in place (not copied): the bytes
+    /// from the start of field 0 to the start of field `end`, where fields lie
+    /// in order. None when the tuple has no field `end`. Two look-ups, each
+    /// one load when both fields are indexed (Tarantool keeps their offsets).
+    pub(super) fn fields_before(&self, end: u32) -> Option<&'a [u8]> {
+        // SAFETY: a live tuple for 'a; box_tuple_field returns null or a pointer
+        // into the tuple's msgpack, so both ends lie in the same allocation and
+        // the span between them is whole fields, alive as long as the tuple.
+        unsafe {
+            let first = ffi::box_tuple_field(self.as_ptr(), 0).cast::<u8>();
+            let stop = ffi::box_tuple_field(self.as_ptr(), end).cast::<u8>();
+            if first.is_null() || stop.is_null() || stop < first {
+                return None;
+            }
+            let len = usize::try_from(stop.offset_from(first)).ok()?;
+            Some(std::slice::from_raw_parts(first, len))
+        }
+    }
+
     /// A string field, copied; None if the field is absent or not a string.
     pub(super) fn str_field(&self, fieldno: u32) -> Option<String> {
         // SAFETY: box_tuple_field returns null or a pointer to the field's msgpack
