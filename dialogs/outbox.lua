@@ -431,7 +431,9 @@ end
 -- Errors of a batch after which nothing of it was written and its groups may go
 -- one bucket at a time: the entry's refusal of the whole call (1012), an
 -- instance that is not the master (any more), an entry not there or not
--- granted (a storage of a release before it).
+-- granted (a storage of a release before it). Not vshard's own errors (its
+-- codes are another numbering): a replica set without a known master fails the
+-- batch, its buckets back off.
 local BATCH_NOT_RUN = {
     [1012] = true,
     [1006] = true,
@@ -482,7 +484,7 @@ local function settle(batch, value, err, where, retry)
         err = string.format('unexpected reply of %s: %s', M.APPLY_MANY_FUNCTION,
             require('json').encode(value))
     end
-    if type(err) ~= 'string' and (err.type == 'ShardingError' or BATCH_NOT_RUN[err.code]) then
+    if type(err) ~= 'string' and err.type ~= 'ShardingError' and BATCH_NOT_RUN[err.code] then
         for _, g in ipairs(batch.groups) do
             table.insert(retry, g)
         end
@@ -502,9 +504,9 @@ end
 
 -- Sends `groups` ({bucket, events, ok}) and sets each group's `ok`: those of
 -- buckets this storage holds writable (each held with a write reference
--- meanwhile) applied here in one transaction; those of each other replica set
--- in one call to its master, at most MAX_IN_FLIGHT calls at once; then each
--- group a batch refused on its own (send_one).
+-- meanwhile) applied here in one transaction, and those of each other replica
+-- set in one call to its master, at most MAX_IN_FLIGHT at once; then each group
+-- a batch refused on its own (send_one).
 local function send(groups)
     local r, err = router()
     if r == nil then
@@ -537,22 +539,27 @@ local function send(groups)
         end
     end
     if #here.groups > 0 then
-        local s = shared()
-        s.local_batches = s.local_batches + 1
-        local f = box.func[M.APPLY_MANY_FUNCTION]
-        local ok, value
-        if f == nil then
-            ok, value = false, box.error.new(box.error.NO_SUCH_FUNCTION, M.APPLY_MANY_FUNCTION)
-        else
-            ok, value = pcall(f.call, f, batch_args(here))
-        end
-        for _, g in ipairs(here.groups) do
-            vstorage.bucket_unrefrw(g.bucket)
-        end
-        settle(here, ok and value or nil, (not ok) and value or nil,
-            'delivery to this replica set', retry)
+        table.insert(batches, here)
     end
     each_in_flight(batches, function(batch)
+        local s = shared()
+        if batch == here then
+            s.local_batches = s.local_batches + 1
+            local f = box.func[M.APPLY_MANY_FUNCTION]
+            local ok, value
+            if f == nil then
+                ok, value = false,
+                    box.error.new(box.error.NO_SUCH_FUNCTION, M.APPLY_MANY_FUNCTION)
+            else
+                ok, value = pcall(f.call, f, batch_args(here))
+            end
+            for _, g in ipairs(here.groups) do
+                vstorage.bucket_unrefrw(g.bucket)
+            end
+            settle(here, ok and value or nil, (not ok) and value or nil,
+                'delivery to this replica set', retry)
+            return
+        end
         local rs = batch.replicaset
         local where = string.format('delivery to replica set %s', tostring(rs.id))
         local down = master_down(rs)
@@ -560,7 +567,6 @@ local function send(groups)
             failed(where, down)
             return
         end
-        local s = shared()
         s.batch_calls = s.batch_calls + 1
         local value, e = rs:callrw(M.APPLY_MANY_FUNCTION, batch_args(batch),
             {timeout = M.CALL_TIMEOUT_S})
