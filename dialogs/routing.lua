@@ -113,6 +113,11 @@ function M.raise_routed_error(proc, err)
     end
     if err.type == 'dialogs' then
         if err.code == storage.WRITE_REFUSED then
+            if M.refused_in_transit(err) then
+                raise(M.MOVING, string.format('%s: %s is moving to another replica set; '
+                    .. 'retry: %s', proc, proc == 'list_dialogs' and 'the user\'s inbox'
+                    or 'the dialog', tostring(err.message)))
+            end
             -- The storage's entry refused the bucket although vshard holds it
             -- there for the call: it is not the dialog's (misconfiguration).
             raise(M.SHARDING, string.format('%s: sharding error: %s', proc,
@@ -229,6 +234,21 @@ local function check_count(proc, timeout)
     end
 end
 
+-- Whether `err` is a storage entry's refusal (through vshard.storage.call) of a
+-- bucket whose status changed under vshard's reference: vshard 0.1.42 makes a
+-- bucket it starts to send read-only while write references taken just before
+-- are held (it then waits for them), and the entries, which read _bucket
+-- themselves, refuse it; the entry wrote nothing. A refusal that names the
+-- dialog's (user's) own bucket is a misconfiguration instead.
+function M.refused_in_transit(err)
+    return type(err) == 'table' and err.type == 'dialogs' and err.code == storage.WRITE_REFUSED
+        and (tostring(err.message):find(': status ', 1, true) ~= nil
+             or tostring(err.message):find(': not found', 1, true) ~= nil)
+end
+
+-- How long the ordinary way waits before it calls again after such a refusal.
+local IN_TRANSIT_RETRY_S = 0.01
+
 -- The storage functions of the ordinary way take the bucket and the client's
 -- arguments, and refuse a bucket that is not the dialog's (dialogs.storage).
 -- `name`: the storage function, when it is not the procedure's own (a step of
@@ -236,12 +256,20 @@ end
 local function routed(proc, call, args, bucket_id, timeout, name)
     bucket_id = bucket_id or box.func[M.ROUTE_FUNCTION]:call({state.bucket_count, proc, args})
     check_master(proc, call, bucket_id)
-    local result, err = call(bucket_id, name or storage.FUNCTIONS[proc], {bucket_id, args},
-        {timeout = timeout or state.call_timeout})
-    if err ~= nil then
-        M.raise_routed_error(proc, err)
+    local deadline = fiber.clock() + (timeout or state.call_timeout)
+    while true do
+        local result, err = call(bucket_id, name or storage.FUNCTIONS[proc], {bucket_id, args},
+            {timeout = time_left(deadline)})
+        if err == nil then
+            return result
+        end
+        if not M.refused_in_transit(err) or fiber.clock() >= deadline then
+            M.raise_routed_error(proc, err)
+        end
+        -- The bucket started to move after vshard took its reference: vshard
+        -- refuses the next call's reference, and follows the bucket.
+        fiber.sleep(IN_TRANSIT_RETRY_S)
     end
-    return result
 end
 
 -- vshard errors after which the storage did not run the procedure and vshard's
