@@ -444,6 +444,19 @@ local BATCH_NOT_RUN = {
     [box.error.ACCESS_DENIED] = true,
 }
 
+-- Says, at most once per LOG_EVERY_S, that a batch did not run and its groups
+-- go one bucket at a time (a storage of an earlier release, a master that
+-- changed): deliveries go on, at the cost of a call per bucket.
+local function fell_back(where, err)
+    local s = shared()
+    local now = fiber.clock()
+    if s.fallback_logged_at == nil or now - s.fallback_logged_at >= M.LOG_EVERY_S then
+        log.warn('dialogs: outbox: %s: the batch did not run (%s); its buckets get '
+            .. 'a call each', where, describe_error(err))
+        s.fallback_logged_at = now
+    end
+end
+
 -- The reply of the batch entry, {applied, refused}, whether the server sent
 -- it as it is or wrapped in one array (a C function's results on 2.x); nil if
 -- it is neither.
@@ -485,6 +498,7 @@ local function settle(batch, value, err, where, retry)
             require('json').encode(value))
     end
     if type(err) ~= 'string' and err.type ~= 'ShardingError' and BATCH_NOT_RUN[err.code] then
+        fell_back(where, err)
         for _, g in ipairs(batch.groups) do
             table.insert(retry, g)
         end

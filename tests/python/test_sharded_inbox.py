@@ -350,6 +350,7 @@ def test_a_rounds_deliveries_to_a_replica_set_are_one_call(make_cluster):
     assert change == {"rounds": 1, "batch_calls": 1, "local_batches": 1,
                       "bucket_calls": len(buckets), "events": 10, "delivered": 5,
                       "failures": 0}, change
+    assert "the batch did not run" in cluster.master("s1").log_of_run()
     report = recount(cluster)
     assert no_drift(report), report
 
