@@ -25,8 +25,8 @@ REMARK_DIR := target/remark
 LIB_DIR := target/dialogs
 TEST_LIB_DIR := target/dialogs-test
 PROCS := new_dialog get_dialog list_dialogs mark_read dialogs_route dialogs_storage_get dialogs_storage_new \
-         dialogs_inbox_build dialogs_storage_list dialogs_storage_inbox_apply dialogs_storage_read_count \
-         dialogs_storage_mark_read_apply dialogs_stats dialogs_slow_calls
+         dialogs_inbox_build dialogs_storage_list dialogs_storage_inbox_apply dialogs_storage_inbox_apply_many \
+         dialogs_storage_read_count dialogs_storage_mark_read_apply dialogs_stats dialogs_slow_calls
 
 # The Tarantool every suite runs against: `make test TARANTOOL=/path/to/tarantool`
 # (any build, any version), else the `tarantool` first on PATH (Debian's 2.6 from

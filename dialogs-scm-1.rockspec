@@ -46,6 +46,7 @@ cp target/release/libdialogs.so target/rock/dialogs_storage_new.so &&
 cp target/release/libdialogs.so target/rock/dialogs_inbox_build.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_list.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_inbox_apply.so &&
+cp target/release/libdialogs.so target/rock/dialogs_storage_inbox_apply_many.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_read_count.so &&
 cp target/release/libdialogs.so target/rock/dialogs_storage_mark_read_apply.so &&
 cp target/release/libdialogs.so target/rock/dialogs_stats.so &&
@@ -58,6 +59,6 @@ cp target/release/libdialogs.so target/rock/dialogs_slow_calls.so
     install_command = [[
 mkdir -p "$(LUADIR)/dialogs" "$(LIBDIR)" &&
 cp dialogs/*.lua "$(LUADIR)/dialogs/" &&
-cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/list_dialogs.so target/rock/mark_read.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so target/rock/dialogs_inbox_build.so target/rock/dialogs_storage_list.so target/rock/dialogs_storage_inbox_apply.so target/rock/dialogs_storage_read_count.so target/rock/dialogs_storage_mark_read_apply.so target/rock/dialogs_stats.so target/rock/dialogs_slow_calls.so "$(LIBDIR)/"
+cp target/rock/new_dialog.so target/rock/get_dialog.so target/rock/list_dialogs.so target/rock/mark_read.so target/rock/dialogs_route.so target/rock/dialogs_storage_get.so target/rock/dialogs_storage_new.so target/rock/dialogs_inbox_build.so target/rock/dialogs_storage_list.so target/rock/dialogs_storage_inbox_apply.so target/rock/dialogs_storage_inbox_apply_many.so target/rock/dialogs_storage_read_count.so target/rock/dialogs_storage_mark_read_apply.so target/rock/dialogs_stats.so target/rock/dialogs_slow_calls.so "$(LIBDIR)/"
 ]],
 }

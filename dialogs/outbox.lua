@@ -5,14 +5,19 @@
 -- storage writes an outbox row (its id and the dialog's bucket) in the
 -- message's own transaction, and a mark_read writes one for the read receipt
 -- its peer gets. This fiber takes the oldest rows, makes sure they are durable,
--- groups what they carry by the bucket of the user whose inbox it goes to and
--- sends each group to that bucket's replica set through a vshard router of its
--- own (made here from the storage's own sharding configuration, so with the
--- credentials routers use: vshard finds the master and follows a moving bucket),
--- where dialogs_storage.inbox_apply applies it in one transaction, idempotent by
--- message id. Then it deletes the rows it delivered.
+-- groups what they carry by the bucket of the user whose inbox it goes to, and
+-- sends the groups of each destination replica set in ONE call to its master
+-- (dialogs_storage_inbox_apply_many: every group applied in one transaction,
+-- idempotent by message id, a group whose bucket is not writable there skipped
+-- and named), found through a vshard router of its own (made here from the
+-- storage's own sharding configuration, so with the credentials routers use);
+-- the groups of buckets this replica set holds are applied in place the same
+-- way. A group the batch refused (its bucket moving, or the router's idea of
+-- where it lives stale) goes again on its own, through vshard's routing of its
+-- bucket (dialogs_storage.inbox_apply), which waits for and follows a moving
+-- bucket. Then it deletes the rows it delivered.
 --
--- Order: the events for one destination bucket go in one call per round, in id
+-- Order: the events for one destination bucket go in one group per round, in id
 -- order, and a bucket whose call failed gets nothing more until its rows are
 -- delivered (the next rounds start again from the oldest row), so every inbox
 -- entry sees its dialog's messages in id order; events for other buckets go on.
@@ -41,7 +46,8 @@ local M = {}
 -- (rows of buckets moving away, rows whose every destination is backing off).
 M.BATCH = 500
 M.WALK_LIMIT = 10 * M.BATCH
--- Calls in flight at once per round (one per destination bucket).
+-- Calls in flight at once per round (one per destination replica set, then one
+-- per bucket the batches refused).
 M.MAX_IN_FLIGHT = 32
 -- Seconds one delivery call may take, vshard's retries of a moving bucket included.
 M.CALL_TIMEOUT_S = 2
@@ -63,8 +69,11 @@ local FIBER = 'outbox'
 M.ROUTER_NAME = 'dialogs_outbox'
 -- Set in _schema once the inboxes are built (schema v5): deliveries start then.
 M.BUILT_KEY = 'dialogs_inbox_built'
--- The storage function that applies a group of events (dialogs.storage).
+-- The storage function that applies one bucket's group of events, through
+-- vshard.storage.call (dialogs.storage), and the native entry that applies the
+-- groups of many buckets of a replica set, called directly on its master.
 M.APPLY_FUNCTION = 'dialogs_storage.inbox_apply'
+M.APPLY_MANY_FUNCTION = 'dialogs_storage_inbox_apply_many'
 local SPACE = 'dialogs_outbox'
 -- Event kinds of inbox_apply: a message, a read receipt.
 local MESSAGE, RECEIPT = 'm', 'r'
@@ -82,6 +91,9 @@ local function shared()
             events = 0,
             failures = 0,
             rounds = 0,
+            batch_calls = 0,
+            bucket_calls = 0,
+            local_batches = 0,
             last_error = nil,
             last_error_time = nil,
             draining = false,
@@ -169,8 +181,11 @@ end
 -- What metrics and operators read: rows waiting (`backlog`), the age of the
 -- oldest in seconds (`oldest_age_s`, from its UUIDv7 id; nil when empty), rows
 -- delivered and events applied since start, failed calls, the last error and
--- when (Unix seconds), and whether this instance drains now (its master, once
--- the inboxes are built).
+-- when (Unix seconds), whether this instance drains now (its master, once
+-- the inboxes are built), and the deliveries' calls since start: to another
+-- replica set's master with a round's groups for it (`batch_calls`), to one
+-- bucket through vshard's routing, for a group a batch refused
+-- (`bucket_calls`), and batches applied in place (`local_batches`).
 function M.info()
     local s = shared()
     local space = box.space[SPACE]
@@ -190,6 +205,9 @@ function M.info()
         events = s.events,
         failures = s.failures,
         rounds = s.rounds,
+        batch_calls = s.batch_calls,
+        bucket_calls = s.bucket_calls,
+        local_batches = s.local_batches,
         last_error = s.last_error,
         last_error_time = s.last_error_time,
         draining = s.draining,
@@ -337,13 +355,12 @@ local function barrier(space, id)
     return ok and res ~= nil, (not ok) and res or nil
 end
 
--- Why a call to `bucket` would only wait for its timeout: the master of its
--- replica set is not connected (its connection lost and being retried), as the
+-- Why a call to `replicaset`'s master would only wait for its timeout: the
+-- master is not connected (its connection lost and being retried), as the
 -- routers' check; nil otherwise. A round then does not wait CALL_TIMEOUT_S for
--- each bucket of a replica set that is down.
-local function master_down(r, b)
-    local ok, replicaset = pcall(r.route, r, b)
-    local master = ok and replicaset ~= nil and replicaset.master or nil
+-- a replica set that is down.
+local function master_down(replicaset)
+    local master = replicaset ~= nil and replicaset.master or nil
     local conn = master ~= nil and master.conn or nil
     if conn ~= nil and conn.state == 'error_reconnect' then
         return string.format('UNREACHABLE_MASTER: the master %s is not connected: %s',
@@ -352,52 +369,23 @@ local function master_down(r, b)
     return nil
 end
 
--- Sends `groups` ({bucket, events, ok}) with at most MAX_IN_FLIGHT calls at
--- once; sets each group's `ok`. A destination bucket held by this storage is
--- applied here, under a write reference, with no network trip.
-local function send(groups)
-    local r, err = router()
-    if r == nil then
-        failed('no router', err)
-        return
-    end
-    local vstorage = require('vshard').storage
-    local apply = rawget(_G, 'dialogs_storage').inbox_apply
-    local next_group = 0
+-- Runs job(item) for every item of `items`, at most MAX_IN_FLIGHT at once, this
+-- fiber working too (one item makes no fiber); raises the first error a job
+-- raised once all are done.
+local function each_in_flight(items, job)
+    local next_item = 0
     local function worker()
-        while next_group < #groups do
-            next_group = next_group + 1
-            local g = groups[next_group]
-            local e
-            if vstorage.bucket_refrw(g.bucket) then
-                local ok, value, refusal = pcall(apply, g.bucket, g.events)
-                vstorage.bucket_unrefrw(g.bucket)
-                if ok then
-                    e = refusal
-                else
-                    e = value
-                end
-            else
-                e = master_down(r, g.bucket)
-                if e == nil then
-                    e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
-                        {timeout = M.CALL_TIMEOUT_S}))
-                end
-            end
-            if e == nil then
-                g.ok = true
-            else
-                failed(string.format('delivery to bucket %d', g.bucket), e)
-            end
+        while next_item < #items do
+            next_item = next_item + 1
+            job(items[next_item])
         end
     end
     local workers = {}
-    for i = 1, math.min(M.MAX_IN_FLIGHT, #groups) - 1 do
+    for i = 1, math.min(M.MAX_IN_FLIGHT, #items) - 1 do
         local f = fiber.new(worker)
         f:set_joinable(true)
         workers[i] = f
     end
-    -- This fiber works too (a round with one group makes no fiber).
     local ok, e = pcall(worker)
     for _, f in ipairs(workers) do
         f:join()
@@ -405,6 +393,202 @@ local function send(groups)
     if not ok then
         error(e, 0)
     end
+end
+
+-- Sends one group ({bucket, events, ok}) on its own and sets its `ok`: applied
+-- here under a write reference when this storage holds the bucket writable,
+-- else through vshard's routing of the bucket, which waits for and follows a
+-- moving bucket.
+local function send_one(r, g)
+    local vstorage = require('vshard').storage
+    local e
+    if vstorage.bucket_refrw(g.bucket) then
+        local apply = rawget(_G, 'dialogs_storage').inbox_apply
+        local ok, value, refusal = pcall(apply, g.bucket, g.events)
+        vstorage.bucket_unrefrw(g.bucket)
+        if ok then
+            e = refusal
+        else
+            e = value
+        end
+    else
+        local ok, replicaset = pcall(r.route, r, g.bucket)
+        e = master_down(ok and replicaset or nil)
+        if e == nil then
+            local s = shared()
+            s.bucket_calls = s.bucket_calls + 1
+            e = select(2, r:callrw(g.bucket, M.APPLY_FUNCTION, {g.bucket, g.events},
+                {timeout = M.CALL_TIMEOUT_S}))
+        end
+    end
+    if e == nil then
+        g.ok = true
+    else
+        failed(string.format('delivery to bucket %d', g.bucket), e)
+    end
+end
+
+-- Errors of a batch after which nothing of it was written and its groups may go
+-- one bucket at a time: the entry's refusal of the whole call (1012), an
+-- instance that is not the master (any more), an entry not there or not
+-- granted (a storage of a release before it). Not vshard's own errors (its
+-- codes are another numbering): a replica set without a known master fails the
+-- batch, its buckets back off.
+local BATCH_NOT_RUN = {
+    [1012] = true,
+    [1006] = true,
+    [box.error.READONLY] = true,
+    [box.error.LOADING] = true,
+    [box.error.NO_SUCH_PROC] = true,
+    [box.error.NO_SUCH_FUNCTION] = true,
+    [box.error.ACCESS_DENIED] = true,
+}
+
+-- Says, at most once per LOG_EVERY_S, that a batch did not run and its groups
+-- go one bucket at a time (a storage of an earlier release, a master that
+-- changed): deliveries go on, at the cost of a call per bucket.
+local function fell_back(where, err)
+    local s = shared()
+    local now = fiber.clock()
+    if s.fallback_logged_at == nil or now - s.fallback_logged_at >= M.LOG_EVERY_S then
+        log.warn('dialogs: outbox: %s: the batch did not run (%s); its buckets get '
+            .. 'a call each', where, describe_error(err))
+        s.fallback_logged_at = now
+    end
+end
+
+-- The reply of the batch entry, {applied, refused}, whether the server sent
+-- it as it is or wrapped in one array (a C function's results on 2.x); nil if
+-- it is neither.
+local function batch_reply(value)
+    if type(value) ~= 'table' then
+        return nil
+    end
+    if value.refused == nil and type(value[1]) == 'table' then
+        value = value[1]
+    end
+    if type(value.refused) ~= 'table' then
+        return nil
+    end
+    return value
+end
+
+-- Marks the groups of a batch by its outcome: each applied, or refused (by
+-- bucket, in the reply; every one when nothing ran) and put in `retry`, or
+-- failed (an error after which the batch may or may not have been applied: it
+-- is sent again in a later round, after the back-off).
+local function settle(batch, value, err, where, retry)
+    local reply = err == nil and batch_reply(value) or nil
+    if reply ~= nil then
+        local refused = {}
+        for _, b in ipairs(reply.refused) do
+            refused[b] = true
+        end
+        for _, g in ipairs(batch.groups) do
+            if refused[g.bucket] then
+                table.insert(retry, g)
+            else
+                g.ok = true
+            end
+        end
+        return
+    end
+    if err == nil then
+        err = string.format('unexpected reply of %s: %s', M.APPLY_MANY_FUNCTION,
+            require('json').encode(value))
+    end
+    if type(err) ~= 'string' and err.type ~= 'ShardingError' and BATCH_NOT_RUN[err.code] then
+        fell_back(where, err)
+        for _, g in ipairs(batch.groups) do
+            table.insert(retry, g)
+        end
+        return
+    end
+    failed(where, err)
+end
+
+-- The arguments of the batch entry: {{bucket, events}, ...}.
+local function batch_args(batch)
+    local groups = {}
+    for i, g in ipairs(batch.groups) do
+        groups[i] = {g.bucket, g.events}
+    end
+    return {groups}
+end
+
+-- Sends `groups` ({bucket, events, ok}) and sets each group's `ok`: those of
+-- buckets this storage holds writable (each held with a write reference
+-- meanwhile) applied here in one transaction, and those of each other replica
+-- set in one call to its master, at most MAX_IN_FLIGHT at once; then each group
+-- a batch refused on its own (send_one).
+local function send(groups)
+    local r, err = router()
+    if r == nil then
+        failed('no router', err)
+        return
+    end
+    local vstorage = require('vshard').storage
+    local this = vstorage.internal.this_replicaset
+    local this_id = this ~= nil and this.id or nil
+    local here = {groups = {}}
+    local batches, by_replicaset, retry = {}, {}, {}
+    for _, g in ipairs(groups) do
+        if vstorage.bucket_refrw(g.bucket) then
+            table.insert(here.groups, g)
+        else
+            local ok, replicaset = pcall(r.route, r, g.bucket)
+            if not ok or replicaset == nil or (this_id ~= nil and replicaset.id == this_id) then
+                -- Unknown to the router, or this replica set but not writable
+                -- here: a moving bucket, which vshard's routing follows.
+                table.insert(retry, g)
+            else
+                local batch = by_replicaset[replicaset]
+                if batch == nil then
+                    batch = {replicaset = replicaset, groups = {}}
+                    by_replicaset[replicaset] = batch
+                    table.insert(batches, batch)
+                end
+                table.insert(batch.groups, g)
+            end
+        end
+    end
+    if #here.groups > 0 then
+        table.insert(batches, here)
+    end
+    each_in_flight(batches, function(batch)
+        local s = shared()
+        if batch == here then
+            s.local_batches = s.local_batches + 1
+            local f = box.func[M.APPLY_MANY_FUNCTION]
+            local ok, value
+            if f == nil then
+                ok, value = false,
+                    box.error.new(box.error.NO_SUCH_FUNCTION, M.APPLY_MANY_FUNCTION)
+            else
+                ok, value = pcall(f.call, f, batch_args(here))
+            end
+            for _, g in ipairs(here.groups) do
+                vstorage.bucket_unrefrw(g.bucket)
+            end
+            settle(here, ok and value or nil, (not ok) and value or nil,
+                'delivery to this replica set', retry)
+            return
+        end
+        local rs = batch.replicaset
+        local where = string.format('delivery to replica set %s', tostring(rs.id))
+        local down = master_down(rs)
+        if down ~= nil then
+            failed(where, down)
+            return
+        end
+        s.batch_calls = s.batch_calls + 1
+        local value, e = rs:callrw(M.APPLY_MANY_FUNCTION, batch_args(batch),
+            {timeout = M.CALL_TIMEOUT_S})
+        settle(batch, value, e, where, retry)
+    end)
+    each_in_flight(retry, function(g)
+        send_one(r, g)
+    end)
 end
 
 -- Marks a destination bucket after its call: a success clears its back-off, a

@@ -52,9 +52,13 @@ M.WRITE_REFUSED = M.READ_REFUSED
 -- "On a sharded store"): list_dialogs in the user's bucket, the deliveries of
 -- the outbox drainer, and mark_read's count (dialog's bucket) and write (user's
 -- bucket). Each checks its bucket like the two above (WRITE_REFUSED).
+-- inbox_apply_many is the drainer's delivery of a round to a replica set's
+-- master, called directly (no vshard bucket reference: it checks each group's
+-- bucket inside its one transaction and skips, and lists, those it may not write).
 M.INBOX_FUNCTIONS = {
     list = 'dialogs_storage_list',
     inbox_apply = 'dialogs_storage_inbox_apply',
+    inbox_apply_many = 'dialogs_storage_inbox_apply_many',
     read_count = 'dialogs_storage_read_count',
     mark_read_apply = 'dialogs_storage_mark_read_apply',
 }
@@ -78,6 +82,7 @@ function M.register_functions(user)
         {M.WRITE_FUNCTION, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.list, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.inbox_apply, {language = 'C', setuid = true}},
+        {M.INBOX_FUNCTIONS.inbox_apply_many, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.read_count, {language = 'C', setuid = true}},
         {M.INBOX_FUNCTIONS.mark_read_apply, {language = 'C', setuid = true}},
         {M.COUNT_FUNCTION, {language = 'LUA', setuid = false}},

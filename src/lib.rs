@@ -368,6 +368,28 @@ pub unsafe extern "C" fn dialogs_storage_inbox_apply(
     )
 }
 
+/// `dialogs_storage_inbox_apply_many(groups)` → `{applied, refused}`: the
+/// deliveries to many buckets of this replica set in one transaction, a group
+/// whose bucket is not writable here skipped
+/// ([`inbox::storage::inbox_apply_many`]). The outbox drainer only.
+///
+/// # Safety
+/// Called by Tarantool only, with the arguments of a C stored procedure.
+#[no_mangle]
+pub unsafe extern "C" fn dialogs_storage_inbox_apply_many(
+    ctx: *mut BoxFunctionCtx,
+    args: *const c_char,
+    args_end: *const c_char,
+) -> c_int {
+    serve(
+        "dialogs_storage_inbox_apply_many",
+        ctx,
+        args,
+        args_end,
+        inbox::storage::inbox_apply_many,
+    )
+}
+
 /// `dialogs_storage_read_count(bucket_id, {user_id, dialog_id, up_to_id, L})` →
 /// `{count, H}` ([`inbox::storage::read_count`]). Routers only.
 ///

@@ -75,6 +75,7 @@ procedures! {
     StorageNew = "dialogs_storage_new",
     StorageList = "dialogs_storage_list",
     StorageInboxApply = "dialogs_storage_inbox_apply",
+    StorageInboxApplyMany = "dialogs_storage_inbox_apply_many",
     StorageReadCount = "dialogs_storage_read_count",
     StorageMarkReadApply = "dialogs_storage_mark_read_apply",
     InboxBuild = "dialogs_inbox_build",

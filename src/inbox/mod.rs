@@ -9,6 +9,7 @@
 //!   the stored messages, one batch per call;
 //! - [`storage`]: the entries a vshard router and the outbox drainer call on a
 //!   storage (`dialogs_storage_list`, `dialogs_storage_inbox_apply`,
+//!   `dialogs_storage_inbox_apply_many`,
 //!   `dialogs_storage_read_count`, `dialogs_storage_mark_read_apply`).
 //!
 //! The spaces are reached through [`crate::store::Store`] only

@@ -10,6 +10,9 @@
 //!   the user's bucket;
 //! - `dialogs_storage_inbox_apply(bucket_id, events)`: deliveries to users of
 //!   one bucket, in one transaction;
+//! - `dialogs_storage_inbox_apply_many(groups)`: deliveries to users of many
+//!   buckets of this replica set, in one transaction, a refused bucket's group
+//!   skipped;
 //! - `dialogs_storage_read_count(bucket_id, args)`: `mark_read`'s count on the
 //!   dialog's storage;
 //! - `dialogs_storage_mark_read_apply(bucket_id, args)`: `mark_read`'s write on
@@ -75,6 +78,35 @@ impl Event {
             Event::Message { user, .. } | Event::Receipt { user, .. } => *user,
         }
     }
+
+    /// deliver_message or deliver_receipt, in the caller's transaction.
+    fn apply(&self, store: &Store) -> Result<()> {
+        match self {
+            Event::Message {
+                user,
+                id,
+                dialog_id,
+                from,
+                to,
+                text,
+            } => store.deliver_message(
+                *user,
+                &Delivery {
+                    id: *id,
+                    dialog_id: *dialog_id,
+                    from: *from,
+                    to: *to,
+                    text,
+                },
+            )?,
+            Event::Receipt {
+                user,
+                dialog,
+                read_id,
+            } => store.deliver_receipt(*user, *dialog, *read_id)?,
+        };
+        Ok(())
+    }
 }
 
 /// A call that did not come from the drainer's or the router's code: a bug
@@ -86,11 +118,11 @@ fn misuse(proc: &'static str, what: &str) -> Error {
     }
 }
 
-/// Reads `events`: `{'m', user_id, message_id, dialog_id, user_from, user_to,
-/// text}` and `{'r', user_id, dialog_id, read_id}`.
-fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event>> {
+/// Reads `events` at `r`: `{'m', user_id, message_id, dialog_id, user_from,
+/// user_to, text}` and `{'r', user_id, dialog_id, read_id}`, and leaves `r`
+/// after them.
+fn read_events<'a>(proc: &'static str, r: &mut Reader<'a>) -> Result<Vec<Event>> {
     let bad = |what: &str| misuse(proc, &format!("events: {what}"));
-    let mut r = Reader::new(buf);
     let Ok(Value::Array(n)) = r.read() else {
         return Err(bad("not an array"));
     };
@@ -109,11 +141,11 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event>> {
         };
         let event = match (r.read(), len) {
             (Ok(Value::Str(b"m")), 7) => {
-                let user = uuid(&mut r, "user_id")?;
-                let id = uuid(&mut r, "message_id")?;
-                let dialog_id = uuid(&mut r, "dialog_id")?;
-                let from = uuid(&mut r, "user_from")?;
-                let to = uuid(&mut r, "user_to")?;
+                let user = uuid(r, "user_id")?;
+                let id = uuid(r, "message_id")?;
+                let dialog_id = uuid(r, "dialog_id")?;
+                let from = uuid(r, "user_from")?;
+                let to = uuid(r, "user_to")?;
                 let text = match r.read() {
                     Ok(Value::Str(t)) => std::str::from_utf8(t)
                         .map_err(|_| bad("text is not UTF-8"))?
@@ -135,9 +167,9 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event>> {
                 }
             }
             (Ok(Value::Str(b"r")), 4) => Event::Receipt {
-                user: uuid(&mut r, "user_id")?,
-                dialog: uuid(&mut r, "dialog_id")?,
-                read_id: uuid(&mut r, "read_id")?,
+                user: uuid(r, "user_id")?,
+                dialog: uuid(r, "dialog_id")?,
+                read_id: uuid(r, "read_id")?,
             },
             _ => {
                 return Err(bad(
@@ -157,52 +189,102 @@ fn parse_events<'a>(proc: &'static str, buf: &'a [u8]) -> Result<Vec<Event>> {
 pub fn inbox_apply(args: &[u8], reply: &mut Reply) -> Result<()> {
     const PROC: &str = "dialogs_storage_inbox_apply";
     let (bucket_id, events_buf) = split_args(PROC, "inbox_apply", args)?;
-    let events = parse_events(PROC, events_buf)?;
+    let events = read_events(PROC, &mut Reader::new(events_buf))?;
     let store = Store::get()?;
     store.inbox()?;
-    for e in &events {
-        check_owner_bucket(
-            PROC,
-            bucket_id,
-            e.user(),
-            "user",
-            store.bucket_count,
-            "writable",
-        )?;
-    }
+    check_owners(PROC, bucket_id, &events, store.bucket_count)?;
     let applied = atomically(|| {
         check_bucket(PROC, bucket_id, WRITABLE, "writable")?;
         for e in &events {
-            match e {
-                Event::Message {
-                    user,
-                    id,
-                    dialog_id,
-                    from,
-                    to,
-                    text,
-                } => store.deliver_message(
-                    *user,
-                    &Delivery {
-                        id: *id,
-                        dialog_id: *dialog_id,
-                        from: *from,
-                        to: *to,
-                        text,
-                    },
-                )?,
-                Event::Receipt {
-                    user,
-                    dialog,
-                    read_id,
-                } => store.deliver_receipt(*user, *dialog, *read_id)?,
-            };
+            e.apply(&store)?;
         }
         Ok(events.len() as u64)
     })
     .map_err(|e| e.in_write(PROC))?;
     let mut out = Vec::with_capacity(9);
     out.put_uint(applied);
+    reply.mp(&out)
+}
+
+/// Whether every event's user lives in `bucket_id`: else the 1012 refusal of
+/// entry `proc` naming the user's bucket (a caller that grouped them wrong).
+fn check_owners(proc: &str, bucket_id: u64, events: &[Event], bucket_count: u32) -> Result<()> {
+    for e in events {
+        check_owner_bucket(proc, bucket_id, e.user(), "user", bucket_count, "writable")?;
+    }
+    Ok(())
+}
+
+/// The groups of one `inbox_apply_many` call, with their buckets, at most
+/// this many allocated ahead whatever a header claims (a round of the drainer
+/// names at most its rows' destination buckets).
+const GROUPS_RESERVED_MAX: usize = 1024;
+
+/// `dialogs_storage_inbox_apply_many(groups)`, `groups` an array of `{bucket_id,
+/// events}` (each as `inbox_apply`'s two arguments) → `{applied = n, refused =
+/// {bucket_id...}}`: in ONE transaction, each group whose bucket `_bucket`
+/// holds writable here (checked inside the transaction, just before the group's
+/// statements, with no yield in between) has its events applied; a group whose
+/// bucket is not writable here (moving, gone: the caller's routing was stale) is
+/// skipped, nothing of it written, and its bucket listed in `refused` (in the
+/// groups' order); `applied` counts the events of the groups applied. A group
+/// with an event whose user is not in its bucket refuses the whole call (1012,
+/// nothing written): its caller grouped them wrong. The outbox drainer's
+/// delivery to a replica set's master, one call per round (dialogs/outbox.lua).
+pub fn inbox_apply_many(args: &[u8], reply: &mut Reply) -> Result<()> {
+    const PROC: &str = "dialogs_storage_inbox_apply_many";
+    let bad = |what: &str| {
+        misuse(
+            PROC,
+            &format!("expected ({{{{bucket_id, events}}, ...}}): {what}"),
+        )
+    };
+    let mut r = Reader::new(args);
+    if r.read() != Ok(Value::Array(1)) {
+        return Err(bad("not one argument"));
+    }
+    let Ok(Value::Array(n)) = r.read() else {
+        return Err(bad("groups is not an array"));
+    };
+    let mut groups = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(GROUPS_RESERVED_MAX));
+    for _ in 0..n {
+        if r.read() != Ok(Value::Array(2)) {
+            return Err(bad("a group is not {bucket_id, events}"));
+        }
+        let Ok(Value::Uint(bucket_id)) = r.read() else {
+            return Err(bad("a group's bucket_id is not an integer"));
+        };
+        groups.push((bucket_id, read_events(PROC, &mut r)?));
+    }
+    let store = Store::get()?;
+    store.inbox()?;
+    for (bucket_id, events) in &groups {
+        check_owners(PROC, *bucket_id, events, store.bucket_count)?;
+    }
+    let (applied, refused) = atomically(|| {
+        let (mut applied, mut refused) = (0u64, Vec::new());
+        for (bucket_id, events) in &groups {
+            if check_bucket(PROC, *bucket_id, WRITABLE, "writable").is_err() {
+                refused.push(*bucket_id);
+                continue;
+            }
+            for e in events {
+                e.apply(&store)?;
+            }
+            applied += events.len() as u64;
+        }
+        Ok((applied, refused))
+    })
+    .map_err(|e| e.in_write(PROC))?;
+    let mut out = Vec::with_capacity(32 + 9 * refused.len());
+    out.put_map_header(2);
+    out.put_str("applied");
+    out.put_uint(applied);
+    out.put_str("refused");
+    out.put_array_header(u32::try_from(refused.len()).unwrap_or(u32::MAX));
+    for b in &refused {
+        out.put_uint(*b);
+    }
     reply.mp(&out)
 }
 

@@ -756,3 +756,113 @@ fn the_storage_entries_serve_their_buckets() {
     drop(buckets);
     assert!(count() > 0);
 }
+
+/// The drainer's batch to a replica set: every group whose bucket is writable
+/// here applied in one transaction, a group whose bucket is not (moving) skipped
+/// whole and named in the reply; a group holding a user of another bucket
+/// refuses the whole call, nothing written.
+#[tarantool::test]
+fn inbox_apply_many_skips_a_refused_bucket_and_applies_the_others() {
+    ensure_built();
+    define("dialogs_storage_inbox_apply_many");
+    let n = stored_bucket_count();
+    let (a, b) = (user(), user());
+    let (ba, bb) = (bucket_id(a, n), bucket_id(b, n));
+    // c: a user of a third bucket, which is on its way out.
+    let c = loop {
+        let c = user();
+        if ![ba, bb].contains(&bucket_id(c, n)) {
+            break c;
+        }
+    };
+    let bc = bucket_id(c, n);
+    let buckets = BucketSpace::create();
+    buckets.set(ba, "active");
+    buckets.set(bb, "pinned");
+    buckets.set(bc, "sending");
+    // A message from c to a, and a receipt of b's (placeholder entry).
+    let (m, d, d2) = (Uuid::now_v7(), user(), user());
+    let to_a = format!(
+        "{{'m', {}, {}, {}, {}, {}, 'hi'}}",
+        q(&a),
+        q(&m),
+        q(&d),
+        q(&c),
+        q(&a)
+    );
+    let to_c = format!(
+        "{{'m', {}, {}, {}, {}, {}, 'hi'}}",
+        q(&c),
+        q(&m),
+        q(&d),
+        q(&c),
+        q(&a)
+    );
+    let receipt_b = format!("{{'r', {}, {}, {}}}", q(&b), q(&d2), q(&m));
+    let inbox_of = |u: Uuid| {
+        lua_u64(&format!(
+            "box.space.dialogs_inbox:count{{require('uuid').fromstr('{u}')}}"
+        ))
+    };
+    // A group of a user in another bucket: the whole call refused, even the
+    // valid group before it not written.
+    let inbox = lua_u64("box.space.dialogs_inbox:len()");
+    assert_refused(
+        "dialogs_storage_inbox_apply_many",
+        &format!("{{{{{{{ba}, {{{to_a}}}}}, {{{ba}, {{{receipt_b}}}}}}}}}"),
+        1012,
+        &format!(
+            "dialogs_storage_inbox_apply_many: bucket {ba} is not writable here: \
+             the user is in bucket {bb}"
+        ),
+    );
+    assert_eq!(lua_u64("box.space.dialogs_inbox:len()"), inbox);
+    // Three groups, one refused: the other two applied, one reply.
+    let groups =
+        format!("{{{{{{{ba}, {{{to_a}}}}}, {{{bc}, {{{to_c}}}}}, {{{bb}, {{{receipt_b}}}}}}}}}");
+    let expected = serde_json::json!({"applied": 2, "refused": [bc]});
+    assert_eq!(
+        call("dialogs_storage_inbox_apply_many", &groups).ok(),
+        vec![expected.clone()]
+    );
+    assert_eq!(entry(a, d)["last_id"], s(m));
+    assert_eq!(entry(a, d)["unread"], 1);
+    assert_eq!(totals(a), (1, 1));
+    assert_eq!(inbox_of(b), 1);
+    assert!(lua_bool(&format!(
+        "tostring(box.space.dialogs_inbox:get{{require('uuid').fromstr('{b}'), \
+         require('uuid').fromstr('{d2}')}}[9]) == '{m}'"
+    )));
+    // Nothing of c's group: no entry, no totals row.
+    assert_eq!(inbox_of(c), 0);
+    assert!(lua_bool(&format!(
+        "box.space.dialogs_inbox_totals:get{{require('uuid').fromstr('{c}')}} == nil"
+    )));
+    // Sent again (the drainer after a lost reply): the same reply, nothing counted twice.
+    assert_eq!(
+        call("dialogs_storage_inbox_apply_many", &groups).ok(),
+        vec![expected]
+    );
+    assert_eq!(totals(a), (1, 1));
+    // Once c's bucket is back, its group applies.
+    buckets.set(bc, "active");
+    assert_eq!(
+        call(
+            "dialogs_storage_inbox_apply_many",
+            &format!("{{{{{{{bc}, {{{to_c}}}}}}}}}")
+        )
+        .ok(),
+        vec![serde_json::json!({"applied": 1, "refused": []})]
+    );
+    assert_eq!(entry(c, d)["last_id"], s(m));
+    assert_eq!(entry(c, d)["unread"], 0);
+    // Not {groups}: refused, the server goes on.
+    assert_refused(
+        "dialogs_storage_inbox_apply_many",
+        &format!("{{{ba}, {{}}}}"),
+        code::INTERNAL,
+        "dialogs_storage_inbox_apply_many: internal error: expected ({{bucket_id, events}, ...}): \
+         not one argument",
+    );
+    drop(buckets);
+}

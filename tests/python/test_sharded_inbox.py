@@ -304,6 +304,57 @@ def test_the_outbox_reports_its_state(make_cluster):
     assert 0 <= info["oldest_age_s"] < 3600
 
 
+def one_round(cluster, conn, where, count: int) -> tuple:
+    """`count` conversations whose dialogs live on s1, the senders' inboxes on s1
+    and the recipients' on s2, written while s1's drainer is stopped and then
+    delivered by it: the change of its info() counters, and the recipients'
+    buckets."""
+    s1 = cluster.master("s1")
+    wait_until(lambda: outbox_backlog(cluster) == 0, DRAIN_TIMEOUT_S, "the outboxes to drain")
+    cluster.eval(s1, "require('dialogs.outbox').stop() or true")
+    pairs = [pair_with_dialog_on(where, "s1", "s2", "s1") for _ in range(count)]
+    sent = [new_dialog(conn, None, a, b, f"m{i}") for i, (a, b) in enumerate(pairs)]
+    assert cluster.eval(s1, "box.space.dialogs_outbox:len()") == count
+    info = "require('dialogs.outbox').info()"
+    before = cluster.eval(s1, info)
+    cluster.eval(s1, "require('dialogs.outbox').start() or true")
+    for (a, b), m in zip(pairs, sent):
+        d = derived_dialog_id(a, b)
+        wait_until(lambda: delivered(conn, a, d, m) and delivered(conn, b, d, m),
+                   DRAIN_TIMEOUT_S, "the deliveries")
+    wait_until(lambda: outbox_backlog(cluster) == 0, DRAIN_TIMEOUT_S, "the rows' deletion")
+    after = cluster.eval(s1, info)
+    change = {k: after[k] - before[k]
+              for k in ("rounds", "batch_calls", "local_batches", "bucket_calls", "events",
+                        "delivered", "failures")}
+    return change, {bucket_id(b) for _, b in pairs}
+
+
+def test_a_rounds_deliveries_to_a_replica_set_are_one_call(make_cluster):
+    cluster = make_cluster({"s1": 1, "s2": 1})
+    build_inboxes(cluster)
+    conn = cluster.connect()
+    where = owners(cluster)
+    change, buckets = one_round(cluster, conn, where, 10)
+    assert len(buckets) > 1
+    # One round: the recipients' ten events in one call to s2, the senders'
+    # applied in place in one transaction, no call for one bucket.
+    assert change == {"rounds": 1, "batch_calls": 1, "local_batches": 1, "bucket_calls": 0,
+                      "events": 20, "delivered": 10, "failures": 0}, change
+
+    # A master without the batch entry (a storage of an earlier release): the
+    # batch is refused whole, and each of its buckets gets its own call.
+    cluster.eval(cluster.master("s2"),
+                 "box.schema.func.drop('dialogs_storage_inbox_apply_many') or true")
+    change, buckets = one_round(cluster, conn, where, 5)
+    assert change == {"rounds": 1, "batch_calls": 1, "local_batches": 1,
+                      "bucket_calls": len(buckets), "events": 10, "delivered": 5,
+                      "failures": 0}, change
+    assert "the batch did not run" in cluster.master("s1").log_of_run()
+    report = recount(cluster)
+    assert no_drift(report), report
+
+
 def test_mark_read_gives_up_with_1014_when_the_entry_keeps_changing(make_cluster):
     cluster = make_cluster({"s1": 1})
     build_inboxes(cluster)
