@@ -801,7 +801,7 @@ fn inbox_apply_many_skips_a_refused_bucket_and_applies_the_others() {
     let receipt_b = format!("{{'r', {}, {}, {}}}", q(&b), q(&d2), q(&m));
     let inbox_of = |u: Uuid| {
         lua_u64(&format!(
-            "box.space.dialogs_inbox:count{{require('uuid').fromstr('{u}')}}"
+            "box.space.dialogs_inbox.index.activity:count{{require('uuid').fromstr('{u}')}}"
         ))
     };
     // A group of a user in another bucket: the whole call refused, even the
