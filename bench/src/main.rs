@@ -46,7 +46,7 @@ const FILL_IN_FLIGHT: usize = 64;
 const MARK_SEED_MARGIN: f64 = 2.0;
 /// The least rate assumed, requests per second (also before a target has run
 /// any cell).
-const MARK_RATE_GUESS: f64 = 20_000.0;
+const MARK_RATE_GUESS: f64 = 60_000.0;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark: native procedures vs Lua vs raw IPROTO vs PostgreSQL")]
@@ -172,9 +172,9 @@ impl Plan {
         };
         let conns = a.conns.clone().unwrap_or(conns);
         let (list_users, mark_dialogs, inbox_memory_dialogs) = if a.smoke {
-            (50, 80_000, 5_000)
+            (50, 150_000, 5_000)
         } else {
-            (1_000, 300_000, 100_000)
+            (1_000, 400_000, 100_000)
         };
         Plan {
             list_users,
