@@ -534,8 +534,8 @@ impl Report {
                  unread may have none). Bytes, memtx \
                  (`space:bsize()` + every index's `bsize()`):\n\n\
                  | what | bytes |\n|---|---:|\n\
-                 | an inbox entry (tuple + `pk`, `activity`, `bucket_id`) | {:.0} |\n\
-                 | a totals row (tuple + `pk`, `bucket_id`) | {:.0} |\n\
+                 | an inbox entry (tuple + `pk`, `activity`; on a vshard storage also `bucket_id`) | {:.0} |\n\
+                 | a totals row (tuple + `pk`; on a vshard storage also `bucket_id`) | {:.0} |\n\
                  | a new dialog's message (for comparison) | {:.0} |\n\
                  | memtx arena growth per new dialog (its message, its entries and totals rows; slab rounding included) | {:.0} |\n",
                 m.messages,
