@@ -63,68 +63,25 @@ function bench_info()
     }
 end
 
--- Calls procedure `fname` (dialog, user_from, user_to, text) per_dialog times for
--- each dialog in `dialogs` (uuid strings), from FILL_FIBERS fibers. Returns the
--- number of calls; raises the first error if any call failed.
-function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
+-- Calls procedure `fname` `total` times from FILL_FIBERS fibers: call i (1 to
+-- total) with the arguments args_of(i), and on_result(i, value) with each
+-- successful call's value. Raises the first error, named after `who`, if any
+-- call failed.
+local function call_in_fibers(who, fname, total, args_of, on_result)
     local f = box.func[fname]
     if f == nil then
-        error('bench_fill: no function ' .. tostring(fname))
+        error(who .. ': no function ' .. tostring(fname))
     end
-    local total = #dialogs * per_dialog
-    local next_call, failed, first_error = 0, 0, nil
-    local done = fiber.channel(FILL_FIBERS)
-    for _ = 1, FILL_FIBERS do
-        fiber.create(function()
-            while next_call < total do
-                local i = next_call
-                next_call = i + 1
-                local args = {dialogs[i % #dialogs + 1], user_from, user_to, text}
-                local ok, err = pcall(f.call, f, args)
-                if not ok then
-                    failed = failed + 1
-                    first_error = first_error or tostring(err)
-                end
-            end
-            done:put(true)
-        end)
-    end
-    for _ = 1, FILL_FIBERS do
-        done:get()
-    end
-    if failed > 0 then
-        error(string.format('bench_fill(%s): %d of %d calls failed, first: %s',
-            fname, failed, total, first_error))
-    end
-    return total
-end
-
--- Calls procedure `fname` (dialog, user_from, user_to, text) once for each
--- {dialog, user_from, user_to} of `msgs` (uuid strings), from FILL_FIBERS fibers.
--- Returns the new message ids (strings) in the order of `msgs`; raises the first
--- error if any call failed. Set through _G, as the helpers below, so that it
--- needs no entry in the repository's lint configuration.
-local function fill_pairs(fname, msgs, text)
-    local f = box.func[fname]
-    if f == nil then
-        error('bench_fill_pairs: no function ' .. tostring(fname))
-    end
-    local ids = {}
     local next_call, failed, first_error = 1, 0, nil
     local done = fiber.channel(FILL_FIBERS)
     for _ = 1, FILL_FIBERS do
         fiber.create(function()
-            while next_call <= #msgs do
+            while next_call <= total do
                 local i = next_call
                 next_call = i + 1
-                local m = msgs[i]
-                local ok, r = pcall(f.call, f, {m[1], m[2], m[3], text})
-                -- A C procedure's value may come back in a tuple (2.x).
-                while ok and type(r) ~= 'string' and r ~= nil and r[1] ~= nil do
-                    r = r[1]
-                end
+                local ok, r = pcall(f.call, f, args_of(i))
                 if ok then
-                    ids[i] = tostring(r)
+                    on_result(i, r)
                 else
                     failed = failed + 1
                     first_error = first_error or tostring(r)
@@ -137,9 +94,39 @@ local function fill_pairs(fname, msgs, text)
         done:get()
     end
     if failed > 0 then
-        error(string.format('bench_fill_pairs(%s): %d of %d calls failed, first: %s',
-            fname, failed, #msgs, first_error))
+        error(string.format('%s(%s): %d of %d calls failed, first: %s',
+            who, fname, failed, total, first_error))
     end
+end
+
+-- Calls procedure `fname` (dialog, user_from, user_to, text) per_dialog times for
+-- each dialog in `dialogs` (uuid strings), from FILL_FIBERS fibers. Returns the
+-- number of calls; raises the first error if any call failed.
+function bench_fill(fname, dialogs, per_dialog, user_from, user_to, text)
+    local total = #dialogs * per_dialog
+    call_in_fibers('bench_fill', fname, total, function(i)
+        return {dialogs[(i - 1) % #dialogs + 1], user_from, user_to, text}
+    end, function() end)
+    return total
+end
+
+-- Calls procedure `fname` (dialog, user_from, user_to, text) once for each
+-- {dialog, user_from, user_to} of `msgs` (uuid strings), from FILL_FIBERS fibers.
+-- Returns the new message ids (strings) in the order of `msgs`; raises the first
+-- error if any call failed. Set through _G, as the helpers below, so that it
+-- needs no entry in the repository's lint configuration.
+local function fill_pairs(fname, msgs, text)
+    local ids = {}
+    call_in_fibers('bench_fill_pairs', fname, #msgs, function(i)
+        local m = msgs[i]
+        return {m[1], m[2], m[3], text}
+    end, function(i, r)
+        -- A C procedure's value may come back in a tuple (2.x).
+        while type(r) ~= 'string' and r ~= nil and r[1] ~= nil do
+            r = r[1]
+        end
+        ids[i] = tostring(r)
+    end)
     return ids
 end
 rawset(_G, 'bench_fill_pairs', fill_pairs)
