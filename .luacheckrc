@@ -1,7 +1,8 @@
 -- luacheck configuration: every Lua file of the repository (make lint-lua).
--- Tarantool runs LuaJIT; it adds the global `box` and two functions to `os`.
+-- Tarantool runs LuaJIT; it adds the global `box`, two functions to `os` and
+-- `table.copy` (a shallow copy).
 std = 'luajit'
-read_globals = {'box', os = {fields = {'environ', 'setenv'}}}
+read_globals = {'box', os = {fields = {'environ', 'setenv'}}, table = {fields = {'copy'}}}
 max_line_length = 100
 exclude_files = {'target/', '.venv/'}
 

@@ -24,14 +24,6 @@ local msgpack = require('msgpack')
 
 local M = {}
 
-local function copy(t)
-    local c = {}
-    for k, v in pairs(t) do
-        c[k] = v
-    end
-    return c
-end
-
 -- The C functions of this module (granted to nobody; called as admin here).
 M.STATS_FUNCTION = 'dialogs_stats'
 M.SLOW_FUNCTION = 'dialogs_slow_calls'
@@ -264,7 +256,7 @@ local function set_histogram(h, procs)
         local cumulative = 0
         for i, le in ipairs(h.buckets) do
             cumulative = cumulative + (p.latency_buckets[i] or 0)
-            local bl = copy(l)
+            local bl = table.copy(l)
             bl.le = le
             set_counter(h.bucket_collector, cumulative, bl)
         end
@@ -276,7 +268,7 @@ end
 -- or nil and a warning where this metrics module keeps histograms otherwise.
 local function histogram(c, metrics, bounds)
     if c.duration == nil and not c.duration_refused then
-        local h = metrics.histogram(M.NAMES.duration, HELP.duration, copy(bounds))
+        local h = metrics.histogram(M.NAMES.duration, HELP.duration, table.copy(bounds))
         if h.bucket_collector == nil or h.count_collector == nil or h.sum_collector == nil
                 or #h.buckets ~= #bounds + 1 then
             log.warn('dialogs: this metrics module keeps histograms otherwise: %s not '

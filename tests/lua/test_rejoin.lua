@@ -25,14 +25,6 @@ local function usage_of(args)
     return tostring(err)
 end
 
-local function copy(t)
-    local c = {}
-    for k, v in pairs(t) do
-        c[k] = v
-    end
-    return c
-end
-
 return {
     {'check and export take a data directory and one master', function()
         local o = rejoin.parse_args({'check', 'data/a', '--master-socket', 'b.sock'})
@@ -117,7 +109,7 @@ return {
             .. MSG.dialog_id .. '","user_from":"' .. MSG.user_from .. '","user_to":"'
             .. MSG.user_to .. '","text":"a «ü»\\n\\"q\\"","created_at":1700000000123456,'
             .. '"request_id":"' .. MSG.request_id .. '"}\n', 'a message')
-        local m = copy(MSG)
+        local m = table.copy(MSG)
         m.request_id, m.lsn = nil, 17
         local line = rejoin.export_line(m)
         check.equal(line:match(',"request_id":null}\n$') ~= nil, true, line)
@@ -130,7 +122,7 @@ return {
         check.equal(m, MSG, 'the same message')
     end},
     {'a message exported without a request id gets one derived from its id', function()
-        local m = copy(MSG)
+        local m = table.copy(MSG)
         m.request_id = nil
         local got = rejoin.parse_export_line(rejoin.export_line(m), 'f:1').request_id
         -- UUIDv5(REPLAY_NAMESPACE, the id's 16 bytes), as Python's hashlib makes it.
@@ -147,20 +139,20 @@ return {
         end
         check.equal(bad('not json'), 'x.jsonl:4: not a JSON object', 'json')
         check.equal(bad('[1, 2]'), 'x.jsonl:4: id is not a uuid', 'array')
-        local m = copy(MSG)
+        local m = table.copy(MSG)
         m.user_to = 'nobody'
         check.equal(bad(json.encode(m)), 'x.jsonl:4: user_to is not a uuid', 'user_to')
-        m = copy(MSG)
+        m = table.copy(MSG)
         m.text = 5
         check.equal(bad(json.encode(m)), 'x.jsonl:4: text is not a string', 'text')
-        m = copy(MSG)
+        m = table.copy(MSG)
         m.request_id = 'r1'
         check.equal(bad(json.encode(m)), 'x.jsonl:4: request_id is not a uuid', 'request_id')
     end},
     {'an export file is read in order, blank lines skipped, a bad line by number', function()
         local dir = fio.tempdir()
         local path = fio.pathjoin(dir, 'x.jsonl')
-        local second = copy(MSG)
+        local second = table.copy(MSG)
         second.id, second.request_id = MSG.user_from, nil
         local f = io.open(path, 'w')
         f:write(rejoin.export_line(MSG), '\n', rejoin.export_line(second))
